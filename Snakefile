@@ -1,0 +1,25 @@
+# diffabm workflow: `snakemake --cores all` builds the default study;
+# `snakemake --cores all --config study=<name>` another (conf/experiment/<name>.yaml).
+import os
+
+from diffabm.config import compose_study
+
+# Transparent huge pages for torch's large per-step tensors (see BENCHMARKS.md).
+os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+
+STUDY = config.get("study", "default")
+OVERRIDES = list(config.get("overrides", []))
+CFG = compose_study(STUDY, OVERRIDES)
+RESULTS = f"results/{STUDY}"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/population.smk"
+include: "workflow/rules/simulation.smk"
+
+
+rule all:
+    input:
+        f"{RESULTS}/population.zarr",
+        f"{RESULTS}/simulation.zarr",
+        f"{RESULTS}/figures/epidemic_curve.png",

@@ -1,0 +1,1 @@
+"""Figures of the studies (matplotlib, Agg backend)."""

@@ -1,0 +1,1 @@
+"""Differentiable agent-based models."""

@@ -1,0 +1,453 @@
+"""GradABM/JUNE-style differentiable epidemic ABM over contact layers of groups.
+
+Force of infection on susceptible agent i on day t (Quera-Bofarull et al. 2023, GradABM-JUNE;
+Chopra et al. 2023, GradABM):
+
+    p_i(t) = 1 - exp(-ψ_i Σ_L m_L(t) β_L Σ_{g ∋ i, g in L} (1/|g|) Σ_{j ∈ g} T_j(t))
+
+with ψ_i the age-dependent susceptibility, m_L(t) the contact multiplier of interventions and
+T_j(t) the infectiousness of agent j: a Gamma-shaped profile over days since infection, scaled
+for asymptomatic agents and zero outside the infectious stages. Group sums are `index_add_` over
+flattened (agent, group) memberships: O(agents × layers) per day.
+
+Each infected agent follows susceptible → exposed → infectious (asymptomatic or symptomatic) →
+(symptomatic only) hospitalised → recovered or dead. Branches are Bernoulli draws with
+age-dependent probabilities; stage durations are log-normal, discretised to days. Every
+discrete draw goes through a pluggable estimator from `diffabm.stochastic`, so outputs are
+differentiable in all parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from diffabm.models.interventions import Interventions
+from diffabm.parameters import ParameterSpace
+from diffabm.population.schema import Population
+from diffabm.stochastic import BernoulliEstimator, StraightThroughGumbel
+from diffabm.store import as_object_strings
+
+STAGES = (
+    "susceptible",
+    "exposed",
+    "infectious_asymptomatic",
+    "infectious_symptomatic",
+    "hospitalised",
+    "recovered",
+    "dead",
+)
+NEVER = 1 << 30  # infection day of agents never infected
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A log-normal stage duration in days, given by mean and standard deviation per age band."""
+
+    mean: Sequence[float]
+    sd: Sequence[float]
+
+
+@dataclass(frozen=True)
+class DiseaseCourse:
+    """Age-dependent natural history; each list has one value per age band (see the config)."""
+
+    age_bands: Sequence[int]
+    susceptibility: Sequence[float]
+    p_symptomatic: Sequence[float]
+    p_hospital_given_symptomatic: Sequence[float]
+    p_death_given_hospital: Sequence[float]
+    latent: Duration
+    asymptomatic_infectious: Duration
+    symptomatic_to_recovery: Duration
+    symptomatic_to_admission: Duration
+    hospital_stay: Duration
+    infectiousness_mean: float = 5.5
+    infectiousness_sd: float = 2.4
+    asymptomatic_relative_infectiousness: float = 0.5
+    max_days_since_infection: int = 60
+
+    def __post_init__(self) -> None:
+        n_bands = len(self.age_bands)
+        for name in ("susceptibility", "p_symptomatic", "p_hospital_given_symptomatic", "p_death_given_hospital"):
+            values = np.asarray(getattr(self, name), dtype=float)
+            if values.shape != (n_bands,):
+                raise ValueError(f"disease course: '{name}' has {values.size} values, expected {n_bands} (age bands)")
+            if np.any(values < 0) or (name.startswith("p_") and np.any(values > 1)):
+                raise ValueError(f"disease course: '{name}' has invalid value {values.min()}..{values.max()}")
+        for name in ("latent", "asymptomatic_infectious", "symptomatic_to_recovery", "symptomatic_to_admission",
+                     "hospital_stay"):
+            duration = getattr(self, name)
+            for part in ("mean", "sd"):
+                values = np.broadcast_to(np.asarray(getattr(duration, part), dtype=float), (n_bands,))
+                if np.any(values <= 0):
+                    raise ValueError(f"disease course: '{name}.{part}' must be > 0, got {values.min()}")
+
+    def infectiousness_profile(self) -> Tensor:
+        """Gamma-shaped infectiousness by day since infection, summing to one."""
+        shape = (self.infectiousness_mean / self.infectiousness_sd) ** 2
+        rate = self.infectiousness_mean / self.infectiousness_sd**2
+        days = torch.arange(self.max_days_since_infection + 1, dtype=torch.float64)
+        cdf = torch.special.gammainc(torch.tensor(shape, dtype=torch.float64), rate * days)
+        profile = torch.diff(cdf, prepend=torch.zeros(1, dtype=torch.float64))
+        profile = torch.cat([profile, torch.zeros(1, dtype=torch.float64)])  # beyond the table: nothing
+        return (profile / profile.sum()).float()
+
+
+@dataclass
+class EpidemicOutput:
+    """Daily series for B draws: counts (B, T), stage counts (B, T, S), infections by age (B, T, A)."""
+
+    new_infections: Tensor
+    cases: Tensor
+    hospitalisations: Tensor
+    deaths: Tensor
+    stage_counts: Tensor
+    infections_by_age: Tensor
+    age_bands: Sequence[int] = field(default_factory=list)
+
+    def to_dataset(self, start_date: dt.date, parameters: Mapping[str, Tensor] | None = None) -> xr.Dataset:
+        """An xarray Dataset with dimensions (draw, time[, stage, age_group])."""
+        draws, days = self.new_infections.shape
+        time = np.datetime64(start_date, "ns") + np.arange(days) * np.timedelta64(1, "D")
+        bands = list(self.age_bands)
+        labels = [f"{lo}-{hi - 1}" for lo, hi in zip(bands[:-1], bands[1:])] + [f"{bands[-1]}+"]
+        series = {name: (("draw", "time"), getattr(self, name).detach().cpu().numpy())
+                  for name in ("new_infections", "cases", "hospitalisations", "deaths")}
+        ds = xr.Dataset(
+            {
+                **series,
+                "stage_counts": (("draw", "time", "stage"), self.stage_counts.detach().cpu().numpy()),
+                "infections_by_age": (("draw", "time", "age_group"), self.infections_by_age.detach().cpu().numpy()),
+            },
+            coords={
+                "draw": np.arange(draws),
+                "time": time,
+                "stage": as_object_strings(STAGES),
+                "age_group": as_object_strings(labels),
+            },
+        )
+        for name, values in (parameters or {}).items():
+            ds[name] = ("draw", torch.as_tensor(values).detach().cpu().reshape(-1).expand(draws).numpy())
+        return ds
+
+
+class ContactLayers:
+    """Group memberships as slots: each slot gives every agent one group id in one layer.
+
+    A layer with K memberships per agent has K slots; "no group" points to a sink group of
+    inverse size zero. Group ids of all layers share one numbering.
+    """
+
+    def __init__(self, groups: Mapping[str, np.ndarray], n_agents: int, device: torch.device | str = "cpu"):
+        self.names = list(groups)
+        slot_groups, slot_layers, group_layer, offset = [], [], [], 0
+        for layer_index, (name, ids) in enumerate(groups.items()):
+            ids = np.asarray(ids)
+            if ids.ndim not in (1, 2) or ids.shape[0] != n_agents:
+                raise ValueError(f"layer '{name}': group ids have shape {ids.shape}, expected ({n_agents},) or "
+                                 f"({n_agents}, K)")
+            ids = ids.reshape(n_agents, -1)
+            bad = ids[(ids < -1) | (ids >= max(n_agents, 1))]
+            if bad.size:
+                raise ValueError(f"layer '{name}': group id {bad[0]} out of range [-1, {n_agents})")
+            member = ids >= 0
+            contiguous = np.full(ids.shape, -1, dtype=np.int64)
+            _, contiguous[member] = np.unique(ids[member], return_inverse=True)
+            n_groups = int(contiguous.max()) + 1 if member.any() else 0
+            for slot in contiguous.T:
+                slot_groups.append(np.where(slot >= 0, slot + offset, -1))
+                slot_layers.append(layer_index)
+            group_layer.append(np.full(n_groups, layer_index))
+            offset += n_groups
+        self.n_groups = offset + 1  # the last group is the sink of agents without a group
+        groups_by_slot = np.stack(slot_groups)
+        groups_by_slot[groups_by_slot < 0] = offset
+        self.slot_group = torch.as_tensor(groups_by_slot, dtype=torch.long, device=device)
+        self.slot_layer = slot_layers
+        self.group_layer = torch.as_tensor(np.concatenate([*group_layer, [0]]), dtype=torch.long, device=device)
+        sizes = torch.bincount(self.slot_group.reshape(-1), minlength=self.n_groups).float()
+        self.inverse_size = 1.0 / sizes.clamp_min(1.0)
+        self.inverse_size[-1] = 0.0
+
+    def force(self, infectiousness: Tensor, isolated: Tensor | None, isolating: Sequence[bool],
+              layer_weight: Tensor) -> Tensor:
+        """Σ_L w_L Σ_{g ∋ i, g in L} (1/|g|) Σ_{j ∈ g} T_j for (B, N) infectiousness, (B, L) weights.
+
+        Members of isolating layers contribute `isolated` instead of `infectiousness`.
+        """
+        total = infectiousness.new_zeros(infectiousness.shape[0], self.n_groups)
+        for group, layer in zip(self.slot_group, self.slot_layer):
+            source = isolated if isolated is not None and isolating[layer] else infectiousness
+            total = total.index_add(1, group, source)
+        rate = total * self.inverse_size * layer_weight.index_select(1, self.group_layer)
+        force = rate.index_select(1, self.slot_group[0])
+        for group in self.slot_group[1:]:
+            force = force + rate.index_select(1, group)
+        return force
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed derived from the parts (run seed, purpose, day)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class EpidemicModel(nn.Module):
+    """The epidemic ABM on a population; `forward` simulates B parameter draws at once.
+
+    Parameters (natural scale): `beta_<layer>` ≥ 0 per layer, `initial_fraction` in [0, 1],
+    `hospitalisation_odds_ratio` and `fatality_odds_ratio` > 0 (multiplying the odds of the
+    age-specific hospitalisation and death probabilities). `self.unconstrained` holds them as
+    an (B, d) nn.Parameter on the unconstrained scale (log / logit), for point calibration.
+    """
+
+    def __init__(
+        self,
+        population: Population,
+        course: DiseaseCourse,
+        days: int,
+        parameters: Mapping[str, float],
+        estimator: BernoulliEstimator | None = None,
+        interventions: Interventions | None = None,
+        draws: int = 1,
+        common_random_numbers: bool = False,
+        checkpoint_days: int | None = None,
+        device: torch.device | str = "cpu",
+    ):
+        super().__init__()
+        if days < 1:
+            raise ValueError(f"days must be >= 1, got {days}")
+        self.n_agents = population.n_agents
+        self.days = days
+        self.course = course
+        self.layers = population.layers
+        self.estimator = estimator or StraightThroughGumbel()
+        self.common_random_numbers = common_random_numbers
+        self.checkpoint_days = checkpoint_days
+        self.space = ParameterSpace(
+            {**{f"beta_{layer}": "positive" for layer in self.layers}, "initial_fraction": "unit_interval",
+             "hospitalisation_odds_ratio": "positive", "fatality_odds_ratio": "positive"}
+        )
+        device = torch.device(device)
+        self.contacts = ContactLayers(population.groups, self.n_agents, device)
+        self.interventions = interventions or Interventions.none(days, self.layers)
+        self._check_interventions()
+        self.isolating = [layer in self.interventions.isolation_layers for layer in self.layers]
+
+        bands = np.asarray(course.age_bands)
+        band = np.clip(np.searchsorted(bands, population.age, side="right") - 1, 0, len(bands) - 1)
+        self.register_buffer("age_band", torch.as_tensor(band, dtype=torch.long, device=device))
+
+        def per_agent(values) -> Tensor:
+            by_band = np.broadcast_to(np.asarray(values, dtype=np.float32), (len(bands),)).copy()
+            return torch.as_tensor(by_band, device=device)[self.age_band]
+
+        self.register_buffer("susceptibility", per_agent(course.susceptibility))
+        self.register_buffer("logit_symptomatic", torch.logit(per_agent(course.p_symptomatic), eps=1e-6))
+        self.register_buffer("logit_hospital", torch.logit(per_agent(course.p_hospital_given_symptomatic), eps=1e-6))
+        self.register_buffer("logit_death", torch.logit(per_agent(course.p_death_given_hospital), eps=1e-6))
+        self.register_buffer("profile", course.infectiousness_profile().to(device))
+        self.register_buffer("contact_multiplier", self.interventions.contact_multiplier.float().to(device))
+        self.durations = {
+            name: self._lognormal_parameters(getattr(course, name), per_agent)
+            for name in ("latent", "asymptomatic_infectious", "symptomatic_to_recovery", "symptomatic_to_admission",
+                         "hospital_stay")
+        }
+        initial = self.space.to_unconstrained(parameters).expand(draws, -1).clone()
+        self.unconstrained = nn.Parameter(initial.to(device))
+
+    @staticmethod
+    def _lognormal_parameters(duration: Duration, per_agent) -> tuple[Tensor, Tensor]:
+        """Per-agent (μ, σ) of the log-normal with the band's mean and sd."""
+        mean, sd = np.asarray(duration.mean, dtype=float), np.asarray(duration.sd, dtype=float)
+        sigma2 = np.log1p((sd / mean) ** 2)
+        return per_agent(np.log(mean) - sigma2 / 2), per_agent(np.sqrt(sigma2))
+
+    def _check_interventions(self) -> None:
+        shape = tuple(self.interventions.contact_multiplier.shape)
+        if shape[-2:] != (self.days, len(self.layers)):
+            raise ValueError(f"contact multiplier has shape {shape}, expected ([B,] {self.days}, {len(self.layers)})")
+        if (self.interventions.contact_multiplier < 0).any():
+            raise ValueError("contact multiplier has negative entries")
+        unknown = set(self.interventions.isolation_layers) - set(self.layers)
+        if unknown:
+            raise ValueError(f"isolation layers {sorted(unknown)} are not model layers {self.layers}")
+
+    def natural_parameters(self) -> dict[str, Tensor]:
+        """The model's own parameters on their natural scale, each (B,)."""
+        return self.space.to_natural(self.unconstrained)
+
+    def forward(self, parameters: Mapping[str, Tensor] | None = None, seed: int = 0) -> EpidemicOutput:
+        """Simulate; `parameters` (natural scale, each (B,)) default to the module's own."""
+        return self.simulate(self.natural_parameters() if parameters is None else parameters, seed)
+
+    def check_parameters(self, parameters: Mapping[str, Tensor]) -> int:
+        """Validate names, shapes and domains; return the number of draws B."""
+        self.space.check_names(parameters)
+        shapes = {name: tuple(torch.as_tensor(v).shape) for name, v in parameters.items()}
+        if len({s for s in shapes.values()}) != 1 or len(next(iter(shapes.values()))) != 1:
+            raise ValueError(f"parameters must all have shape (B,), got {shapes}")
+        for name, value in parameters.items():
+            value = torch.as_tensor(value).detach()
+            bad = value[~torch.isfinite(value)]
+            if bad.numel():
+                raise ValueError(f"parameter '{name}' has non-finite value {bad[0].item()}")
+            low = value.min().item()
+            if low < 0 or (name.startswith("beta_") is False and self.space.domains[name] == "positive" and low <= 0):
+                raise ValueError(f"parameter '{name}' has value {low}, must be {'>= 0' if name.startswith('beta_') else '> 0'}")
+            if self.space.domains[name] == "unit_interval" and value.max().item() > 1:
+                raise ValueError(f"parameter '{name}' has value {value.max().item()}, must be in [0, 1]")
+        return next(iter(shapes.values()))[0]
+
+    def _uniform(self, seed: int, purpose: str, draws: int) -> Tensor:
+        """Uniform noise (B, N) for one purpose and day, reproducible when recomputed."""
+        generator = torch.Generator(device=self.age_band.device).manual_seed(stable_seed(seed, purpose))
+        rows = 1 if self.common_random_numbers else draws
+        u = torch.rand(rows, self.n_agents, generator=generator, device=self.age_band.device)
+        return u.clamp_(1e-7, 1 - 1e-7).expand(draws, -1)
+
+    def _durations(self, seed: int, draws: int) -> dict[str, Tensor]:
+        """Integer stage durations (B, N), ≥ 1 day, by inverse-CDF sampling of the log-normals."""
+        out = {}
+        for name, (mu, sigma) in self.durations.items():
+            z = torch.special.ndtri(self._uniform(seed, name, draws))
+            days = torch.exp(mu + sigma * z).round().clamp(1, self.course.max_days_since_infection)
+            out[name] = days.int()
+        return out
+
+    def simulate(self, parameters: Mapping[str, Tensor], seed: int = 0) -> EpidemicOutput:
+        """Run the epidemic for B parameter draws (natural scale, each (B,)) with one seed."""
+        draws = self.check_parameters(parameters)
+        beta = torch.stack([parameters[f"beta_{layer}"] for layer in self.layers], dim=-1)
+        fraction = parameters["initial_fraction"]
+        hospital_log_or = torch.log(parameters["hospitalisation_odds_ratio"])[:, None]
+        death_log_or = torch.log(parameters["fatality_odds_ratio"])[:, None]
+
+        durations = self._durations(seed, draws)
+        estimate = self.estimator
+        symptomatic = (self._uniform(seed, "symptomatic", draws) < torch.sigmoid(self.logit_symptomatic)).float()
+        hospitalised = estimate(self.logit_hospital + hospital_log_or, self._uniform(seed, "hospital", draws))
+        dies = estimate(self.logit_death + death_log_or, self._uniform(seed, "death", draws))
+        hard_hospitalised = hospitalised.detach() > 0.5
+        latent = durations["latent"]
+        infectious_days = torch.where(
+            symptomatic > 0,
+            torch.where(hard_hospitalised, durations["symptomatic_to_admission"], durations["symptomatic_to_recovery"]),
+            durations["asymptomatic_infectious"],
+        )
+        relative = 1.0 - (1.0 - self.course.asymptomatic_relative_infectiousness) * (1.0 - symptomatic)
+        isolation_u = self._uniform(seed, "isolation", draws)
+        complies = (isolation_u < self.interventions.isolation_compliance).float() * symptomatic
+
+        fraction_logits = torch.logit(fraction.clamp(1e-7, 1 - 1e-7))[:, None].expand(draws, self.n_agents)
+        infected = estimate(fraction_logits, self._uniform(seed, "initial", draws))
+        infection_day = torch.where(infected.detach() > 0.5, 0, NEVER).int()
+        multiplier = self.contact_multiplier.expand(draws, -1, -1) if self.contact_multiplier.dim() == 2 \
+            else self.contact_multiplier
+        context = dict(beta=beta, relative=relative, latent=latent, end=latent + infectious_days, seed=seed,
+                       complies=complies, isolated_from=latent + self.interventions.isolation_delay,
+                       isolating=self.interventions.isolation_compliance > 0 and any(self.isolating),
+                       multiplier=multiplier)
+        daily_new = [infected.sum(-1)]
+        day = 1
+        while day < self.days:
+            last = self.days if not self.checkpoint_days else min(day + self.checkpoint_days, self.days)
+            if self.checkpoint_days and torch.is_grad_enabled():
+                infected, infection_day, new = checkpoint(
+                    self._advance, infected, infection_day, day, last, context, use_reentrant=False
+                )
+            else:
+                infected, infection_day, new = self._advance(infected, infection_day, day, last, context)
+            daily_new.append(new)
+            day = last
+        new_infections = torch.cat([n.reshape(draws, -1) for n in daily_new], dim=1)
+        return self._observe(new_infections, infected, infection_day, symptomatic, hospitalised, dies,
+                             latent, infectious_days, durations["hospital_stay"])
+
+    def _advance(self, infected: Tensor, infection_day: Tensor, first: int, last: int, ctx: dict
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """Days [first, last): returns the new infection weights, days and daily new infections (B, days)."""
+        max_since = self.course.max_days_since_infection
+        new_per_day = []
+        for day in range(first, last):
+            since = (day - infection_day).clamp_(max=max_since + 1)
+            active = (since >= ctx["latent"]) & (since < ctx["end"])
+            infectiousness = infected * ctx["relative"] * (self.profile[since.clamp_(min=0)] * active)
+            isolated = None
+            if ctx["isolating"]:
+                isolated = infectiousness * (1.0 - ctx["complies"] * (since >= ctx["isolated_from"]))
+            weight = ctx["beta"] * ctx["multiplier"][:, day - 1]
+            force = self.contacts.force(infectiousness, isolated, self.isolating, weight)
+            noise = self._uniform(ctx["seed"], f"day{day}", infected.shape[0])
+            new = (1.0 - infected) * self.estimator.from_rate(self.susceptibility * force, noise)
+            infected = infected + new
+            infection_day = torch.where(new.detach() > 0.5, day, infection_day)
+            new_per_day.append(new.sum(-1))
+        return infected, infection_day, torch.stack(new_per_day, dim=1)
+
+    def _observe(self, new_infections: Tensor, infected: Tensor, infection_day: Tensor, symptomatic: Tensor,
+                 hospitalised: Tensor, dies: Tensor, latent: Tensor, infectious_days: Tensor, stay: Tensor
+                 ) -> EpidemicOutput:
+        """Daily outputs from each agent's infection day and course, as histograms over days."""
+        draws, days = new_infections.shape
+        infection_day, latent, infectious_days, stay = (x.long() for x in (infection_day, latent, infectious_days,
+                                                                            stay))
+
+        def daily(day: Tensor, weight: Tensor) -> Tensor:
+            index = day.clamp(max=days)
+            return weight.new_zeros(draws, days + 1).scatter_add_(1, index, weight)[:, :days]
+
+        onset = infection_day + latent
+        end = onset + infectious_days
+        discharge = end + stay
+        symptomatic_weight = infected * symptomatic
+        admitted = symptomatic_weight * hospitalised
+        exposed_in, exposed_out = daily(infection_day, infected), daily(onset, infected)
+        asymptomatic_in, asymptomatic_out = daily(onset, infected - symptomatic_weight), \
+            daily(end, infected - symptomatic_weight)
+        cases, symptomatic_out = daily(onset, symptomatic_weight), daily(end, symptomatic_weight)
+        hospitalisations, discharged = daily(end, admitted), daily(discharge, admitted)
+        deaths = daily(discharge, admitted * dies)
+        recovered_in = asymptomatic_out + (symptomatic_out - hospitalisations) + (discharged - deaths)
+        stage_counts = torch.stack(
+            [
+                self.n_agents - exposed_in.cumsum(1),
+                (exposed_in - exposed_out).cumsum(1),
+                (asymptomatic_in - asymptomatic_out).cumsum(1),
+                (cases - symptomatic_out).cumsum(1),
+                (hospitalisations - discharged).cumsum(1),
+                recovered_in.cumsum(1),
+                deaths.cumsum(1),
+            ],
+            dim=-1,
+        )
+        n_bands = len(self.course.age_bands)
+        index = (infection_day.clamp(max=days) * n_bands + self.age_band).clamp(max=days * n_bands)
+        by_age = infected.new_zeros(draws, days * n_bands + 1).scatter_add_(1, index, infected)
+        return EpidemicOutput(
+            new_infections=new_infections,
+            cases=cases,
+            hospitalisations=hospitalisations,
+            deaths=deaths,
+            stage_counts=stage_counts,
+            infections_by_age=by_age[:, : days * n_bands].reshape(draws, days, n_bands),
+            age_bands=list(self.course.age_bands),
+        )
+
+
+def disease_course(config: Mapping) -> DiseaseCourse:
+    """A DiseaseCourse from its config mapping (durations given as {mean, sd})."""
+    values = dict(config)
+    for name in ("latent", "asymptomatic_infectious", "symptomatic_to_recovery", "symptomatic_to_admission",
+                 "hospital_stay"):
+        values[name] = Duration(mean=values[name]["mean"], sd=values[name]["sd"])
+    return DiseaseCourse(**values)

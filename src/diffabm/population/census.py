@@ -1,0 +1,148 @@
+"""Census-based synthesis of a New Zealand population (stage `synthesize`).
+
+Agents come from the SA2 x age x sex x ethnicity census counts; they are grouped into households following
+each SA2's household compositions, into school classes and kindergarten groups by distance and capacity, and
+into companies via commute flows and business counts. `CensusSynthesis.fit` holds the fit tables.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from diffabm.population.agents import census_cells, make_agents
+from diffabm.population.households import form_households
+from diffabm.population.schema import Population
+from diffabm.population.schools import enrol
+from diffabm.population.tables import INDUSTRY_NAMES, CensusTables, read_census
+from diffabm.population.work import INDUSTRIES, employ
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+@dataclass
+class CensusSynthesis:
+    """The synthetic population, its fit tables (name -> DataFrame) and per-step timings."""
+
+    population: Population
+    fit: dict[str, pd.DataFrame]
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _data_dir(path: str) -> Path:
+    """`data_dir` as given, or relative to the project root when it does not exist from here."""
+    path = Path(path)
+    return path if path.is_absolute() or path.exists() else PROJECT_ROOT / path
+
+
+def select_areas(hierarchy: pd.DataFrame, population: pd.DataFrame, select) -> np.ndarray:
+    """SA2 codes (sorted) with people in the union of the selected regions, super_areas and areas; all if none."""
+    regions = list((select or {}).get("regions") or [])
+    super_areas = [int(x) for x in (select or {}).get("super_areas") or []]
+    codes = [int(x) for x in (select or {}).get("areas") or []]
+    for name, values, known in (("regions", regions, hierarchy["region"]),
+                                ("super_areas", super_areas, hierarchy["super_area"]),
+                                ("areas", codes, hierarchy["area"])):
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"select.{name}: unknown {unknown}; known: {sorted(set(known))[:40]}")
+    populated = np.unique(population["area"].to_numpy())
+    if not (regions or super_areas or codes):
+        return populated
+    chosen = hierarchy.loc[hierarchy["region"].isin(regions) | hierarchy["super_area"].isin(super_areas)
+                           | hierarchy["area"].isin(codes), "area"].to_numpy()
+    areas = np.intersect1d(populated, chosen)
+    if not areas.size:
+        raise ValueError(f"selection {dict(select)} contains no people")
+    return areas
+
+
+def _population_fit(cells: pd.DataFrame, areas: np.ndarray) -> dict[str, pd.DataFrame]:
+    """Synthetic vs (scaled) census counts per SA2 and by age x sex x ethnicity."""
+    cells = cells.assign(cell_error=cells["synthetic"] - cells["target"])
+    per_area = cells.groupby("area").agg(census=("census", "sum"), target=("target", "sum"),
+                                         synthetic=("synthetic", "sum"),
+                                         max_abs_cell_error=("cell_error", lambda e: e.abs().max()))
+    per_area = per_area.reindex(areas, fill_value=0).rename_axis("area").reset_index()
+    per_area["error"] = per_area["synthetic"] - np.floor(per_area["census"] * cells["target"].sum()
+                                                          / max(cells["census"].sum(), 1) + 0.5)
+    margins = cells.groupby(["age", "sex", "ethnicity"], as_index=False)[["census", "target", "synthetic"]].sum()
+    margins["error"] = margins["synthetic"] - margins["target"]
+    return {"population_sa2": per_area, "population_age_sex_ethnicity": margins}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def synthesize_census(config, seed: int) -> CensusSynthesis:
+    """Synthesise the selected population from the census tables (config: conf/population/census.yaml)."""
+    timings: dict[str, dict[str, float]] = {}
+    clock = time.perf_counter()
+
+    def tick(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[step] = {"seconds": now - clock, "peak_rss_mb": _rss_mb()}
+        clock = now
+
+    scale = float(config.scale)
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    rng_cells, rng_agents, rng_households, rng_schools, rng_work = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5))
+    tables: CensusTables = read_census(_data_dir(config.data_dir), config.exclude_areas or ())
+    hierarchy = tables["geography_hierarchy"]
+    areas = select_areas(hierarchy, tables["population_structure"], config.select)
+    tick("read")
+
+    cells, other = census_cells(tables["population_structure"], areas, rng_cells)
+    agents = make_agents(cells, areas, scale, rng_agents)
+    tick("agents")
+    households = form_households(agents.area_index, agents.age, areas, tables["household_composition"],
+                                 int(config.adult_age), rng_households)
+    tick("households")
+    location = tables["geography_location"].set_index("area").loc[areas]
+    enrolment = enrol(agents.age, agents.area_index, location["latitude"].to_numpy(),
+                      location["longitude"].to_numpy(), tables["schools"], tables["kindergartens"], config, scale,
+                      rng_schools)
+    tick("schools")
+    employment = employ(agents.age, agents.area_index, areas, tables["commute_travel_to_work"],
+                        tables["work_employees"], tables["work_employers"], config, scale, rng_work)
+    tick("work")
+
+    hierarchy = hierarchy.set_index("area").loc[areas]
+    region_labels = sorted(set(tables["geography_hierarchy"]["region"]))
+    region = np.searchsorted(region_labels, hierarchy["region"].to_numpy(dtype=str))[agents.area_index]
+    population = Population(
+        age=agents.age, sex=agents.sex, ethnicity=agents.ethnicity, area=areas[agents.area_index],
+        groups={"household": households.household, "school": enrolment.group, "workplace": employment.company},
+        extra={
+            "region": region.astype(np.int64),
+            "super_area": hierarchy["super_area"].to_numpy()[agents.area_index].astype(np.int64),
+            "school_index": enrolment.school_index, "kindergarten_index": enrolment.kindergarten_index,
+            "workplace_area": employment.workplace_area, "industry": employment.industry,
+        },
+        attrs={
+            "source": "census", "scale": scale, "adult_age": int(config.adult_age),
+            "region_labels": region_labels, "industry_labels": list(INDUSTRIES),
+            "industry_names": [INDUSTRY_NAMES[code] for code in INDUSTRIES],
+            "school_index_table": "schools.parquet row (-1 = none)",
+            "kindergarten_index_table": "kindergartens.parquet row (-1 = none)",
+        },
+    )
+    notes = {"agents": float(population.n_agents), "sa2_selected": float(areas.size),
+             "census_people_selected": float(cells["census"].sum()), "gender_other_reallocated": float(other),
+             **tables.notes, **households.notes, **enrolment.notes, **employment.notes}
+    fit = {
+        "summary": pd.DataFrame({"quantity": list(notes), "value": list(notes.values())}),
+        **_population_fit(agents.cells, areas), **households.fit, "schools": enrolment.fit, **employment.fit,
+    }
+    tick("finish")
+    timings["total"] = {"seconds": sum(t["seconds"] for t in timings.values()), "peak_rss_mb": _rss_mb()}
+    return CensusSynthesis(population, fit, timings)

@@ -1,0 +1,234 @@
+"""Census-based population synthesis: counts, households, schools, work, determinism, malformed tables."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from diffabm.population.census import synthesize_census
+from diffabm.population.report import write_fit_report
+from diffabm.population.schema import ETHNICITY_LABELS, Population
+from diffabm.population.tables import CensusTableError
+from diffabm.store import read_dataset, write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "nz" / "census"
+
+
+def make_config(**overrides):
+    config = OmegaConf.load(ROOT / "conf" / "population" / "census.yaml")
+    config.data_dir = str(DATA)
+    return OmegaConf.merge(config, overrides)
+
+
+@pytest.fixture(scope="module")
+def nelson():
+    return synthesize_census(make_config(), seed=3)
+
+
+@pytest.fixture(scope="module")
+def census_people() -> pd.DataFrame:
+    """population_structure with SA2 2023 split codes mapped to their SA2 2018 parent (independent of the code)."""
+    people = pd.read_parquet(DATA / "population_structure.parquet")
+    register = pd.read_parquet(DATA / "geography_location.parquet")["area"].to_numpy()
+    area = people["area"].to_numpy()
+    people["area"] = np.where(np.isin(area, register), area, area // 100 * 100)
+    people["ethnicity"] = people["ethnicity"].map({label: i for i, label in enumerate(ETHNICITY_LABELS)})
+    return people
+
+
+def _synthetic_cells(population: Population, keys: list[str]) -> pd.Series:
+    frame = pd.DataFrame({k: getattr(population, k) for k in ("area", "age", "sex", "ethnicity")})
+    return frame.groupby(keys).size()
+
+
+def test_counts_equal_census_at_full_scale(nelson, census_people):
+    population = nelson.population
+    areas = np.unique(population.area)
+    census = census_people.loc[census_people["area"].isin(areas)]
+    keys = ["area", "age", "ethnicity"]
+    expected = census.groupby(keys)["value"].sum().astype(np.int64)
+    got = _synthetic_cells(population, keys)
+    both = pd.concat([expected.rename("census"), got.rename("synthetic")], axis=1).fillna(0)
+    assert (both["census"] == both["synthetic"]).all()
+    by_sex = census.loc[census["gender"] != "other"].assign(sex=lambda d: (d["gender"] == "male").astype(int))
+    expected = by_sex.groupby(["area", "age", "sex", "ethnicity"])["value"].sum()
+    got = _synthetic_cells(population, ["area", "age", "sex", "ethnicity"]).reindex(expected.index, fill_value=0)
+    assert (got >= expected).all()  # only 'other' gender (split at random) can add people to a sex cell
+    assert (nelson.fit["population_sa2"]["error"] == 0).all()
+    assert 40_000 <= population.n_agents <= 60_000
+
+
+def test_scaled_counts_use_controlled_rounding(census_people):
+    population = synthesize_census(make_config(scale=0.1), seed=5).population
+    areas = np.unique(population.area)
+    census = census_people.loc[census_people["area"].isin(areas) & (census_people["gender"] != "other")]
+    cells = census.assign(sex=(census["gender"] == "male").astype(int)).groupby(
+        ["area", "age", "sex", "ethnicity"])["value"].sum() * 0.1
+    got = _synthetic_cells(population, ["area", "age", "sex", "ethnicity"]).reindex(cells.index, fill_value=0)
+    assert ((got == np.floor(cells)) | (got == np.ceil(cells))).all()
+    assert _synthetic_cells(population, ["area"]).sum() == len(population.age)
+    totals = census.groupby("area")["value"].sum()
+    assert (_synthetic_cells(population, ["area"]).reindex(totals.index) == np.floor(totals * 0.1 + 0.5)).all()
+
+
+def test_layers_are_contiguous(nelson):
+    assert nelson.population.layers == ["household", "school", "workplace"]
+    for layer, ids in nelson.population.groups.items():
+        used = np.unique(ids[ids >= 0])
+        assert used.size and (used == np.arange(used.size)).all(), layer
+
+
+def test_households(nelson):
+    population = nelson.population
+    household = population.groups["household"]
+    assert (household >= 0).all()  # every agent in exactly one household (one id per agent)
+    child = population.age < 18
+    adults = np.bincount(household, weights=~child)
+    children = np.bincount(household, weights=child)
+    assert (adults[children > 0] >= 1).all()
+    synthetic = pd.Series(1, index=pd.MultiIndex.from_arrays([adults.astype(int), children.astype(int)])).groupby(
+        level=[0, 1]).sum()
+    table = pd.read_parquet(DATA / "household_composition.parquet")
+    census = table.loc[table["area"].isin(np.unique(population.area))].groupby(["adults", "children"])["num"].sum()
+    shares = pd.concat([census / census.sum(), synthetic / synthetic.sum()], axis=1).fillna(0)
+    tvd = 0.5 * (shares.iloc[:, 0] - shares.iloc[:, 1]).abs().sum()
+    assert tvd < 0.05  # compositions within 5% total variation of the census table (measured: about 0.013)
+    assert tvd == pytest.approx(0.5 * nelson.fit["households"]["share_error"].abs().sum())
+
+
+def test_schools(nelson):
+    population = nelson.population
+    config = make_config()
+    age, group = population.age, population.groups["school"]
+    school, kindergarten = population.extra["school_index"], population.extra["kindergarten_index"]
+    pupils = (age >= 5) & (age <= 17)
+    assert (group[pupils] >= 0).all() and (school[pupils] >= 0).all()
+    assert (school[~pupils] == -1).all()
+    schools = pd.read_parquet(DATA / "schools.parquet")
+    assert (schools["age_min"].to_numpy()[school[pupils]] <= age[pupils]).all()
+    assert (schools["age_max"].to_numpy()[school[pupils]] >= age[pupils]).all()
+    in_kindergarten = kindergarten >= 0
+    assert (age[in_kindergarten] <= 4).all() and (group[in_kindergarten] >= 0).all()
+    assert 0.5 < in_kindergarten.sum() / (age <= 4).sum() < 0.7  # attendance rate 0.6
+    assert ((group >= 0) == (pupils | in_kindergarten)).all()
+    assert age[group >= 0].max() <= 17  # no adult pupil
+    members = group[pupils]
+    assert np.bincount(members).max() <= config.class_size
+    class_ages = pd.Series(age[pupils]).groupby(members).nunique()
+    assert (class_ages == 1).all()
+    assert pd.Series(school[pupils]).groupby(members).nunique().max() == 1
+
+
+def test_work(nelson):
+    population = nelson.population
+    company, age = population.groups["workplace"], population.age
+    employed = company >= 0
+    assert ((population.extra["industry"] >= 0) == employed).all()
+    assert ((population.extra["workplace_area"] >= 0) == employed).all()
+    assert (age[employed] >= 18).all() and (age[employed] <= 64).all()
+    working_age = (age >= 18) & (age <= 64)
+    assert 0.72 < employed.sum() / working_age.sum() < 0.78
+    for name in ("industry", "workplace_area"):
+        assert pd.Series(population.extra[name][employed]).groupby(company[employed]).nunique().max() == 1
+    assert np.isin(population.extra["workplace_area"][employed], np.unique(population.area)).all()
+    assert population.attrs["industry_labels"][0] == "A"
+    employment = nelson.fit["employment"]
+    assert employment["synthetic_workers"].sum() == employed.sum()
+
+
+def test_same_seed_same_population(nelson):
+    again = synthesize_census(make_config(), seed=3).population
+    other = synthesize_census(make_config(), seed=4).population
+    for name in ("age", "sex", "ethnicity", "area"):
+        assert np.array_equal(getattr(again, name), getattr(nelson.population, name))
+    for layer, ids in nelson.population.groups.items():
+        assert np.array_equal(again.groups[layer], ids)
+    for name, values in nelson.population.extra.items():
+        assert np.array_equal(again.extra[name], values)
+    assert not np.array_equal(other.groups["household"], nelson.population.groups["household"])
+
+
+def test_region_and_roundtrip(nelson, tmp_path):
+    population = nelson.population
+    labels = population.attrs["region_labels"]
+    assert {labels[r] for r in np.unique(population.extra["region"])} == {"Nelson"}
+    path = write_dataset(population.to_dataset(), tmp_path / "population.zarr", make_config(), seed=3)
+    back = Population.from_dataset(read_dataset(path))
+    assert list(back.attrs["region_labels"]) == labels
+    assert np.array_equal(back.groups["school"], population.groups["school"])
+
+
+def test_selection_by_super_area_and_area():
+    hierarchy = pd.read_parquet(DATA / "geography_hierarchy.parquet")
+    super_area = int(hierarchy.loc[hierarchy["region"] == "Nelson", "super_area"].iloc[0])
+    config = make_config(select={"regions": [], "super_areas": [super_area], "areas": [100100]}, scale=0.2)
+    population = synthesize_census(config, seed=1).population
+    expected = set(hierarchy.loc[hierarchy["super_area"] == super_area, "area"]) | {100100}
+    assert set(np.unique(population.area)) <= expected and 100100 in population.area
+    with pytest.raises(ValueError, match="Atlantis"):
+        synthesize_census(make_config(select={"regions": ["Atlantis"]}), seed=1)
+
+
+def test_fit_report(nelson, tmp_path):
+    paths = write_fit_report(nelson, tmp_path / "fit")
+    names = {p.name for p in paths}
+    assert {"population_sa2.csv", "households.csv", "schools.csv", "employment.csv", "summary.csv"} <= names
+    assert {"population_pyramid.png", "household_size.png", "school_size.png", "company_size.png"} <= names
+    assert all(p.stat().st_size > 0 for p in paths)
+    summary = pd.read_csv(tmp_path / "fit" / "summary.csv").set_index("quantity")["value"]
+    assert summary["agents"] == nelson.population.n_agents
+
+
+def _corrupt(table: str, change):
+    def apply(directory: Path) -> None:
+        path = directory / f"{table}.parquet"
+        path.write_bytes(b"")  # replace the copy, never the original
+        change(pd.read_parquet(DATA / f"{table}.parquet")).to_parquet(path, index=False)
+    return apply
+
+
+def _set(column, row, value):
+    def change(df):
+        df = df.copy()
+        if isinstance(value, str) and pd.api.types.is_numeric_dtype(df[column]):
+            df[column] = df[column].astype(str)
+        df.loc[row, column] = value
+        return df
+    return change
+
+
+MALFORMED = {
+    "missing column": ("household_composition", "num", None, _corrupt("household_composition",
+                                                                 lambda df: df.drop(columns="num"))),
+    "negative count": ("household_composition", "num", 7, _corrupt("household_composition", _set("num", 7, -2))),
+    "unknown SA2": ("schools", "area", 11, _corrupt("schools", _set("area", 11, 999999))),
+    "duplicate key": ("geography_location", "area", 2235, _corrupt("geography_location",
+                                                             lambda df: pd.concat([df, df.iloc[[5]]]))),
+    "wrong dtype": ("work_employees", "employee_number", 0,
+                    _corrupt("work_employees", _set("employee_number", 3, "12"))),
+    "unknown category": ("population_structure", "ethnicity", 4,
+                         _corrupt("population_structure", _set("ethnicity", 4, "Martian"))),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+def test_malformed_table_stops_the_stage(kind, tmp_path):
+    table, column, row, corrupt = MALFORMED[kind]
+    data = tmp_path / "census"
+    shutil.copytree(DATA, data)
+    corrupt(data)
+    out = tmp_path / "population.zarr"
+    with pytest.raises(CensusTableError) as error:
+        synthesis = synthesize_census(make_config(data_dir=str(data)), seed=0)
+        write_dataset(synthesis.population.to_dataset(), out, None, seed=0)
+    message = str(error.value)
+    assert f"{table}.parquet" in message and f"'{column}'" in message
+    if row is not None:
+        assert f"offending row {row}:" in message
+    assert not out.exists()

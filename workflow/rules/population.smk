@@ -1,0 +1,25 @@
+# Population synthesis: census tables (or the toy generator) -> population.zarr + report.
+from pathlib import Path
+
+
+
+def census_tables(wildcards):
+    """Census inputs of the study's population (none for the toy generator)."""
+    cfg = compose_study(wildcards.study, OVERRIDES)
+    if cfg.population.kind != "census":
+        return []
+    return sorted(str(p) for p in Path(cfg.population.data_dir).glob("*.parquet"))
+
+
+rule synthesize:
+    input:
+        census_tables,
+    output:
+        population=directory("results/{study}/population.zarr"),
+        report=directory("results/{study}/population_report"),
+    params:
+        overrides=OVERRIDES,
+    log:
+        "results/{study}/logs/synthesize.log",
+    script:
+        "../scripts/synthesize.py"
