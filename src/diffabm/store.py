@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,11 @@ def read_dataset(path: str | os.PathLike) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"store {path} does not exist")
-    with xr.open_zarr(path, consolidated=False) as ds:
-        return ds.load()
+    with warnings.catch_warnings():
+        # Snakemake marks directory outputs with a `.snakemake_timestamp` file that zarr does not know.
+        warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp", module="zarr")
+        with xr.open_zarr(path, consolidated=False) as ds:
+            return ds.load()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make run` (set up + default study) and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+CORES ?= all
+STUDY ?= default
+# Transparent huge pages for torch's large per-agent tensors (BENCHMARKS.md: ~2x faster backward).
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
+export WANDB_MODE ?= offline
+PIP := $(PY) -m pip --disable-pip-version-check --quiet
+
+.PHONY: install run test test-all bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+run: install
+	$(VENV)/bin/snakemake --cores $(CORES) --config study=$(STUDY)
+
+test: install
+	$(PY) -m pytest
+
+test-all: install
+	$(PY) -m pytest -m ""
+
+bench: install
+	$(PY) benchmarks/bench_simulator.py
+	$(PY) benchmarks/bench_synthesis.py
+
+clean:
+	rm -rf results .snakemake

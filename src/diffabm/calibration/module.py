@@ -1,0 +1,78 @@
+"""The Lightning module shared by all calibration modes: seeded steps, loss checks, logging.
+
+A step's simulator seed and Monte-Carlo noise are functions of (run seed, global step), so a run
+resumed from a checkpoint continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from diffabm.calibration.target import CalibrationTarget
+from diffabm.models.epidemic import stable_seed
+
+
+class CalibrationDiverged(RuntimeError):
+    """A non-finite loss or gradient: the message names the step and the parameter values."""
+
+
+class CalibrationModule(L.LightningModule):
+    """Base of the calibration modes: subclasses define `objective` and `posterior_draws`."""
+
+    def __init__(self, target: CalibrationTarget, seed: int, draws_per_step: int, steps_per_epoch: int,
+                 lr: float, weight_decay: float):
+        super().__init__()
+        self.target = target
+        self.seed = seed
+        self.draws_per_step = draws_per_step
+        self.steps_per_epoch = steps_per_epoch
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.last_theta: Tensor | None = None
+
+    def step_seed(self, purpose: str) -> int:
+        """The seed of this step's `purpose` (simulator, sampling), a function of run seed and step."""
+        return stable_seed(self.seed, self.global_step, purpose)
+
+    def objective(self) -> tuple[Tensor, dict[str, Tensor]]:
+        """The step's scalar objective and the metrics to log."""
+        raise NotImplementedError
+
+    def posterior_draws(self, n: int, seed: int) -> Tensor:
+        """n unconstrained parameter draws (n, d) from the calibrated posterior (or point estimate)."""
+        raise NotImplementedError
+
+    def losses(self, theta: Tensor) -> Tensor:
+        """Per-draw losses of θ (B, d) at this step's simulator seed, after checking θ is finite."""
+        self.last_theta = theta.detach()
+        if not torch.isfinite(theta).all():
+            self.diverged("parameters are not finite")
+        return self.target.losses(theta, self.step_seed("simulator"))
+
+    def diverged(self, what: str) -> None:
+        """Raise CalibrationDiverged naming the step and the last parameter values."""
+        values = self.target.describe(self.last_theta) if self.last_theta is not None else "unknown"
+        raise CalibrationDiverged(f"calibration step {self.global_step}: {what}; parameters: {values}")
+
+    def training_step(self, batch: Tensor, batch_index: int) -> Tensor:
+        objective, metrics = self.objective()
+        if not torch.isfinite(objective):
+            self.diverged(f"loss is {objective.item()}")
+        self.log_dict({name: value.detach().float() for name, value in metrics.items()}, prog_bar=True,
+                      on_step=True, on_epoch=True)
+        return objective
+
+    def on_after_backward(self) -> None:
+        for name, parameter in self.named_parameters():
+            if parameter.grad is not None and not torch.isfinite(parameter.grad).all():
+                self.diverged(f"gradient of '{name}' is not finite")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def train_dataloader(self) -> DataLoader:
+        """Step indices only: every step draws its own simulations."""
+        return DataLoader(torch.arange(self.steps_per_epoch), batch_size=None)

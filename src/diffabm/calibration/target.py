@@ -1,0 +1,64 @@
+"""What is calibrated: an epidemic model, the calibrated subset of its parameters and a loss to data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from diffabm.calibration.losses import ObservationLoss
+from diffabm.models.epidemic import EpidemicModel, EpidemicOutput
+
+SERIES = ("new_infections", "cases", "hospitalisations", "deaths")
+
+
+class CalibrationTarget:
+    """Loss ℓ(θ) of unconstrained calibrated parameters θ (B, d); other parameters stay fixed.
+
+    θ's columns follow `names`; the fixed parameters keep their natural-scale values from
+    `fixed`. All B draws run in one batched simulator call.
+    """
+
+    def __init__(self, model: EpidemicModel, names: Sequence[str], fixed: Mapping[str, float],
+                 loss: ObservationLoss):
+        unknown = [name for name in names if name not in model.space.domains]
+        if unknown:
+            raise ValueError(f"calibrated parameters {unknown} are not model parameters {model.space.names}")
+        self.model = model
+        self.names = list(names)
+        self.fixed = {name: float(fixed[name]) for name in model.space.names if name not in self.names}
+        self.loss = loss
+        days = next(iter(loss.observed.values())).shape[0]
+        if days != model.days:
+            raise ValueError(f"observed series have {days} days, the model simulates {model.days}")
+
+    @property
+    def dimension(self) -> int:
+        return len(self.names)
+
+    def natural(self, theta: Tensor) -> dict[str, Tensor]:
+        """Natural-scale values of calibrated (from θ) and fixed parameters, each (B,)."""
+        calibrated = {name: self.model.space.bijections[name](theta[..., i]) for i, name in enumerate(self.names)}
+        fixed = {name: torch.full_like(theta[..., 0], value) for name, value in self.fixed.items()}
+        return {name: {**calibrated, **fixed}[name] for name in self.model.space.names}
+
+    def unconstrained(self, natural: Mapping[str, float | Tensor]) -> Tensor:
+        """θ (B, d) of natural-scale values of the calibrated parameters."""
+        columns = [self.model.space.bijections[name].inv(torch.as_tensor(natural[name], dtype=torch.float32))
+                   for name in self.names]
+        return torch.stack(torch.broadcast_tensors(*columns), dim=-1).reshape(-1, self.dimension)
+
+    def simulate(self, theta: Tensor, seed: int) -> EpidemicOutput:
+        """One batched simulation of the B draws θ (B, d)."""
+        return self.model.simulate(self.natural(theta), seed)
+
+    def losses(self, theta: Tensor, seed: int) -> Tensor:
+        """ℓ(θ_b) for each draw: (B,)."""
+        output = self.simulate(theta, seed)
+        return self.loss({name: getattr(output, name) for name in SERIES})
+
+    def describe(self, theta: Tensor) -> str:
+        """Natural-scale values of θ (B, d) for messages."""
+        natural = self.natural(theta.detach())
+        return ", ".join(f"{name}={natural[name].tolist()}" for name in self.names)
