@@ -52,7 +52,6 @@ def build_epidemic_model(cfg: DictConfig, population: Population, device: str = 
         interventions=interventions,
         draws=model_cfg.draws,
         common_random_numbers=model_cfg.common_random_numbers,
-        checkpoint_days=model_cfg.checkpoint_days,
         device=device,
     )
 

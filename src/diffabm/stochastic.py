@@ -1,8 +1,10 @@
 """Differentiable Bernoulli draws: hard samples in the forward pass, surrogate gradients backward.
 
-Every estimator maps `logits` and uniform noise `u` (same shape) to samples. With the same
-noise the forward values are identical across estimators (`u < sigmoid(logits)`), so
-estimators differ only in their gradients.
+Every estimator maps `logits` and uniform noise `u` (same shape) to samples with autograd
+(`__call__`), and draws with probability `1 - exp(-rate)` from a rate without building a graph
+(`rate_sample`, with `rate_derivative` the surrogate derivative of the sample w.r.t. the rate),
+for simulators that write their own adjoint. With the same noise the hard estimators give the
+same forward values (`u < p`), so estimators differ only in their gradients.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+RATE_RANGE = (1e-12, 30.0)  # rates outside have (numerically) zero surrogate derivative
+
 
 def logistic_noise(u: Tensor) -> Tensor:
     """Logistic noise `log u - log(1 - u)`: the difference of two Gumbel variables."""
@@ -20,30 +24,20 @@ def logistic_noise(u: Tensor) -> Tensor:
 
 def rate_to_logits(rate: Tensor) -> Tensor:
     """Logits of the event probability `1 - exp(-rate)` of a Poisson process over one step."""
-    rate = rate.clamp(1e-12, 30.0)
-    return torch.log(torch.expm1(rate))
+    return torch.log(torch.expm1(rate.clamp(*RATE_RANGE)))
 
 
-class _StraightThroughGumbelFromRate(torch.autograd.Function):
-    """Hard draw with probability `1 - exp(-rate)`; backward recomputes the Gumbel-softmax gradient.
+def hard_sample(rate: Tensor, u: Tensor) -> Tensor:
+    """1 where `u < 1 - exp(-rate)`, else 0."""
+    return (u < -torch.expm1(-rate)).to(rate.dtype)
 
-    Saves only `rate` and `u`, so a simulation step keeps two tensors per agent for backward.
-    """
 
-    @staticmethod
-    def forward(ctx, rate: Tensor, u: Tensor, temperature: float) -> Tensor:
-        ctx.save_for_backward(rate, u)
-        ctx.temperature = temperature
-        return (u < -torch.expm1(-rate)).to(rate.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        rate, u = ctx.saved_tensors
-        clamped = rate.clamp(1e-12, 30.0)
-        soft = torch.sigmoid((torch.log(torch.expm1(clamped)) + logistic_noise(u)) / ctx.temperature)
-        dlogits_drate = -1.0 / torch.expm1(-clamped)
-        inside = (rate >= 1e-12) & (rate <= 30.0)
-        return grad * soft * (1 - soft) / ctx.temperature * dlogits_drate * inside, None, None
+def _relaxed_derivative(rate: Tensor, u: Tensor, temperature: float) -> Tensor:
+    """d/d rate of sigmoid((logit p(rate) + logistic(u)) / τ), p(rate) = 1 - exp(-rate)."""
+    clamped = rate.clamp(*RATE_RANGE)
+    soft = torch.sigmoid((torch.log(torch.expm1(clamped)) + logistic_noise(u)) / temperature)
+    inside = (rate >= RATE_RANGE[0]) & (rate <= RATE_RANGE[1])
+    return soft * (1 - soft) / temperature / -torch.expm1(-clamped) * inside
 
 
 @dataclass(frozen=True)
@@ -59,9 +53,11 @@ class StraightThroughGumbel:
         soft = torch.sigmoid((logits + logistic_noise(u)) / self.temperature)
         return hard + (soft - soft.detach())
 
-    def from_rate(self, rate: Tensor, u: Tensor) -> Tensor:
-        """A draw with probability `1 - exp(-rate)`, the same as `self(rate_to_logits(rate), u)`."""
-        return _StraightThroughGumbelFromRate.apply(rate, u, self.temperature)
+    def rate_sample(self, rate: Tensor, u: Tensor) -> Tensor:
+        return hard_sample(rate, u)
+
+    def rate_derivative(self, rate: Tensor, u: Tensor) -> Tensor:
+        return _relaxed_derivative(rate, u, self.temperature)
 
 
 @dataclass(frozen=True)
@@ -73,9 +69,11 @@ class GumbelSoftmax:
     def __call__(self, logits: Tensor, u: Tensor) -> Tensor:
         return torch.sigmoid((logits + logistic_noise(u)) / self.temperature)
 
-    def from_rate(self, rate: Tensor, u: Tensor) -> Tensor:
-        """A draw with probability `1 - exp(-rate)`."""
+    def rate_sample(self, rate: Tensor, u: Tensor) -> Tensor:
         return self(rate_to_logits(rate), u)
+
+    def rate_derivative(self, rate: Tensor, u: Tensor) -> Tensor:
+        return _relaxed_derivative(rate, u, self.temperature)
 
 
 @dataclass(frozen=True)
@@ -89,11 +87,11 @@ class StraightThrough:
             return hard
         return hard + (probs - probs.detach())
 
-    def from_rate(self, rate: Tensor, u: Tensor) -> Tensor:
-        """A draw with probability `1 - exp(-rate)`; the gradient is that of the probability."""
-        probs = -torch.expm1(-rate)
-        hard = (u < probs).to(probs.dtype)
-        return hard + (probs - probs.detach())
+    def rate_sample(self, rate: Tensor, u: Tensor) -> Tensor:
+        return hard_sample(rate, u)
+
+    def rate_derivative(self, rate: Tensor, u: Tensor) -> Tensor:
+        return torch.exp(-rate)
 
 
 BernoulliEstimator = StraightThroughGumbel | GumbelSoftmax | StraightThrough

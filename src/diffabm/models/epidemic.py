@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from diffabm.models.interventions import Interventions
 from diffabm.parameters import ParameterSpace
@@ -178,21 +177,34 @@ class ContactLayers:
         self.inverse_size = 1.0 / sizes.clamp_min(1.0)
         self.inverse_size[-1] = 0.0
 
-    def force(self, infectiousness: Tensor, isolated: Tensor | None, isolating: Sequence[bool],
-              layer_weight: Tensor) -> Tensor:
-        """Σ_L w_L Σ_{g ∋ i, g in L} (1/|g|) Σ_{j ∈ g} T_j for (B, N) infectiousness, (B, L) weights.
-
-        Members of isolating layers contribute `isolated` instead of `infectiousness`.
-        """
+    def group_totals(self, infectiousness: Tensor, isolated: Tensor | None, isolating: Sequence[bool]) -> Tensor:
+        """Σ_{j ∈ g} T_j per group (B, G); members of isolating layers contribute `isolated`."""
         total = infectiousness.new_zeros(infectiousness.shape[0], self.n_groups)
         for group, layer in zip(self.slot_group, self.slot_layer):
             source = isolated if isolated is not None and isolating[layer] else infectiousness
-            total = total.index_add(1, group, source)
-        rate = total * self.inverse_size * layer_weight.index_select(1, self.group_layer)
-        force = rate.index_select(1, self.slot_group[0])
-        for group in self.slot_group[1:]:
-            force = force + rate.index_select(1, group)
-        return force
+            total.index_add_(1, group, source)
+        return total
+
+    def group_scale(self, layer_weight: Tensor) -> Tensor:
+        """w_L(g) / |g| per group (B, G), zero for the sink."""
+        return self.inverse_size * layer_weight.index_select(1, self.group_layer)
+
+    def spread(self, per_group: Tensor, isolating: Sequence[bool] = (), keep: Tensor | None = None) -> Tensor:
+        """Σ over each agent's groups of a per-group value (B, N); isolating layers scaled by `keep`."""
+        spread = per_group.new_zeros(per_group.shape[0], self.slot_group.shape[1])
+        kept = torch.zeros_like(spread) if keep is not None else None
+        for group, layer in zip(self.slot_group, self.slot_layer):
+            target = kept if kept is not None and isolating[layer] else spread
+            target += per_group.index_select(1, group)
+        return spread + kept * keep if kept is not None else spread
+
+    def gather(self, per_agent: Tensor) -> Tensor:
+        """Σ over members of each group of a per-agent value (B, G): the transpose of `spread`."""
+        return self.group_totals(per_agent, None, ())
+
+    def layer_sums(self, per_group: Tensor, n_layers: int) -> Tensor:
+        """Σ over the groups of each layer (B, L)."""
+        return per_group.new_zeros(per_group.shape[0], n_layers).index_add_(1, self.group_layer, per_group)
 
 
 def stable_seed(*parts: object) -> int:
@@ -220,7 +232,6 @@ class EpidemicModel(nn.Module):
         interventions: Interventions | None = None,
         draws: int = 1,
         common_random_numbers: bool = False,
-        checkpoint_days: int | None = None,
         device: torch.device | str = "cpu",
     ):
         super().__init__()
@@ -232,7 +243,6 @@ class EpidemicModel(nn.Module):
         self.layers = population.layers
         self.estimator = estimator or StraightThroughGumbel()
         self.common_random_numbers = common_random_numbers
-        self.checkpoint_days = checkpoint_days
         self.space = ParameterSpace(
             {**{f"beta_{layer}": "positive" for layer in self.layers}, "initial_fraction": "unit_interval",
              "hospitalisation_odds_ratio": "positive", "fatality_odds_ratio": "positive"}
@@ -353,46 +363,20 @@ class EpidemicModel(nn.Module):
         infection_day = torch.where(infected.detach() > 0.5, 0, NEVER).int()
         multiplier = self.contact_multiplier.expand(draws, -1, -1) if self.contact_multiplier.dim() == 2 \
             else self.contact_multiplier
-        context = dict(beta=beta, relative=relative, latent=latent, end=latent + infectious_days, seed=seed,
-                       complies=complies, isolated_from=latent + self.interventions.isolation_delay,
-                       isolating=self.interventions.isolation_compliance > 0 and any(self.isolating),
-                       multiplier=multiplier)
+        multiplier = multiplier.to(beta.dtype)
+        day_state = _DayState(self, seed, relative, latent, latent + infectious_days, complies,
+                              latent + self.interventions.isolation_delay)
         daily_new = [infected.sum(-1)]
-        day = 1
-        while day < self.days:
-            last = self.days if not self.checkpoint_days else min(day + self.checkpoint_days, self.days)
-            if self.checkpoint_days and torch.is_grad_enabled():
-                infected, infection_day, new = checkpoint(
-                    self._advance, infected, infection_day, day, last, context, use_reentrant=False
-                )
-            else:
-                infected, infection_day, new = self._advance(infected, infection_day, day, last, context)
-            daily_new.append(new)
-            day = last
-        new_infections = torch.cat([n.reshape(draws, -1) for n in daily_new], dim=1)
+        for day in range(1, self.days):
+            weight = beta * multiplier[:, day - 1]
+            updated = _TransmissionDay.apply(infected, weight, infection_day, day, day_state)
+            new = updated - infected
+            infection_day = torch.where(new.detach() > 0.5, day, infection_day)
+            infected = updated
+            daily_new.append(new.sum(-1))
+        new_infections = torch.stack(daily_new, dim=1)
         return self._observe(new_infections, infected, infection_day, symptomatic, hospitalised, dies,
                              latent, infectious_days, durations["hospital_stay"])
-
-    def _advance(self, infected: Tensor, infection_day: Tensor, first: int, last: int, ctx: dict
-                 ) -> tuple[Tensor, Tensor, Tensor]:
-        """Days [first, last): returns the new infection weights, days and daily new infections (B, days)."""
-        max_since = self.course.max_days_since_infection
-        new_per_day = []
-        for day in range(first, last):
-            since = (day - infection_day).clamp_(max=max_since + 1)
-            active = (since >= ctx["latent"]) & (since < ctx["end"])
-            infectiousness = infected * ctx["relative"] * (self.profile[since.clamp_(min=0)] * active)
-            isolated = None
-            if ctx["isolating"]:
-                isolated = infectiousness * (1.0 - ctx["complies"] * (since >= ctx["isolated_from"]))
-            weight = ctx["beta"] * ctx["multiplier"][:, day - 1]
-            force = self.contacts.force(infectiousness, isolated, self.isolating, weight)
-            noise = self._uniform(ctx["seed"], f"day{day}", infected.shape[0])
-            new = (1.0 - infected) * self.estimator.from_rate(self.susceptibility * force, noise)
-            infected = infected + new
-            infection_day = torch.where(new.detach() > 0.5, day, infection_day)
-            new_per_day.append(new.sum(-1))
-        return infected, infection_day, torch.stack(new_per_day, dim=1)
 
     def _observe(self, new_infections: Tensor, infected: Tensor, infection_day: Tensor, symptomatic: Tensor,
                  hospitalised: Tensor, dies: Tensor, latent: Tensor, infectious_days: Tensor, stay: Tensor
@@ -442,6 +426,72 @@ class EpidemicModel(nn.Module):
             infections_by_age=by_age[:, : days * n_bands].reshape(draws, days, n_bands),
             age_bands=list(self.course.age_bands),
         )
+
+
+@dataclass
+class _DayState:
+    """Per-simulation constants of transmission days: course timings, isolation, the noise seed."""
+
+    model: EpidemicModel
+    seed: int
+    relative: Tensor
+    latent: Tensor
+    end: Tensor
+    complies: Tensor
+    isolated_from: Tensor
+
+    @property
+    def isolating(self) -> bool:
+        return self.model.interventions.isolation_compliance > 0 and any(self.model.isolating)
+
+    def infectiousness_factor(self, infection_day: Tensor, day: int) -> tuple[Tensor, Tensor | None]:
+        """Per-agent infectiousness if infected (profile × stage) and the share kept when isolating."""
+        since = (day - infection_day).clamp_(max=self.model.course.max_days_since_infection + 1)
+        active = (since >= self.latent) & (since < self.end)
+        factor = self.relative * (self.model.profile[since.clamp_(min=0)] * active)
+        keep = 1.0 - self.complies * (since >= self.isolated_from) if self.isolating else None
+        return factor, keep
+
+    def noise(self, day: int, draws: int) -> Tensor:
+        return self.model._uniform(self.seed, f"day{day}", draws)
+
+
+class _TransmissionDay(torch.autograd.Function):
+    """One day of transmission, w' = w + (1 - w) · draw(ψ · force(w · factor)), with its adjoint.
+
+    The adjoint is derived by hand so that a day saves only w, the rate and the group totals:
+    the infectiousness factors and the noise are recomputed from the infection days and the
+    seed. Reverse mode then needs O(agents) memory per day and about one forward pass of work.
+    """
+
+    @staticmethod
+    def forward(ctx, infected: Tensor, weight: Tensor, infection_day: Tensor, day: int, state: _DayState
+                ) -> Tensor:
+        contacts, model = state.model.contacts, state.model
+        factor, keep = state.infectiousness_factor(infection_day, day)
+        infectiousness = infected * factor
+        isolated = infectiousness * keep if keep is not None else None
+        total = contacts.group_totals(infectiousness, isolated, model.isolating)
+        rate = model.susceptibility * contacts.spread(total * contacts.group_scale(weight))
+        draw = model.estimator.rate_sample(rate, state.noise(day, infected.shape[0]))
+        ctx.save_for_backward(infected, weight, infection_day, rate, total)
+        ctx.day, ctx.state = day, state
+        return infected + (1.0 - infected) * draw
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None, None]:
+        infected, weight, infection_day, rate, total = ctx.saved_tensors
+        state, model = ctx.state, ctx.state.model
+        contacts = model.contacts
+        noise = state.noise(ctx.day, infected.shape[0])
+        grad_infected = grad * (1.0 - model.estimator.rate_sample(rate, noise))
+        grad_rate = grad * (1.0 - infected) * model.estimator.rate_derivative(rate, noise)
+        grad_group_rate = contacts.gather(grad_rate * model.susceptibility)
+        grad_weight = contacts.layer_sums(grad_group_rate * total * contacts.inverse_size, weight.shape[1])
+        grad_total = grad_group_rate * contacts.group_scale(weight)
+        factor, keep = state.infectiousness_factor(infection_day, ctx.day)
+        grad_infectiousness = contacts.spread(grad_total, model.isolating, keep)
+        return grad_infected + grad_infectiousness * factor, grad_weight, None, None, None
 
 
 def disease_course(config: Mapping) -> DiseaseCourse:
