@@ -16,7 +16,12 @@ rule synthesize:
         census_tables,
     output:
         population=directory("results/{study}/population.zarr"),
-        report=directory("results/{study}/population_report"),
+        report=report(
+            directory("results/{study}/population_report"),
+            patterns=["{name}.png"],
+            caption="../report/population.rst",
+            category="Population",
+        ),
     params:
         overrides=OVERRIDES,
     log:
