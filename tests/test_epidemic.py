@@ -85,13 +85,14 @@ def test_hospitalisation_odds_ratio_gradient_is_positive(small_population):
     assert params["hospitalisation_odds_ratio"].grad.sum() > 0
 
 
+@pytest.mark.parametrize("output", ["new_infections", "cases"])
 @pytest.mark.parametrize("name", ["beta_household", "beta_school", "beta_workplace", "beta_community",
                                   "initial_fraction"])
-def test_autograd_agrees_with_finite_differences(name):
-    """d E[total infections] / dθ: autograd vs central differences with common random numbers.
+def test_autograd_agrees_with_finite_differences(name, output):
+    """d E[total output] / dθ: autograd vs central differences with common random numbers.
 
-    Stated tolerance: the sign agrees and autograd / FD lies in [0.3, 1.5] for every β and in
-    [0.05, 1.5] for the initial fraction. Straight-through gradients miss the cascades that
+    Stated tolerance: the sign agrees and autograd / FD lies in [0.4, 1.5] for every β and in
+    [0.1, 1.5] for the initial fraction. Straight-through gradients miss the cascades that
     agents not infected in the forward pass would have caused, so they are biased low
     (measured ratios are in README.md).
     """
@@ -103,7 +104,7 @@ def test_autograd_agrees_with_finite_differences(name):
     seeds = range(3)
 
     def mean_total(params, seed):
-        return model.simulate(params, seed).new_infections.sum(1).mean()
+        return getattr(model.simulate(params, seed), output).sum(1).mean()
 
     grad = 0.0
     for seed in seeds:
@@ -117,7 +118,7 @@ def test_autograd_agrees_with_finite_differences(name):
             for s in seeds
         )
     assert fd > 0
-    low = 0.05 if name == "initial_fraction" else 0.3
+    low = 0.1 if name == "initial_fraction" else 0.4
     assert low <= grad / fd <= 1.5, f"{name}: autograd {grad / len(seeds):.2f} vs FD {fd / len(seeds):.2f}"
 
 
@@ -132,6 +133,7 @@ def test_estimators_share_forward_values_and_differ_in_gradients():
     torch.testing.assert_close(grad, torch.sigmoid(logits) * (1 - torch.sigmoid(logits)))
     relaxed = GumbelSoftmax(1.0)(logits, u)
     assert ((relaxed > 0.01) & (relaxed < 0.99)).float().mean() > 0.5
+    assert torch.equal(relaxed > 0.5, hard > 0), "the relaxed sample must round to the hard sample"
 
 
 @pytest.mark.parametrize("estimator", [StraightThroughGumbel(0.7), GumbelSoftmax(0.5), StraightThrough()])

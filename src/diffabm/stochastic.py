@@ -18,8 +18,8 @@ RATE_RANGE = (1e-12, 30.0)  # rates outside have (numerically) zero surrogate de
 
 
 def logistic_noise(u: Tensor) -> Tensor:
-    """Logistic noise `log u - log(1 - u)`: the difference of two Gumbel variables."""
-    return torch.log(u) - torch.log1p(-u)
+    """Logistic noise `log(1 - u) - log u` (a difference of two Gumbels), so `logits + noise > 0` iff `u < p`."""
+    return torch.log1p(-u) - torch.log(u)
 
 
 def rate_to_logits(rate: Tensor) -> Tensor:

@@ -366,6 +366,9 @@ class EpidemicModel(nn.Module):
         multiplier = multiplier.to(beta.dtype)
         day_state = _DayState(self, seed, relative, latent, latent + infectious_days, complies,
                               latent + self.interventions.isolation_delay)
+        tracking = torch.is_grad_enabled() and any(torch.as_tensor(v).requires_grad for v in parameters.values())
+        if tracking and infected.requires_grad:
+            infected = _UnrealisedAtSeeding.apply(infected, day_state)
         daily_new = [infected.sum(-1)]
         for day in range(1, self.days):
             weight = beta * multiplier[:, day - 1]
@@ -375,8 +378,19 @@ class EpidemicModel(nn.Module):
             infected = updated
             daily_new.append(new.sum(-1))
         new_infections = torch.stack(daily_new, dim=1)
-        return self._observe(new_infections, infected, infection_day, symptomatic, hospitalised, dies,
-                             latent, infectious_days, durations["hospital_stay"])
+        output = self._observe(new_infections, infected, infection_day, symptomatic, hospitalised, dies,
+                               latent, infectious_days, durations["hospital_stay"])
+        if tracking:
+            admitted = symptomatic * hard_hospitalised
+            day_state.final_infection_day = infection_day
+            day_state.delays = {
+                "cases": (latent, symptomatic),
+                "hospitalisations": (latent + infectious_days, admitted),
+                "deaths": (latent + infectious_days + durations["hospital_stay"], admitted * (dies.detach() > 0.5)),
+            }
+            for name in day_state.delays:
+                setattr(output, name, _RecordOutputGradient.apply(getattr(output, name), day_state, name))
+        return output
 
     def _observe(self, new_infections: Tensor, infected: Tensor, infection_day: Tensor, symptomatic: Tensor,
                  hospitalised: Tensor, dies: Tensor, latent: Tensor, infectious_days: Tensor, stay: Tensor
@@ -430,7 +444,7 @@ class EpidemicModel(nn.Module):
 
 @dataclass
 class _DayState:
-    """Per-simulation constants of transmission days: course timings, isolation, the noise seed."""
+    """Per-simulation constants of transmission days, and output gradients kept for the backward pass."""
 
     model: EpidemicModel
     seed: int
@@ -439,6 +453,9 @@ class _DayState:
     end: Tensor
     complies: Tensor
     isolated_from: Tensor
+    final_infection_day: Tensor | None = None
+    delays: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    output_grads: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def isolating(self) -> bool:
@@ -454,6 +471,50 @@ class _DayState:
 
     def noise(self, day: int, draws: int) -> Tensor:
         return self.model._uniform(self.seed, f"day{day}", draws)
+
+    def unrealised_outputs(self, day: int) -> Tensor | None:
+        """dL/d(new infection on `day`) through the cases, admissions and deaths it would have caused.
+
+        Agents never infected in the forward pass have no course in time, so the outputs' gradient
+        cannot reach their straight-through infection draws; this adds it at each draw's day.
+        """
+        total = None
+        for name, grad in self.output_grads.items():
+            delay, weight = self.delays[name]
+            padded = torch.cat([grad, grad.new_zeros(grad.shape[0], 1)], dim=1)
+            index = (day + delay.long()).clamp_(max=grad.shape[1])
+            term = padded.gather(1, index) * weight
+            total = term if total is None else total + term
+        return None if total is None else total * (self.final_infection_day == NEVER)
+
+
+class _RecordOutputGradient(torch.autograd.Function):
+    """Identity on an output series whose backward keeps dL/d(series) for unrealised infections."""
+
+    @staticmethod
+    def forward(ctx, series: Tensor, state: _DayState, name: str) -> Tensor:
+        ctx.state, ctx.name = state, name
+        return series.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        ctx.state.output_grads[ctx.name] = grad
+        return grad, None, None
+
+
+class _UnrealisedAtSeeding(torch.autograd.Function):
+    """Identity on the seeded infections whose backward adds `unrealised_outputs(0)`."""
+
+    @staticmethod
+    def forward(ctx, infected: Tensor, state: _DayState) -> Tensor:
+        ctx.state = state
+        return infected.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        extra = ctx.state.unrealised_outputs(0)
+        ctx.state.output_grads.clear()  # the backward pass ends here
+        return (grad if extra is None else grad + extra), None
 
 
 class _TransmissionDay(torch.autograd.Function):
@@ -485,7 +546,11 @@ class _TransmissionDay(torch.autograd.Function):
         contacts = model.contacts
         noise = state.noise(ctx.day, infected.shape[0])
         grad_infected = grad * (1.0 - model.estimator.rate_sample(rate, noise))
-        grad_rate = grad * (1.0 - infected) * model.estimator.rate_derivative(rate, noise)
+        extra = state.unrealised_outputs(ctx.day)
+        if ctx.day == 1 and not ctx.needs_input_grad[0]:
+            state.output_grads.clear()  # no seeding node follows in this backward pass
+        grad_new = grad if extra is None else grad + extra
+        grad_rate = grad_new * (1.0 - infected) * model.estimator.rate_derivative(rate, noise)
         grad_group_rate = contacts.gather(grad_rate * model.susceptibility)
         grad_weight = contacts.layer_sums(grad_group_rate * total * contacts.inverse_size, weight.shape[1])
         grad_total = grad_group_rate * contacts.group_scale(weight)
