@@ -16,6 +16,7 @@ RESULTS = f"results/{STUDY}"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/population.smk"
 include: "workflow/rules/simulation.smk"
+include: "workflow/rules/calibration.smk"
 
 
 rule all:
@@ -23,3 +24,4 @@ rule all:
         f"{RESULTS}/population.zarr",
         f"{RESULTS}/simulation.zarr",
         f"{RESULTS}/figures/epidemic_curve.png",
+        calibration_targets(STUDY),

@@ -1,0 +1,39 @@
+"""Ensembles of point calibrations (Chopra et al. 2023, AAMAS, mode 3; Lakshminarayanan et al.
+2017, "deep ensembles"): K independent calibrations from different prior draws and seeds, each
+a Snakemake job, merged into one posterior with one draw per member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from omegaconf import DictConfig
+
+from diffabm.calibration.stage import build_target, fit_dataset
+from diffabm.store import read_dataset, write_dataset
+
+
+def merge_ensemble(cfg: DictConfig, member_posteriors: Sequence[str | Path], population_path: str | Path,
+                   observed_path: str | Path, posterior_path: str | Path, fit_path: str | Path,
+                   metrics_path: str | Path) -> Path:
+    """Concatenate the members' point estimates along `draw`; write posterior, fit and metrics."""
+    members = [read_dataset(path) for path in member_posteriors]
+    posterior = xr.concat([ds.drop_attrs() for ds in members], dim="draw")
+    posterior = posterior.assign_coords(draw=np.arange(posterior.sizes["draw"]))
+    posterior["member"] = ("draw", np.arange(len(members)))
+    posterior.attrs.update(mode="ensemble", **{key: members[0].attrs[key] for key in ("truth",)
+                                               if key in members[0].attrs})
+    observed = read_dataset(observed_path)
+    target, _ = build_target(cfg, population_path, observed)
+    theta = target.unconstrained({name: torch.as_tensor(posterior[name].values) for name in target.names})
+    write_dataset(fit_dataset(target, theta, cfg.calibration.fit_draws, int(cfg.seed), observed), fit_path, cfg,
+                  cfg.seed)
+    metrics = [pd.read_csv(Path(path).parent / "metrics.csv").assign(member=k)
+               for k, path in enumerate(member_posteriors)]
+    pd.concat(metrics, ignore_index=True).to_csv(metrics_path, index=False)
+    return write_dataset(posterior, posterior_path, cfg, cfg.seed)

@@ -1,0 +1,105 @@
+# Calibration: synthetic observations at the study's truth, then each mode of
+# `calibration.modes` (point, calibnn, flow; ensemble = members merged), and its figures.
+
+
+def calibration_targets(study):
+    """Outputs of the study's calibration modes and figures (for `rule all`)."""
+    cfg = compose_study(study, OVERRIDES)
+    if "calibration" not in cfg:
+        return []
+    modes = list(cfg.calibration.modes)
+    return [
+        *(f"results/{study}/calibration/{mode}/{name}" for mode in modes for name in ("posterior.zarr", "fit.zarr")),
+        *(f"results/{study}/figures/calibration_{mode}.png" for mode in modes),
+    ]
+
+
+def ensemble_members(wildcards):
+    """Posteriors of the ensemble's `calibration.ensemble.members` point calibrations."""
+    members = compose_study(wildcards.study, OVERRIDES).calibration.ensemble.members
+    return [f"results/{wildcards.study}/calibration/ensemble/members/{k}/posterior.zarr" for k in range(members)]
+
+
+rule observe:
+    input:
+        population="results/{study}/population.zarr",
+    output:
+        observed=directory("results/{study}/observed.zarr"),
+    params:
+        overrides=OVERRIDES,
+    log:
+        "results/{study}/logs/observe.log",
+    script:
+        "../scripts/observe.py"
+
+
+rule calibrate:
+    input:
+        population="results/{study}/population.zarr",
+        observed="results/{study}/observed.zarr",
+    output:
+        posterior=directory("results/{study}/calibration/{mode}/posterior.zarr"),
+        fit=directory("results/{study}/calibration/{mode}/fit.zarr"),
+        metrics="results/{study}/calibration/{mode}/metrics.csv",
+    wildcard_constraints:
+        mode="point|calibnn|flow",
+    params:
+        overrides=OVERRIDES,
+    log:
+        "results/{study}/logs/calibrate_{mode}.log",
+    script:
+        "../scripts/calibrate.py"
+
+
+rule calibrate_ensemble_member:
+    input:
+        population="results/{study}/population.zarr",
+        observed="results/{study}/observed.zarr",
+    output:
+        posterior=directory("results/{study}/calibration/ensemble/members/{member}/posterior.zarr"),
+        metrics="results/{study}/calibration/ensemble/members/{member}/metrics.csv",
+    wildcard_constraints:
+        member=r"\d+",
+    params:
+        overrides=OVERRIDES,
+    log:
+        "results/{study}/logs/calibrate_ensemble_{member}.log",
+    script:
+        "../scripts/calibrate.py"
+
+
+rule merge_ensemble:
+    input:
+        members=ensemble_members,
+        population="results/{study}/population.zarr",
+        observed="results/{study}/observed.zarr",
+    output:
+        posterior=directory("results/{study}/calibration/ensemble/posterior.zarr"),
+        fit=directory("results/{study}/calibration/ensemble/fit.zarr"),
+        metrics="results/{study}/calibration/ensemble/metrics.csv",
+    params:
+        overrides=OVERRIDES,
+    log:
+        "results/{study}/logs/merge_ensemble.log",
+    script:
+        "../scripts/merge_ensemble.py"
+
+
+rule plot_calibration:
+    input:
+        posterior="results/{study}/calibration/{mode}/posterior.zarr",
+        fit="results/{study}/calibration/{mode}/fit.zarr",
+        metrics="results/{study}/calibration/{mode}/metrics.csv",
+    output:
+        report(
+            "results/{study}/figures/calibration_{mode}.png",
+            caption="../report/calibration.rst",
+            category="Calibration",
+            subcategory="{mode}",
+        ),
+    params:
+        overrides=OVERRIDES,
+    log:
+        "results/{study}/logs/plot_calibration_{mode}.log",
+    script:
+        "../scripts/plot_calibration.py"
