@@ -91,8 +91,8 @@ def test_hospitalisation_odds_ratio_gradient_is_positive(small_population):
 def test_autograd_agrees_with_finite_differences(name, output):
     """d E[total output] / dθ: autograd vs central differences with common random numbers.
 
-    Stated tolerance: the sign agrees and autograd / FD lies in [0.4, 1.5] for every β and in
-    [0.1, 1.5] for the initial fraction. Straight-through gradients miss the cascades that
+    Stated tolerance: the sign agrees and autograd / FD lies in [0.5, 1.5] for every β and in
+    [0.25, 1.5] for the initial fraction. Straight-through gradients miss the cascades that
     agents not infected in the forward pass would have caused, so they are biased low
     (measured ratios are in README.md).
     """
@@ -118,7 +118,7 @@ def test_autograd_agrees_with_finite_differences(name, output):
             for s in seeds
         )
     assert fd > 0
-    low = 0.1 if name == "initial_fraction" else 0.4
+    low = 0.25 if name == "initial_fraction" else 0.5
     assert low <= grad / fd <= 1.5, f"{name}: autograd {grad / len(seeds):.2f} vs FD {fd / len(seeds):.2f}"
 
 

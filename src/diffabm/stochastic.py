@@ -45,6 +45,7 @@ class StraightThroughGumbel:
     """Straight-through Gumbel-softmax (Jang, Gu & Poole 2017): hard sample, relaxed gradient."""
 
     temperature: float = 1.0
+    relaxed = False
 
     def __call__(self, logits: Tensor, u: Tensor) -> Tensor:
         hard = (u < torch.sigmoid(logits)).to(logits.dtype)
@@ -65,6 +66,7 @@ class GumbelSoftmax:
     """Relaxed Bernoulli (binary Concrete; Maddison, Mnih & Teh 2017): soft samples in (0, 1)."""
 
     temperature: float = 0.1
+    relaxed = True  # states are soft: simulators must not assume 0/1 values
 
     def __call__(self, logits: Tensor, u: Tensor) -> Tensor:
         return torch.sigmoid((logits + logistic_noise(u)) / self.temperature)
@@ -79,6 +81,8 @@ class GumbelSoftmax:
 @dataclass(frozen=True)
 class StraightThrough:
     """Straight-through estimator (Bengio, Léonard & Courville 2013): gradient of the mean `p`."""
+
+    relaxed = False
 
     def __call__(self, logits: Tensor, u: Tensor) -> Tensor:
         probs = torch.sigmoid(logits)

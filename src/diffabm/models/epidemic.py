@@ -358,8 +358,7 @@ class EpidemicModel(nn.Module):
         isolation_u = self._uniform(seed, "isolation", draws)
         complies = (isolation_u < self.interventions.isolation_compliance).float() * symptomatic
 
-        fraction_logits = torch.logit(fraction.clamp(1e-7, 1 - 1e-7))[:, None].expand(draws, self.n_agents)
-        infected = estimate(fraction_logits, self._uniform(seed, "initial", draws))
+        infected = self._seed(fraction, self._uniform(seed, "initial", draws))
         infection_day = torch.where(infected.detach() > 0.5, 0, NEVER).int()
         multiplier = self.contact_multiplier.expand(draws, -1, -1) if self.contact_multiplier.dim() == 2 \
             else self.contact_multiplier
@@ -391,6 +390,17 @@ class EpidemicModel(nn.Module):
             for name in day_state.delays:
                 setattr(output, name, _RecordOutputGradient.apply(getattr(output, name), day_state, name))
         return output
+
+    @staticmethod
+    def _seed(fraction: Tensor, u: Tensor) -> Tensor:
+        """Initial infections `u < f`, each weighted f / f (value 1) so that d/df scales every seed's effect.
+
+        For independent seeds, E[Σ_seeds effect / f] = N · E[effect of one seed] = d E[total] / df:
+        the weight gives the score-function gradient of the seeding without its variance (papers.md §2).
+        """
+        seeded = (u < fraction[:, None]).to(u.dtype)
+        scale = fraction / fraction.detach().clamp_min(1e-12)
+        return seeded * scale[:, None]
 
     def _observe(self, new_infections: Tensor, infected: Tensor, infection_day: Tensor, symptomatic: Tensor,
                  hospitalised: Tensor, dies: Tensor, latent: Tensor, infectious_days: Tensor, stay: Tensor
@@ -545,7 +555,10 @@ class _TransmissionDay(torch.autograd.Function):
         state, model = ctx.state, ctx.state.model
         contacts = model.contacts
         noise = state.noise(ctx.day, infected.shape[0])
-        grad_infected = grad * (1.0 - model.estimator.rate_sample(rate, noise))
+        # With hard states, draws of agents already infected are inert: their weight passes through
+        # unchanged (their draws are driven by their own offspring, absent had they not been infected).
+        inert = 1.0 if model.estimator.relaxed else 1.0 - infected
+        grad_infected = grad * (1.0 - model.estimator.rate_sample(rate, noise) * inert)
         extra = state.unrealised_outputs(ctx.day)
         if ctx.day == 1 and not ctx.needs_input_grad[0]:
             state.output_grads.clear()  # no seeding node follows in this backward pass
