@@ -4,8 +4,6 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 CORES ?= all
 STUDY ?= default
-# Transparent huge pages for torch's large per-agent tensors (BENCHMARKS.md: ~2x faster backward).
-export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 export WANDB_MODE ?= offline
 PIP := $(PY) -m pip --disable-pip-version-check --quiet
 

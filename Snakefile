@@ -1,11 +1,6 @@
 # diffabm workflow: `snakemake --cores all` builds the default study;
 # `snakemake --cores all --config study=<name>` another (conf/experiment/<name>.yaml).
-import os
-
 from diffabm.config import compose_study
-
-# Transparent huge pages for torch's large per-step tensors (see BENCHMARKS.md).
-os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
 
 STUDY = config.get("study", "default")
 OVERRIDES = list(config.get("overrides", []))

@@ -53,15 +53,13 @@ def main() -> None:
         agents, days, mode = args.one
         print(json.dumps(measure(int(agents), int(days), mode)))
         return
-    env = {**os.environ, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")}
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads default, "
-          f"GLIBC_TUNABLES={env['GLIBC_TUNABLES']}")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print("| agents | days | mode | seconds | M agent-steps/s | peak RSS GB |")
     print("| --- | --- | --- | --- | --- | --- |")
     for agents in args.agents:
         for mode in ("forward", "forward+backward"):
             result = subprocess.run([sys.executable, __file__, "--one", str(agents), str(args.days), mode],
-                                    capture_output=True, text=True, env=env)
+                                    capture_output=True, text=True)
             if result.returncode:
                 print(f"| {agents:,} | {args.days} | {mode} | failed: {result.stderr.strip()[-200:]} |")
                 continue

@@ -83,3 +83,4 @@ def test_cli_runs_the_toy_stages(tmp_path):
     assert ds["stage_counts"].dims == ("draw", "time", "stage")
     assert int(ds["stage_counts"].isel(draw=0, time=-1).sum()) == 1000
     assert (tmp_path / "report" / "group_sizes.csv").exists()
+

@@ -21,6 +21,7 @@ def ensemble_members(wildcards):
 
 
 rule observe:
+    threads: 2
     input:
         population="results/{study}/population.zarr",
     output:
@@ -34,6 +35,7 @@ rule observe:
 
 
 rule calibrate:
+    threads: 2
     input:
         population="results/{study}/population.zarr",
         observed="results/{study}/observed.zarr",
@@ -52,6 +54,7 @@ rule calibrate:
 
 
 rule calibrate_ensemble_member:
+    threads: 2
     input:
         population="results/{study}/population.zarr",
         observed="results/{study}/observed.zarr",

@@ -2,6 +2,7 @@
 
 
 rule simulate:
+    threads: 2
     input:
         population="results/{study}/population.zarr",
     output:

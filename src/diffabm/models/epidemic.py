@@ -377,11 +377,11 @@ class EpidemicModel(nn.Module):
             infected = updated
             daily_new.append(new.sum(-1))
         new_infections = torch.stack(daily_new, dim=1)
+        day_state.final_infection_day = infection_day
         output = self._observe(new_infections, infected, infection_day, symptomatic, hospitalised, dies,
                                latent, infectious_days, durations["hospital_stay"])
         if tracking:
             admitted = symptomatic * hard_hospitalised
-            day_state.final_infection_day = infection_day
             day_state.delays = {
                 "cases": (latent, symptomatic),
                 "hospitalisations": (latent + infectious_days, admitted),
@@ -482,6 +482,11 @@ class _DayState:
     def noise(self, day: int, draws: int) -> Tensor:
         return self.model._uniform(self.seed, f"day{day}", draws)
 
+    def infection_day_on(self, day: int) -> Tensor:
+        """Infection days as they were at the start of `day` (infection days never change once set)."""
+        final = self.final_infection_day
+        return torch.where(final < day, final, NEVER)
+
     def unrealised_outputs(self, day: int) -> Tensor | None:
         """dL/d(new infection on `day`) through the cases, admissions and deaths it would have caused.
 
@@ -530,9 +535,10 @@ class _UnrealisedAtSeeding(torch.autograd.Function):
 class _TransmissionDay(torch.autograd.Function):
     """One day of transmission, w' = w + (1 - w) · draw(ψ · force(w · factor)), with its adjoint.
 
-    The adjoint is derived by hand so that a day saves only w, the rate and the group totals:
-    the infectiousness factors and the noise are recomputed from the infection days and the
-    seed. Reverse mode then needs O(agents) memory per day and about one forward pass of work.
+    The adjoint is derived by hand so that a day saves only the rate and the group totals (and w
+    for relaxed estimators): w, the infection days, the infectiousness factors and the noise are
+    recomputed from the final infection days and the seed. Reverse mode then needs about 1.5
+    floats per agent and day, and about one forward pass of work.
     """
 
     @staticmethod
@@ -545,14 +551,17 @@ class _TransmissionDay(torch.autograd.Function):
         total = contacts.group_totals(infectiousness, isolated, model.isolating)
         rate = model.susceptibility * contacts.spread(total * contacts.group_scale(weight))
         draw = model.estimator.rate_sample(rate, state.noise(day, infected.shape[0]))
-        ctx.save_for_backward(infected, weight, infection_day, rate, total)
+        ctx.save_for_backward(infected if model.estimator.relaxed else None, weight, rate, total)
         ctx.day, ctx.state = day, state
         return infected + (1.0 - infected) * draw
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None, None]:
-        infected, weight, infection_day, rate, total = ctx.saved_tensors
+        infected, weight, rate, total = ctx.saved_tensors
         state, model = ctx.state, ctx.state.model
+        infection_day = state.infection_day_on(ctx.day)
+        if infected is None:
+            infected = (infection_day != NEVER).to(rate.dtype)
         contacts = model.contacts
         noise = state.noise(ctx.day, infected.shape[0])
         # With hard states, draws of agents already infected are inert: their weight passes through
