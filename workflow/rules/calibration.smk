@@ -11,7 +11,13 @@ def calibration_targets(study):
     return [
         *(f"results/{study}/calibration/{mode}/{name}" for mode in modes for name in ("posterior.zarr", "fit.zarr")),
         *(f"results/{study}/figures/calibration_{mode}.png" for mode in modes),
+        f"results/{study}/calibration/recovery.csv",
     ]
+
+
+def calibration_modes(wildcards):
+    """The study's calibration modes."""
+    return list(compose_study(wildcards.study, OVERRIDES).calibration.modes)
 
 
 def ensemble_members(wildcards):
@@ -106,3 +112,19 @@ rule plot_calibration:
         "results/{study}/logs/plot_calibration_{mode}.log",
     script:
         "../scripts/plot_calibration.py"
+
+
+rule recovery_table:
+    input:
+        posteriors=lambda w: expand("results/{study}/calibration/{mode}/posterior.zarr", study=w.study,
+                                    mode=calibration_modes(w)),
+        fits=lambda w: expand("results/{study}/calibration/{mode}/fit.zarr", study=w.study,
+                              mode=calibration_modes(w)),
+    output:
+        report("results/{study}/calibration/recovery.csv", caption="../report/recovery.rst", category="Calibration"),
+    params:
+        modes=calibration_modes,
+    log:
+        "results/{study}/logs/recovery_table.log",
+    script:
+        "../scripts/recovery_table.py"
