@@ -211,3 +211,29 @@ def test_forward_mode_matches_reverse_mode(small_population):
     beta = base["beta_school"].clone().requires_grad_(True)
     (reverse,) = torch.autograd.grad(total_infections(beta), beta)
     torch.testing.assert_close(forward, reverse.sum(), rtol=1e-4, atol=1e-3)
+
+
+def test_multi_membership_layer_equals_separate_layers_with_the_same_beta():
+    """A layer giving agents two groups acts like two layers with that layer's β."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from diffabm.config import compose_study
+    from diffabm.models.epidemic import EpidemicModel, disease_course
+    from diffabm.population.toy import toy_population
+    from diffabm.simulation import with_attribute_layers
+
+    population = with_attribute_layers(toy_population(1500, seed=2), {"community": "area"})
+    school, workplace = population.groups["school"], population.groups["workplace"]
+    offset = school.max() + 1
+    merged_ids = np.stack([school, np.where(workplace >= 0, workplace + offset, -1)], axis=1)
+    merged = dataclasses.replace(population, groups={"household": population.groups["household"],
+                                                     "mixing": merged_ids, "community": population.groups["community"]})
+    course = disease_course(OmegaConf.to_container(compose_study("toy").model.course))
+    common = dict(course=course, days=20, draws=2)
+    beta = {"beta_household": 1.0, "beta_community": 1.0, "initial_fraction": 0.02,
+            "hospitalisation_odds_ratio": 1.0, "fatality_odds_ratio": 1.0}
+    separate = EpidemicModel(population, parameters={**beta, "beta_school": 4.0, "beta_workplace": 4.0}, **common)
+    together = EpidemicModel(merged, parameters={**beta, "beta_mixing": 4.0}, **common)
+    assert torch.equal(separate(seed=3).stage_counts, together(seed=3).stage_counts)
