@@ -301,21 +301,23 @@ class EpidemicModel(nn.Module):
         return self.simulate(self.natural_parameters() if parameters is None else parameters, seed)
 
     def check_parameters(self, parameters: Mapping[str, Tensor]) -> int:
-        """Validate names, shapes and domains; return the number of draws B."""
+        """Validate names, shapes and domains (β ≥ 0, odds ratios > 0, fractions in [0, 1]); return B."""
         self.space.check_names(parameters)
         shapes = {name: tuple(torch.as_tensor(v).shape) for name, v in parameters.items()}
-        if len({s for s in shapes.values()}) != 1 or len(next(iter(shapes.values()))) != 1:
+        if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1:
             raise ValueError(f"parameters must all have shape (B,), got {shapes}")
         for name, value in parameters.items():
             value = torch.as_tensor(value).detach()
             bad = value[~torch.isfinite(value)]
             if bad.numel():
                 raise ValueError(f"parameter '{name}' has non-finite value {bad[0].item()}")
-            low = value.min().item()
-            if low < 0 or (name.startswith("beta_") is False and self.space.domains[name] == "positive" and low <= 0):
-                raise ValueError(f"parameter '{name}' has value {low}, must be {'>= 0' if name.startswith('beta_') else '> 0'}")
-            if self.space.domains[name] == "unit_interval" and value.max().item() > 1:
-                raise ValueError(f"parameter '{name}' has value {value.max().item()}, must be in [0, 1]")
+            low, high = value.min().item(), value.max().item()
+            if name.startswith("beta_") and low < 0:
+                raise ValueError(f"parameter '{name}' has value {low}, must be >= 0")
+            if self.space.domains[name] == "positive" and not name.startswith("beta_") and low <= 0:
+                raise ValueError(f"parameter '{name}' has value {low}, must be > 0")
+            if self.space.domains[name] == "unit_interval" and (low < 0 or high > 1):
+                raise ValueError(f"parameter '{name}' has value {low if low < 0 else high}, must be in [0, 1]")
         return next(iter(shapes.values()))[0]
 
     def _uniform(self, seed: int, purpose: str, draws: int) -> Tensor:
