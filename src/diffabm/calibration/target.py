@@ -8,9 +8,8 @@ import torch
 from torch import Tensor
 
 from diffabm.calibration.losses import ObservationLoss
+from diffabm.calibration.observe import OBSERVED_SERIES
 from diffabm.models.epidemic import EpidemicModel, EpidemicOutput
-
-SERIES = ("new_infections", "cases", "hospitalisations", "deaths")
 
 
 class CalibrationTarget:
@@ -56,7 +55,7 @@ class CalibrationTarget:
     def losses(self, theta: Tensor, seed: int) -> Tensor:
         """ℓ(θ_b) for each draw: (B,)."""
         output = self.simulate(theta, seed)
-        return self.loss({name: getattr(output, name) for name in SERIES})
+        return self.loss({name: getattr(output, name) for name in OBSERVED_SERIES})
 
     def describe(self, theta: Tensor) -> str:
         """Natural-scale values of θ (B, d) for messages."""
