@@ -237,3 +237,16 @@ def test_multi_membership_layer_equals_separate_layers_with_the_same_beta():
     separate = EpidemicModel(population, parameters={**beta, "beta_school": 4.0, "beta_workplace": 4.0}, **common)
     together = EpidemicModel(merged, parameters={**beta, "beta_mixing": 4.0}, **common)
     assert torch.equal(separate(seed=3).stage_counts, together(seed=3).stage_counts)
+
+
+def test_gradients_of_infections_by_age_sum_to_those_of_new_infections(small_population):
+    model = make_model(small_population, "model.draws=8")
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in natural(model).items()}
+    out = model.simulate(params, seed=4)
+    by_day = torch.autograd.grad(out.new_infections.sum(), list(params.values()), retain_graph=True,
+                                 allow_unused=True, materialize_grads=True)
+    by_age = torch.autograd.grad(out.infections_by_age.sum(), list(params.values()), allow_unused=True,
+                                 materialize_grads=True)
+    for day_grad, age_grad in zip(by_day, by_age):
+        torch.testing.assert_close(day_grad, age_grad)
+    assert by_day[0].abs().sum() > 0

@@ -19,8 +19,8 @@ SeriesLoss = Callable[[Tensor, Tensor], Tensor]  # (B, T) simulated, (T,) observ
 
 
 def log_mse(simulated: Tensor, observed: Tensor) -> Tensor:
-    """Σ_t (log1p ŷ_bt − log1p y_t)² for (B, T) simulated and (T,) observed series: (B,)."""
-    return (torch.log1p(simulated) - torch.log1p(observed)).pow(2).sum(-1)
+    """Σ_t (log1p ŷ_bt − log1p y_t)² for (B, T[, A]) simulated and (T[, A]) observed series: (B,)."""
+    return (torch.log1p(simulated) - torch.log1p(observed)).pow(2).flatten(1).sum(-1)
 
 
 def median_bandwidth(points: Tensor) -> Tensor:
@@ -37,6 +37,8 @@ def gaussian_kernel(x: Tensor, y: Tensor, bandwidth: Tensor) -> Tensor:
 
 def mmd_squared(simulated: Tensor, observed: Tensor) -> Tensor:
     """Unbiased MMD² between each draw's log1p values (B, T) and the observed ones (T,): (B,)."""
+    if observed.dim() != 1:
+        raise ValueError(f"calibration.loss mmd compares daily series (T,), got observed shape {tuple(observed.shape)}")
     x, y = torch.log1p(simulated), torch.log1p(observed)
     bandwidth = median_bandwidth(y)
     n, m = x.shape[-1], y.shape[-1]

@@ -174,8 +174,8 @@ def fit_dataset(target: CalibrationTarget, theta: Tensor, draws: int, seed: int,
     with torch.no_grad():
         output = target.simulate(chosen, fit_seed)
         simulated = {name: getattr(output, name) for name in OBSERVED_SERIES}
-        ds = xr.Dataset({name: (("draw", "time"), values.numpy()) for name, values in simulated.items()},
-                        coords={"draw": np.arange(draws), "time": observed.time.values})
+        ds = xr.Dataset({name: (("draw", *observed[name].dims), values.numpy()) for name, values in simulated.items()},
+                        coords={"draw": np.arange(draws), **observed.coords})
         ds["loss"] = ("draw", target.loss(simulated).numpy())
         for name, values in target.natural(chosen).items():
             ds[name] = ("draw", values.numpy())
@@ -183,7 +183,7 @@ def fit_dataset(target: CalibrationTarget, theta: Tensor, draws: int, seed: int,
             truth = target.unconstrained(observed.attrs["truth"]).expand(draws, -1)
             ds["truth_loss"] = ("draw", target.losses(truth, fit_seed).numpy())
     for name in OBSERVED_SERIES:
-        ds[f"observed_{name}"] = ("time", observed[name].values)
+        ds[f"observed_{name}"] = observed[name]
     ds.attrs.update(observables=list(target.loss.observed), loss=target.loss.kind)
     return ds
 

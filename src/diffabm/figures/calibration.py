@@ -37,10 +37,12 @@ def plot_calibration(cfg: DictConfig, posterior_path: str | Path, fit_path: str 
 
     for column, name in enumerate(fit.attrs["observables"], start=1):
         axis = fig.add_subplot(grid[0, column])
-        low, mid, high = (fit[name].quantile(q, dim="draw") for q in (0.05, 0.5, 0.95))
+        simulated, observed = (fit[key].sum("age_group") if "age_group" in fit[key].dims else fit[key]
+                               for key in (name, f"observed_{name}"))
+        low, mid, high = (simulated.quantile(q, dim="draw") for q in (0.05, 0.5, 0.95))
         axis.fill_between(fit.time.values, low, high, alpha=0.3, label="90% predictive")
         axis.plot(fit.time.values, mid, label="predictive median")
-        axis.plot(fit.time.values, fit[f"observed_{name}"], "k.", ms=3, label="observed")
+        axis.plot(fit.time.values, observed, "k.", ms=3, label="observed")
         axis.set(title=name.replace("_", " "))
         axis.tick_params(axis="x", labelrotation=45)
         axis.legend(fontsize="x-small")

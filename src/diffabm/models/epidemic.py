@@ -384,10 +384,13 @@ class EpidemicModel(nn.Module):
                                latent, infectious_days, durations["hospital_stay"])
         if tracking:
             admitted = symptomatic * hard_hospitalised
-            day_state.delays = {
-                "cases": (latent, symptomatic),
-                "hospitalisations": (latent + infectious_days, admitted),
-                "deaths": (latent + infectious_days + durations["hospital_stay"], admitted * (dies.detach() > 0.5)),
+            onset, stay = latent.long(), durations["hospital_stay"].long()
+            admission = onset + infectious_days.long()
+            day_state.delays = {  # name: (days after infection, weight, column) per agent
+                "infections_by_age": (torch.zeros_like(onset), torch.ones_like(symptomatic), self.age_band),
+                "cases": (onset, symptomatic, 0),
+                "hospitalisations": (admission, admitted, 0),
+                "deaths": (admission + stay, admitted * (dies.detach() > 0.5), 0),
             }
             for name in day_state.delays:
                 setattr(output, name, _RecordOutputGradient.apply(getattr(output, name), day_state, name))
@@ -467,7 +470,7 @@ class _DayState:
     isolated_from: Tensor
     final_infection_day: Tensor | None = None
     latest_day: tuple[Tensor, ...] = ()
-    delays: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    delays: dict[str, tuple[Tensor, Tensor, Tensor | int]] = field(default_factory=dict)
     output_grads: dict[str, Tensor] = field(default_factory=dict)
 
     @property
@@ -491,17 +494,20 @@ class _DayState:
         return torch.where(final < day, final, NEVER)
 
     def unrealised_outputs(self, day: int) -> Tensor | None:
-        """dL/d(new infection on `day`) through the cases, admissions and deaths it would have caused.
+        """dL/d(new infection on `day`) through the outputs it would have caused, for agents never infected.
 
         Agents never infected in the forward pass have no course in time, so the outputs' gradient
-        cannot reach their straight-through infection draws; this adds it at each draw's day.
+        cannot reach their straight-through infection draws; this adds it at each draw's day: the
+        infection itself by age band, and the case, admission and death that would follow.
         """
         total = None
         for name, grad in self.output_grads.items():
-            delay, weight = self.delays[name]
-            padded = torch.cat([grad, grad.new_zeros(grad.shape[0], 1)], dim=1)
-            index = (day + delay.long()).clamp_(max=grad.shape[1])
-            term = padded.gather(1, index) * weight
+            delay, weight, column = self.delays[name]
+            days, columns = grad.shape[1], (grad.shape[2] if grad.dim() == 3 else 1)
+            flat = torch.cat([grad.reshape(grad.shape[0], days * columns), grad.new_zeros(grad.shape[0], 1)], dim=1)
+            time = day + delay
+            index = torch.where(time < days, time * columns + column, days * columns)
+            term = flat.gather(1, index.expand_as(weight)) * weight
             total = term if total is None else total + term
         return None if total is None else total * (self.final_infection_day == NEVER)
 
