@@ -472,6 +472,7 @@ class _DayState:
     latest_day: tuple[Tensor, ...] = ()
     delays: dict[str, tuple[Tensor, Tensor, Tensor | int]] = field(default_factory=dict)
     output_grads: dict[str, Tensor] = field(default_factory=dict)
+    seeding_term: Tensor | None = None
 
     @property
     def isolating(self) -> bool:
@@ -527,7 +528,7 @@ class _RecordOutputGradient(torch.autograd.Function):
 
 
 class _UnrealisedAtSeeding(torch.autograd.Function):
-    """Identity on the seeded infections whose backward adds `unrealised_outputs(0)`."""
+    """Identity on the seeded infections whose backward adds the unrealised outcomes of day 0."""
 
     @staticmethod
     def forward(ctx, infected: Tensor, state: _DayState) -> Tensor:
@@ -536,8 +537,10 @@ class _UnrealisedAtSeeding(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        extra = ctx.state.unrealised_outputs(0)
-        ctx.state.output_grads.clear()  # the backward pass ends here
+        state = ctx.state
+        extra = state.seeding_term if state.model.days > 1 else state.unrealised_outputs(0)
+        state.seeding_term = None
+        state.output_grads.clear()
         return (grad if extra is None else grad + extra), None
 
 
@@ -610,8 +613,9 @@ class _TransmissionDay(torch.autograd.Function):
         inert = 1.0 if model.estimator.relaxed else 1.0 - infected
         grad_infected = grad * (1.0 - model.estimator.rate_sample(rate, noise) * inert)
         extra = state.unrealised_outputs(ctx.day)
-        if ctx.day == 1 and not ctx.needs_input_grad[0]:
-            state.output_grads.clear()  # no seeding node follows in this backward pass
+        if ctx.day == 1:  # the last day of this backward pass: hand day 0's term to the seeding node
+            state.seeding_term = state.unrealised_outputs(0)
+            state.output_grads.clear()
         grad_new = grad if extra is None else grad + extra
         grad_rate = grad_new * (1.0 - infected) * model.estimator.rate_derivative(rate, noise)
         grad_group_rate = contacts.gather(grad_rate * model.susceptibility)
