@@ -12,7 +12,7 @@ import torch
 
 from diffabm.calibration.flow import kl_estimate
 from diffabm.calibration.losses import log_mse, mmd_squared
-from diffabm.calibration.observe import observe
+from diffabm.calibration.observe import OBSERVED_SERIES, observe
 from diffabm.calibration.priors import build_prior
 from diffabm.config import compose_study
 from diffabm.parameters import ParameterSpace
@@ -187,3 +187,17 @@ def test_a_nan_loss_stops_with_the_step_and_parameters(study, tmp_path):
     target, prior = build_target(cfg, study[0], observed)
     with pytest.raises(CalibrationDiverged, match=r"step 0: loss is nan; parameters: beta_household=\["):
         train(cfg, "point", target, prior, tmp_path, seed=1, run_name="test")
+
+
+def test_replicated_losses_compare_the_mean_of_the_replicates(study):
+    from diffabm.calibration.stage import build_target
+
+    cfg = compose_study("default", [*TINY, "calibration.replicates=3"])
+    target, prior = build_target(cfg, study[0], read_dataset(study[1]))
+    theta = prior.sample(2, 0)
+    output = target.simulate(theta.repeat_interleave(3, dim=0), 5)
+    means = {}
+    for name in OBSERVED_SERIES:
+        series = getattr(output, name)
+        means[name] = series.reshape(2, 3, *series.shape[1:]).mean(1)
+    torch.testing.assert_close(target.losses(theta, 5), target.loss(means))

@@ -46,7 +46,8 @@ def build_target(cfg: DictConfig, population_path: str | Path, observed: xr.Data
     loss = ObservationLoss(settings.loss, {name: torch.as_tensor(observed[name].values) for name in observed.data_vars},
                            list(settings.observables))
     prior = build_prior(OmegaConf.to_container(settings.prior), model.space)
-    target = CalibrationTarget(model, prior.names, OmegaConf.to_container(cfg.model.parameters), loss)
+    target = CalibrationTarget(model, prior.names, OmegaConf.to_container(cfg.model.parameters), loss,
+                               settings.get("replicates", 1))
     return target, prior
 
 
@@ -176,7 +177,7 @@ def fit_dataset(target: CalibrationTarget, theta: Tensor, draws: int, seed: int,
         simulated = {name: getattr(output, name) for name in OBSERVED_SERIES}
         ds = xr.Dataset({name: (("draw", *observed[name].dims), values.numpy()) for name, values in simulated.items()},
                         coords={"draw": np.arange(draws), **observed.coords})
-        ds["loss"] = ("draw", target.loss(simulated).numpy())
+        ds["loss"] = ("draw", target.losses(chosen, fit_seed).numpy())
         for name, values in target.natural(chosen).items():
             ds[name] = ("draw", values.numpy())
         if "truth" in observed.attrs:

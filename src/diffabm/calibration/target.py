@@ -20,7 +20,7 @@ class CalibrationTarget:
     """
 
     def __init__(self, model: EpidemicModel, names: Sequence[str], fixed: Mapping[str, float],
-                 loss: ObservationLoss):
+                 loss: ObservationLoss, replicates: int = 1):
         unknown = [name for name in names if name not in model.space.domains]
         if unknown:
             raise ValueError(f"calibrated parameters {unknown} are not model parameters {model.space.names}")
@@ -28,6 +28,9 @@ class CalibrationTarget:
         self.names = list(names)
         self.fixed = {name: float(fixed[name]) for name in model.space.names if name not in self.names}
         self.loss = loss
+        if replicates < 1:
+            raise ValueError(f"calibration.replicates must be >= 1, got {replicates}")
+        self.replicates = replicates
         days = next(iter(loss.observed.values())).shape[0]
         if days != model.days:
             raise ValueError(f"observed series have {days} days, the model simulates {model.days}")
@@ -53,9 +56,16 @@ class CalibrationTarget:
         return self.model.simulate(self.natural(theta), seed)
 
     def losses(self, theta: Tensor, seed: int) -> Tensor:
-        """ℓ(θ_b) for each draw: (B,)."""
-        output = self.simulate(theta, seed)
-        return self.loss({name: getattr(output, name) for name in OBSERVED_SERIES})
+        """ℓ(θ_b) for each draw (B,), comparing the mean of `replicates` simulations with the data.
+
+        Averaging removes the pull of a point-wise loss towards parameters whose simulations vary less.
+        """
+        output = self.simulate(theta.repeat_interleave(self.replicates, dim=0), seed)
+        return self.loss({name: self._replicate_mean(getattr(output, name)) for name in OBSERVED_SERIES})
+
+    def _replicate_mean(self, series: Tensor) -> Tensor:
+        """(B · R, ...) simulated series to the (B, ...) means over the R replicates."""
+        return series.reshape(-1, self.replicates, *series.shape[1:]).mean(1)
 
     def describe(self, theta: Tensor) -> str:
         """Natural-scale values of θ (B, d) for messages."""
