@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
         "synthesize": ("population", "report"),
         "simulate": ("population", "output"),
         "plot-epidemic": ("simulation", "output"),
+        "observe": ("population", "output"),
+        "calibrate": ("mode", "population", "observed", "run-dir"),
         "config": (),
     }
     for name, paths in stages.items():
@@ -43,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
             from diffabm.figures.epidemic import plot_epidemic_curve
 
             plot_epidemic_curve(args.simulation, args.output)
+        elif args.stage == "observe":
+            from diffabm.calibration.observe import observe
+
+            observe(cfg, args.population, args.output)
+        elif args.stage == "calibrate":
+            from diffabm.calibration.stage import calibrate
+
+            calibrate(cfg, args.mode, args.population, args.observed, args.run_dir)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"diffabm {args.stage}: error: {err}", file=sys.stderr)
         return 2
