@@ -250,3 +250,16 @@ def test_gradients_of_infections_by_age_sum_to_those_of_new_infections(small_pop
     for day_grad, age_grad in zip(by_day, by_age):
         torch.testing.assert_close(day_grad, age_grad)
     assert by_day[0].abs().sum() > 0
+
+
+def test_simulations_free_their_graph(small_population):
+    """No reference cycle through the autograd graph keeps a simulation alive after backward."""
+    import gc
+
+    from diffabm.models.epidemic import _DayState
+
+    model = make_model(small_population)
+    for seed in range(3):
+        model(seed=seed).new_infections.sum().backward()
+    gc.collect()
+    assert not [obj for obj in gc.get_objects() if type(obj) is _DayState]

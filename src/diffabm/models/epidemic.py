@@ -379,6 +379,7 @@ class EpidemicModel(nn.Module):
             infected = updated
             daily_new.append(new.sum(-1))
         new_infections = torch.stack(daily_new, dim=1)
+        day_state.latest_day = ()  # break the cycle state → tensors → graph → state, or the graph leaks
         day_state.final_infection_day = infection_day
         output = self._observe(new_infections, infected, infection_day, symptomatic, hospitalised, dies,
                                latent, infectious_days, durations["hospital_stay"])
