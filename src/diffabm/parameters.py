@@ -43,11 +43,6 @@ class ParameterSpace:
             -1, len(self.names)
         )
 
-    def stack(self, natural: Mapping[str, Tensor]) -> Tensor:
-        """Natural-scale dict to a (B, d) tensor in `names` order."""
-        self.check_names(natural)
-        return torch.stack([torch.as_tensor(natural[n]) for n in self.names], dim=-1)
-
     def check_names(self, natural: Mapping[str, object]) -> None:
         missing = [n for n in self.names if n not in natural]
         extra = [n for n in natural if n not in self.domains]

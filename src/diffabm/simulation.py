@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -26,8 +27,7 @@ def with_attribute_layers(population: Population, attribute_layers: dict[str, st
         if values is None:
             raise ValueError(f"model.attribute_layers.{layer}: population has no attribute '{attribute}'")
         groups[layer] = np.unique(values, return_inverse=True)[1].astype(np.int64)
-    return Population(population.age, population.sex, population.ethnicity, population.area, groups,
-                      population.extra, population.sex_labels, population.ethnicity_labels, population.attrs)
+    return dataclasses.replace(population, groups=groups)
 
 
 def build_epidemic_model(cfg: DictConfig, population: Population, device: str = "cpu") -> EpidemicModel:
