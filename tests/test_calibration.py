@@ -21,8 +21,8 @@ from diffabm.store import read_dataset, write_dataset
 
 TINY = ["population=toy", "population.n_agents=500", "model.days=20", "truth.initial_fraction=0.03",
         "calibration.loggers=[csv]", "calibration.progress_bar=false",
-        # a sharper straight-through relaxation (less gradient bias) and a prior near the truth's I0
-        "model.estimator.temperature=0.3", "calibration.prior.initial_fraction.concentration0=30",
+        # a prior near the truth's I0
+        "calibration.prior.initial_fraction.concentration0=30",
         # start well below the true contact rates (truth: 2, 4, 2.5, 1.5)
         *(f"calibration.prior.beta_{layer}.loc=-0.5" for layer in ("household", "school", "workplace", "community"))]
 
@@ -146,7 +146,7 @@ def test_forward_mode_estimator_matches_pathwise_gradient(study):
     from diffabm.calibration.estimators import forward, pathwise
     from diffabm.calibration.stage import build_target
 
-    cfg = compose_study("default", [*TINY, "model.estimator._target_=diffabm.stochastic.GumbelSoftmax",
+    cfg = compose_study("default", [*TINY, "model/estimator=gumbel_softmax",
                                     "model.estimator.temperature=0.5"])
     target, _ = build_target(cfg, study[0], read_dataset(study[1]))
     loc = torch.tensor([0.5, 0.5, 0.5, 0.5, -3.5], requires_grad=True)
@@ -201,3 +201,4 @@ def test_replicated_losses_compare_the_mean_of_the_replicates(study):
         series = getattr(output, name)
         means[name] = series.reshape(2, 3, *series.shape[1:]).mean(1)
     torch.testing.assert_close(target.losses(theta, 5), target.loss(means))
+

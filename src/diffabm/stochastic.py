@@ -5,6 +5,10 @@ Every estimator maps `logits` and uniform noise `u` (same shape) to samples with
 (`rate_sample`, with `rate_derivative` the surrogate derivative of the sample w.r.t. the rate),
 for simulators that write their own adjoint. With the same noise the hard estimators give the
 same forward values (`u < p`), so estimators differ only in their gradients.
+
+`EventWeighted` (the default) is unbiased per draw; the straight-through estimators are not:
+at temperature 1, E_u[d draw / d rate] of `StraightThroughGumbel` is 7× dp/d rate at p = 10⁻⁴
+and 0.67× at p = 0.5, which favours layers that spread many small infection probabilities.
 """
 
 from __future__ import annotations
@@ -98,4 +102,31 @@ class StraightThrough:
         return torch.exp(-rate)
 
 
-BernoulliEstimator = StraightThroughGumbel | GumbelSoftmax | StraightThrough
+@dataclass(frozen=True)
+class EventWeighted:
+    """Hard sample x weighted p / p̂ (value 1): only realised events carry gradient, each ∇ log p.
+
+    E[x ∇ log p · Δ] = ∇p · Δ for an event whose effect Δ is the pathwise adjoint of the realised
+    event, so every realised infection is attributed to the parameters by their share of its
+    force (the likelihood-ratio weighting of realised events; Glasserman 2003, §7.3; the seeding
+    weight of papers.md §2 applied to every draw). The weights are bounded: d log p / d rate ≤ 1/rate.
+    """
+
+    relaxed = False
+
+    def __call__(self, logits: Tensor, u: Tensor) -> Tensor:
+        probs = torch.sigmoid(logits)
+        hard = (u < probs).to(probs.dtype)
+        if not (torch.is_grad_enabled() and logits.requires_grad):
+            return hard
+        return hard * probs / probs.detach()
+
+    def rate_sample(self, rate: Tensor, u: Tensor) -> Tensor:
+        return hard_sample(rate, u)
+
+    def rate_derivative(self, rate: Tensor, u: Tensor) -> Tensor:
+        clamped = rate.clamp(*RATE_RANGE)
+        return hard_sample(rate, u) / torch.expm1(clamped)
+
+
+BernoulliEstimator = StraightThroughGumbel | GumbelSoftmax | StraightThrough | EventWeighted
