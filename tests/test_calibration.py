@@ -95,10 +95,11 @@ def study(tmp_path_factory) -> tuple[Path, Path]:
     return population, observe(cfg, population, root / "observed.zarr")
 
 
-def expected_loss(target, theta: torch.Tensor, repeats: int = 12) -> float:
-    """Mean loss of θ (d,) over `repeats` simulator draws with a fixed seed."""
+def expected_loss(target, theta: torch.Tensor, module=None, repeats: int = 12) -> float:
+    """Mean loss of θ (d,) (with `module`'s daily β multiplier, if any) over `repeats` draws, fixed seed."""
     with torch.no_grad():
-        return target.losses(theta.expand(repeats, -1), seed=12345).mean().item()
+        daily = None if module is None else module.transmission_multiplier(repeats)
+        return target.losses(theta.expand(repeats, -1), 12345, daily).mean().item()
 
 
 @pytest.mark.parametrize("mode, overrides", [
@@ -114,9 +115,10 @@ def test_point_like_modes_lower_the_loss(study, tmp_path, mode, overrides):
     cfg = compose_study("default", [*TINY, *overrides])
     target, prior = build_target(cfg, study[0], read_dataset(study[1]))
     L.seed_everything(1, verbose=False)
-    before = build_module(mode, cfg.calibration[mode], target, prior, seed=1).posterior_draws(1, 0)[0]
-    after = train(cfg, mode, target, prior, tmp_path, seed=1, run_name="test").posterior_draws(1, 0)[0]
-    assert expected_loss(target, after) < expected_loss(target, before)
+    initial = build_module(mode, cfg.calibration[mode], target, prior, seed=1)
+    trained = train(cfg, mode, target, prior, tmp_path, seed=1, run_name="test")
+    before, after = (module.posterior_draws(1, 0)[0] for module in (initial, trained))
+    assert expected_loss(target, after, trained) < expected_loss(target, before, initial)
     assert (tmp_path / "metrics.csv").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
@@ -201,4 +203,24 @@ def test_replicated_losses_compare_the_mean_of_the_replicates(study):
         series = getattr(output, name)
         means[name] = series.reshape(2, 3, *series.shape[1:]).mean(1)
     torch.testing.assert_close(target.losses(theta, 5), target.loss(means))
+
+
+def test_calibnn_weekly_features_lag_the_data_and_multipliers_are_centred(study):
+    from diffabm.calibration.calibnn import CalibNNCalibration, observed_series, weekly_features
+    from diffabm.calibration.stage import build_target
+
+    cfg = compose_study("default", TINY)
+    target, prior = build_target(cfg, study[0], read_dataset(study[1]))
+    series, features = observed_series(target), weekly_features(target)
+    assert features.shape[0] == 3  # 20 days
+    assert torch.equal(features[0, :-1], torch.zeros_like(features[0, :-1])), "week 0 has no past week"
+    assert torch.equal(features[1, :-1], series[:7].flatten()), "week 1 sees week 0"
+    module = CalibNNCalibration(target, torch.zeros(target.dimension), seed=0, draws_per_step=2, steps_per_epoch=1,
+                                lr=0.01, weekly=True)
+    torch.nn.init.normal_(module.weekly_network[-1].weight)
+    daily = module.transmission_multiplier(2)
+    assert daily.shape == (2, 20) and not torch.allclose(daily, torch.ones_like(daily))
+    weekly = daily[0, ::7]
+    assert torch.log(weekly).mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert torch.equal(daily[0, :7], daily[0, :1].expand(7))
 

@@ -179,6 +179,17 @@ def test_hand_derived_adjoint_matches_finite_differences_of_a_smooth_simulation(
         assert grad.sum().item() == pytest.approx(fd, rel=0.05, abs=1e-2), name
 
 
+def test_a_constant_transmission_multiplier_scales_every_beta(model):
+    half = {name: 0.5 * value for name, value in natural(model).items() if name.startswith("beta_")}
+    scaled = model.simulate({**natural(model), **half}, seed=4)
+    multiplied = model.simulate(natural(model), seed=4, transmission_multiplier=torch.full((3, model.days), 0.5))
+    assert torch.equal(scaled.new_infections, multiplied.new_infections)
+    with pytest.raises(ValueError, match=r"transmission_multiplier must have shape \(B, days\)"):
+        model.simulate(natural(model), transmission_multiplier=torch.ones(3, 3))
+    with pytest.raises(ValueError, match=r"transmission_multiplier has value -1.0"):
+        model.simulate(natural(model), transmission_multiplier=-torch.ones(3, model.days))
+
+
 def test_group_id_out_of_range_is_rejected():
     with pytest.raises(ValueError, match=r"layer 'school': group id 99 out of range"):
         ContactLayers({"school": np.array([0, 1, 99])}, n_agents=3)

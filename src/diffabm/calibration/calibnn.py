@@ -1,10 +1,15 @@
-"""Calib-NN calibration (dc-GradABM; Chopra et al. 2023, AAMAS, mode 2): a small network maps
-features of the data — the log1p observed series, standardised — to the unconstrained
-parameters and is trained end to end through the simulator.
+"""Calib-NN calibration (dc-GradABM; Chopra et al. 2023, AAMAS, mode 2): small networks map
+features of the data to the parameters and are trained end to end through the simulator.
+
+- The static parameters θ = θ₀ + MLP(log1p observed series, standardised).
+- With `weekly`, a second MLP maps each week's features (the observed series of the week before
+  and the week's position) to a log-multiplier η_k of every β in week k, centred over the weeks
+  so that β stays the time-averaged transmission: β_L(t) = β_L · exp(η_{week(t)} − mean η).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -13,38 +18,73 @@ from torch import Tensor, nn
 from diffabm.calibration.module import CalibrationModule
 from diffabm.calibration.target import CalibrationTarget
 
+DAYS_PER_WEEK = 7
 
-def observed_features(target: CalibrationTarget) -> Tensor:
-    """log1p of the observed series, concatenated and standardised: (features,)."""
-    series = torch.cat([torch.log1p(values) for values in target.loss.observed.values()])
+
+def observed_series(target: CalibrationTarget) -> Tensor:
+    """log1p of the observed series as (days, columns), standardised over all values."""
+    series = torch.cat([torch.log1p(values).reshape(values.shape[0], -1) for values in target.loss.observed.values()],
+                       dim=1)
     return (series - series.mean()) / series.std().clamp_min(1e-6)
 
 
+def observed_features(target: CalibrationTarget) -> Tensor:
+    """The whole standardised observed series, flattened: (features,)."""
+    return observed_series(target).flatten()
+
+
+def weekly_features(target: CalibrationTarget) -> Tensor:
+    """Per week k: the observed series of week k − 1 (zeros for week 0) and k / (weeks − 1): (weeks, features)."""
+    series = observed_series(target)
+    days, columns = series.shape
+    weeks = math.ceil(days / DAYS_PER_WEEK)
+    lagged = torch.cat([series.new_zeros(DAYS_PER_WEEK, columns), series])[: weeks * DAYS_PER_WEEK]
+    position = torch.arange(weeks, dtype=series.dtype) / max(weeks - 1, 1)
+    return torch.cat([lagged.reshape(weeks, DAYS_PER_WEEK * columns), position[:, None]], dim=1)
+
+
+def multilayer_perceptron(features: int, hidden_features: Sequence[int], outputs: int) -> nn.Sequential:
+    """SiLU MLP whose last layer starts at zero, so that its output starts at zero."""
+    widths = [features, *hidden_features]
+    layers: list[nn.Module] = []
+    for width_in, width_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(width_in, width_out), nn.SiLU()]
+    output = nn.Linear(widths[-1], outputs)
+    nn.init.zeros_(output.weight)
+    nn.init.zeros_(output.bias)
+    return nn.Sequential(*layers, output)
+
+
 class CalibNNCalibration(CalibrationModule):
-    """θ = θ₀ + MLP(features); the MLP's last layer starts at zero, so training starts from θ₀."""
+    """θ = θ₀ + MLP(features), and with `weekly` a per-week multiplier of β; training starts from θ₀."""
 
     def __init__(self, target: CalibrationTarget, initial: Tensor, seed: int, draws_per_step: int,
                  steps_per_epoch: int, lr: float, weight_decay: float = 0.0,
-                 hidden_features: Sequence[int] = (32, 32)):
+                 hidden_features: Sequence[int] = (32, 32), weekly: bool = False):
         super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay)
-        features = observed_features(target)
-        self.register_buffer("features", features)
+        self.register_buffer("features", observed_features(target))
         self.register_buffer("initial", initial.detach().clone().reshape(target.dimension))
-        widths = [features.shape[0], *hidden_features]
-        layers: list[nn.Module] = []
-        for width_in, width_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(width_in, width_out), nn.SiLU()]
-        output = nn.Linear(widths[-1], target.dimension)
-        nn.init.zeros_(output.weight)
-        nn.init.zeros_(output.bias)
-        self.network = nn.Sequential(*layers, output)
+        self.network = multilayer_perceptron(self.features.shape[0], hidden_features, target.dimension)
+        self.weekly_network = None
+        if weekly:
+            self.register_buffer("week_features", weekly_features(target))
+            self.weekly_network = multilayer_perceptron(self.week_features.shape[1], hidden_features, 1)
 
     def theta(self) -> Tensor:
         """The network's parameters θ (d,) for the observed features."""
         return self.initial + self.network(self.features)
 
+    def transmission_multiplier(self, n: int) -> Tensor | None:
+        """exp(η_week − mean η) on each day (n, days), or None without `weekly`."""
+        if self.weekly_network is None:
+            return None
+        log_multiplier = self.weekly_network(self.week_features).squeeze(-1)
+        daily = torch.exp(log_multiplier - log_multiplier.mean()).repeat_interleave(DAYS_PER_WEEK)
+        return daily[: self.target.model.days].expand(n, -1)
+
     def objective(self) -> tuple[Tensor, dict[str, Tensor]]:
-        loss = self.losses(self.theta().expand(self.draws_per_step, -1)).mean()
+        draws = self.draws_per_step
+        loss = self.losses(self.theta().expand(draws, -1), self.transmission_multiplier(draws)).mean()
         return loss, {"loss": loss}
 
     def posterior_draws(self, n: int, seed: int) -> Tensor:

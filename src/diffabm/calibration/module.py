@@ -45,12 +45,16 @@ class CalibrationModule(L.LightningModule):
         """n unconstrained parameter draws (n, d) from the calibrated posterior (or point estimate)."""
         raise NotImplementedError
 
-    def losses(self, theta: Tensor) -> Tensor:
+    def transmission_multiplier(self, n: int) -> Tensor | None:
+        """The calibrated daily multiplier of β (n, days) for n draws, for modes that fit one; else None."""
+        return None
+
+    def losses(self, theta: Tensor, transmission_multiplier: Tensor | None = None) -> Tensor:
         """Per-draw losses of θ (B, d) at this step's simulator seed, after checking θ is finite."""
         self.last_theta = theta.detach()
         if not torch.isfinite(theta).all():
             self.diverged("parameters are not finite")
-        return self.target.losses(theta, self.step_seed("simulator"))
+        return self.target.losses(theta, self.step_seed("simulator"), transmission_multiplier)
 
     def diverged(self, what: str) -> None:
         """Raise CalibrationDiverged naming the step and the last parameter values."""

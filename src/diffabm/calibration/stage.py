@@ -73,7 +73,7 @@ def build_module(mode: str, settings: DictConfig, target: CalibrationTarget, pri
         from diffabm.calibration.calibnn import CalibNNCalibration
 
         return CalibNNCalibration(initial=initial_point(prior, settings.initial, seed),
-                                  hidden_features=list(settings.hidden_features), **common)
+                                  hidden_features=list(settings.hidden_features), weekly=settings.weekly, **common)
     if mode == "flow":
         from diffabm.calibration.flow import FlowCalibration
 
@@ -156,28 +156,35 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
     return module
 
 
-def posterior_dataset(target: CalibrationTarget, theta: Tensor, mode: str, observed: xr.Dataset) -> xr.Dataset:
-    """Natural-scale draws (dimension draw) of the calibrated parameters."""
+def posterior_dataset(target: CalibrationTarget, theta: Tensor, mode: str, observed: xr.Dataset,
+                      transmission_multiplier: Tensor | None = None) -> xr.Dataset:
+    """Natural-scale draws (dimension draw) of the calibrated parameters, and any daily multiplier of β."""
     natural = target.natural(theta)
     ds = xr.Dataset({name: ("draw", natural[name].detach().numpy()) for name in target.names},
                     coords={"draw": np.arange(theta.shape[0])})
+    if transmission_multiplier is not None:
+        ds["transmission_multiplier"] = (("draw", "time"), transmission_multiplier.detach().numpy())
+        ds = ds.assign_coords(time=observed.time.values)
     ds.attrs.update(mode=mode, **({"truth": observed.attrs["truth"]} if "truth" in observed.attrs else {}))
     return ds
 
 
-def fit_dataset(target: CalibrationTarget, theta: Tensor, draws: int, seed: int, observed: xr.Dataset) -> xr.Dataset:
+def fit_dataset(target: CalibrationTarget, theta: Tensor, draws: int, seed: int, observed: xr.Dataset,
+                transmission_multiplier: Tensor | None = None) -> xr.Dataset:
     """Posterior-predictive series at `draws` draws of θ (cycled), the observed series and the losses.
 
     With a known truth, `truth_loss` holds the loss of the truth under the same simulator noise.
     """
-    chosen = theta[torch.arange(draws) % theta.shape[0]]
+    index = torch.arange(draws) % theta.shape[0]
+    chosen = theta[index]
+    daily = None if transmission_multiplier is None else transmission_multiplier[index]
     fit_seed = stable_seed(seed, "fit")
     with torch.no_grad():
-        output = target.simulate(chosen, fit_seed)
+        output = target.simulate(chosen, fit_seed, daily)
         simulated = {name: getattr(output, name) for name in OBSERVED_SERIES}
         ds = xr.Dataset({name: (("draw", *observed[name].dims), values.numpy()) for name, values in simulated.items()},
                         coords={"draw": np.arange(draws), **observed.coords})
-        ds["loss"] = ("draw", target.losses(chosen, fit_seed).numpy())
+        ds["loss"] = ("draw", target.losses(chosen, fit_seed, daily).numpy())
         for name, values in target.natural(chosen).items():
             ds[name] = ("draw", values.numpy())
         if "truth" in observed.attrs:
@@ -200,8 +207,10 @@ def calibrate(cfg: DictConfig, mode: str, population_path: str | Path, observed_
     module = train(cfg, mode, target, prior, run_dir, seed, run_name)
     settings = cfg.calibration[mode]
     theta = module.posterior_draws(settings.get("posterior_draws", 1), stable_seed(seed, "posterior"))
-    write_dataset(posterior_dataset(target, theta, mode, observed), run_dir / "posterior.zarr", cfg, seed)
+    with torch.no_grad():
+        daily = module.transmission_multiplier(theta.shape[0])
+    write_dataset(posterior_dataset(target, theta, mode, observed, daily), run_dir / "posterior.zarr", cfg, seed)
     if member is None:
-        write_dataset(fit_dataset(target, theta, cfg.calibration.fit_draws, seed, observed), run_dir / "fit.zarr",
-                      cfg, seed)
+        write_dataset(fit_dataset(target, theta, cfg.calibration.fit_draws, seed, observed, daily),
+                      run_dir / "fit.zarr", cfg, seed)
     return run_dir

@@ -27,7 +27,7 @@ def recovery_table(runs: Mapping[str, tuple[str | Path, str | Path]]) -> pd.Data
         truth = dict(posterior.attrs.get("truth") or {})
         loss = float(np.median(fit["loss"].values)) if "loss" in fit else np.nan
         truth_loss = float(np.median(fit["truth_loss"].values)) if "truth_loss" in fit else np.nan
-        for name in posterior.data_vars:
+        for name in (name for name in posterior.data_vars if posterior[name].dims == ("draw",)):
             draws = posterior[name].values.astype(float)
             true = float(truth[name]) if name in truth else np.nan
             low, high = np.quantile(draws, [0.05, 0.95])

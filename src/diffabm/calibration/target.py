@@ -51,16 +51,18 @@ class CalibrationTarget:
                    for name in self.names]
         return torch.stack(torch.broadcast_tensors(*columns), dim=-1).reshape(-1, self.dimension)
 
-    def simulate(self, theta: Tensor, seed: int) -> EpidemicOutput:
-        """One batched simulation of the B draws θ (B, d)."""
-        return self.model.simulate(self.natural(theta), seed)
+    def simulate(self, theta: Tensor, seed: int, transmission_multiplier: Tensor | None = None) -> EpidemicOutput:
+        """One batched simulation of the B draws θ (B, d), optionally with a daily multiplier (B, days) of β."""
+        return self.model.simulate(self.natural(theta), seed, transmission_multiplier)
 
-    def losses(self, theta: Tensor, seed: int) -> Tensor:
+    def losses(self, theta: Tensor, seed: int, transmission_multiplier: Tensor | None = None) -> Tensor:
         """ℓ(θ_b) for each draw (B,), comparing the mean of `replicates` simulations with the data.
 
         Averaging removes the pull of a point-wise loss towards parameters whose simulations vary less.
         """
-        output = self.simulate(theta.repeat_interleave(self.replicates, dim=0), seed)
+        repeat = self.replicates
+        daily = None if transmission_multiplier is None else transmission_multiplier.repeat_interleave(repeat, dim=0)
+        output = self.simulate(theta.repeat_interleave(repeat, dim=0), seed, daily)
         return self.loss({name: self._replicate_mean(getattr(output, name)) for name in OBSERVED_SERIES})
 
     def _replicate_mean(self, series: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
 """Calibration figures: loss by epoch, posterior corner plot with prior and truth, and the
-observed series against the posterior-predictive median and 90% band.
+observed series against the posterior-predictive median and 90% band, and Calib-NN's weekly β multiplier.
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ def plot_calibration(cfg: DictConfig, posterior_path: str | Path, fit_path: str 
         axis.set(title=name.replace("_", " "))
         axis.tick_params(axis="x", labelrotation=45)
         axis.legend(fontsize="x-small")
+
+    free_column = len(fit.attrs["observables"]) + 1
+    if "transmission_multiplier" in posterior and free_column < max(len(names), 3):
+        axis = fig.add_subplot(grid[0, free_column])
+        axis.step(posterior.time.values, posterior["transmission_multiplier"].isel(draw=0).values, where="post")
+        axis.axhline(1.0, color="grey", lw=0.5)
+        axis.set(title="β multiplier by week", ylabel="multiplier")
+        axis.tick_params(axis="x", labelrotation=45)
 
     prior = {name: OmegaConf.to_container(cfg.calibration.prior[name]) for name in names}
     for row, y_name in enumerate(names):

@@ -320,6 +320,17 @@ class EpidemicModel(nn.Module):
                 raise ValueError(f"parameter '{name}' has value {low if low < 0 else high}, must be in [0, 1]")
         return next(iter(shapes.values()))[0]
 
+    def _checked_daily(self, values: Tensor, draws: int) -> Tensor:
+        """A (B, days) non-negative, finite daily series, or a clear error."""
+        if tuple(values.shape) != (draws, self.days):
+            raise ValueError(f"transmission_multiplier must have shape (B, days) = ({draws}, {self.days}), "
+                             f"got {tuple(values.shape)}")
+        detached = values.detach()
+        if not torch.isfinite(detached).all() or (detached < 0).any():
+            bad = detached[~torch.isfinite(detached) | (detached < 0)][0].item()
+            raise ValueError(f"transmission_multiplier has value {bad}, must be finite and >= 0")
+        return values
+
     def _uniform(self, seed: int, purpose: str, draws: int) -> Tensor:
         """Uniform noise (B, N) for one purpose and day, reproducible when recomputed."""
         generator = torch.Generator(device=self.age_band.device).manual_seed(stable_seed(seed, purpose))
@@ -336,8 +347,13 @@ class EpidemicModel(nn.Module):
             out[name] = days.int()
         return out
 
-    def simulate(self, parameters: Mapping[str, Tensor], seed: int = 0) -> EpidemicOutput:
-        """Run the epidemic for B parameter draws (natural scale, each (B,)) with one seed."""
+    def simulate(self, parameters: Mapping[str, Tensor], seed: int = 0,
+                 transmission_multiplier: Tensor | None = None) -> EpidemicOutput:
+        """Run the epidemic for B parameter draws (natural scale, each (B,)) with one seed.
+
+        `transmission_multiplier` (B, days), if given, scales every layer's β on each day
+        (time-varying transmission, e.g. calibrated per week); gradients reach it.
+        """
         draws = self.check_parameters(parameters)
         beta = torch.stack([parameters[f"beta_{layer}"] for layer in self.layers], dim=-1)
         fraction = parameters["initial_fraction"]
@@ -365,6 +381,8 @@ class EpidemicModel(nn.Module):
         multiplier = self.contact_multiplier.expand(draws, -1, -1) if self.contact_multiplier.dim() == 2 \
             else self.contact_multiplier
         multiplier = multiplier.to(beta.dtype)
+        if transmission_multiplier is not None:
+            multiplier = multiplier * self._checked_daily(transmission_multiplier, draws)[..., None]
         day_state = _DayState(self, seed, relative, latent, latent + infectious_days, complies,
                               latent + self.interventions.isolation_delay)
         tracking = torch.is_grad_enabled() and any(torch.as_tensor(v).requires_grad for v in parameters.values())
