@@ -224,3 +224,29 @@ def test_calibnn_weekly_features_lag_the_data_and_multipliers_are_centred(study)
     assert torch.log(weekly).mean().item() == pytest.approx(0.0, abs=1e-5)
     assert torch.equal(daily[0, :7], daily[0, :1].expand(7))
 
+
+def test_loss_weight_recovers_the_scale_and_degrees_of_freedom_of_a_chi_square():
+    from diffabm.calibration.weight import loss_weight
+
+    scale, degrees = 0.3, 50
+    losses = scale * torch.distributions.Chi2(torch.tensor(float(degrees))).sample((20_000,))
+    weight, effective = loss_weight(losses)
+    assert weight == pytest.approx(1 / (2 * scale), rel=0.05)
+    assert effective == pytest.approx(degrees, rel=0.05)
+
+
+def test_loss_weight_cli_prints_the_bootstrap_weight(study, tmp_path, capsys):
+    from diffabm.calibration.stage import build_target, posterior_dataset
+    from diffabm.calibration.weight import bootstrap_losses
+    from diffabm.cli import main
+
+    cfg = compose_study("default", TINY)
+    observed = read_dataset(study[1])
+    target, prior = build_target(cfg, study[0], observed)
+    with pytest.raises(ValueError, match="at least 2 synthetic data sets"):
+        bootstrap_losses(target, prior.sample(1, 0)[0], 1, seed=0)
+    posterior = write_dataset(posterior_dataset(target, prior.sample(8, 0), "point", observed),
+                              tmp_path / "posterior.zarr", cfg, 0)
+    assert main(["loss-weight", "--population", str(study[0]), "--observed", str(study[1]),
+                 "--posterior", str(posterior), *TINY]) == 0
+    assert "calibration.flow.loss_weight ≈" in capsys.readouterr().out

@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         "plot-epidemic": ("simulation", "output"),
         "observe": ("population", "output"),
         "calibrate": ("mode", "population", "observed", "run-dir"),
+        "loss-weight": ("population", "observed", "posterior"),
         "config": (),
     }
     for name, paths in stages.items():
@@ -53,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             from diffabm.calibration.stage import calibrate
 
             calibrate(cfg, args.mode, args.population, args.observed, args.run_dir)
+        elif args.stage == "loss-weight":
+            from diffabm.calibration.weight import print_loss_weight
+
+            print_loss_weight(cfg, args.population, args.observed, args.posterior)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"diffabm {args.stage}: error: {err}", file=sys.stderr)
         return 2
