@@ -25,7 +25,7 @@ def merge_ensemble(cfg: DictConfig, member_posteriors: Sequence[str | Path], pop
     members = [read_dataset(path) for path in member_posteriors]
     posterior = xr.concat([ds.drop_attrs() for ds in members], dim="draw")
     posterior = posterior.assign_coords(draw=np.arange(posterior.sizes["draw"]))
-    posterior["member"] = ("draw", np.arange(len(members)))
+    posterior = posterior.assign_coords(member=("draw", np.arange(len(members))))
     posterior.attrs.update(mode="ensemble", **{key: members[0].attrs[key] for key in ("truth",)
                                                if key in members[0].attrs})
     observed = read_dataset(observed_path)
