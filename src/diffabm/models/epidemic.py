@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from diffabm.models.interventions import Interventions
 from diffabm.parameters import ParameterSpace
 from diffabm.population.schema import Population
-from diffabm.stochastic import BernoulliEstimator, StraightThroughGumbel
+from diffabm.stochastic import BernoulliEstimator, EventWeighted
 from diffabm.store import as_object_strings
 
 STAGES = (
@@ -241,7 +241,7 @@ class EpidemicModel(nn.Module):
         self.days = days
         self.course = course
         self.layers = population.layers
-        self.estimator = estimator or StraightThroughGumbel()
+        self.estimator = estimator or EventWeighted()
         self.common_random_numbers = common_random_numbers
         self.space = ParameterSpace(
             {**{f"beta_{layer}": "positive" for layer in self.layers}, "initial_fraction": "unit_interval",
