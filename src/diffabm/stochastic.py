@@ -44,22 +44,35 @@ def _relaxed_derivative(rate: Tensor, u: Tensor, temperature: float) -> Tensor:
     return soft * (1 - soft) / temperature / -torch.expm1(-clamped) * inside
 
 
-@dataclass(frozen=True)
-class StraightThroughGumbel:
-    """Straight-through Gumbel-softmax (Jang, Gu & Poole 2017): hard sample, relaxed gradient."""
+class _HardSample:
+    """Hard samples `u < p` in the forward pass; subclasses give the surrogate that carries the gradient."""
 
-    temperature: float = 1.0
     relaxed = False
 
     def __call__(self, logits: Tensor, u: Tensor) -> Tensor:
-        hard = (u < torch.sigmoid(logits)).to(logits.dtype)
+        probs = torch.sigmoid(logits)
+        hard = (u < probs).to(probs.dtype)
         if not (torch.is_grad_enabled() and logits.requires_grad):
             return hard
-        soft = torch.sigmoid((logits + logistic_noise(u)) / self.temperature)
-        return hard + (soft - soft.detach())
+        return self.with_gradient(hard, logits, probs, u)
+
+    def with_gradient(self, hard: Tensor, logits: Tensor, probs: Tensor, u: Tensor) -> Tensor:
+        """`hard` in value, with the estimator's gradient with respect to `logits`."""
+        raise NotImplementedError
 
     def rate_sample(self, rate: Tensor, u: Tensor) -> Tensor:
         return hard_sample(rate, u)
+
+
+@dataclass(frozen=True)
+class StraightThroughGumbel(_HardSample):
+    """Straight-through Gumbel-softmax (Jang, Gu & Poole 2017): hard sample, relaxed gradient."""
+
+    temperature: float = 1.0
+
+    def with_gradient(self, hard: Tensor, logits: Tensor, probs: Tensor, u: Tensor) -> Tensor:
+        soft = torch.sigmoid((logits + logistic_noise(u)) / self.temperature)
+        return hard + (soft - soft.detach())
 
     def rate_derivative(self, rate: Tensor, u: Tensor) -> Tensor:
         return _relaxed_derivative(rate, u, self.temperature)
@@ -83,27 +96,18 @@ class GumbelSoftmax:
 
 
 @dataclass(frozen=True)
-class StraightThrough:
+class StraightThrough(_HardSample):
     """Straight-through estimator (Bengio, Léonard & Courville 2013): gradient of the mean `p`."""
 
-    relaxed = False
-
-    def __call__(self, logits: Tensor, u: Tensor) -> Tensor:
-        probs = torch.sigmoid(logits)
-        hard = (u < probs).to(probs.dtype)
-        if not (torch.is_grad_enabled() and logits.requires_grad):
-            return hard
+    def with_gradient(self, hard: Tensor, logits: Tensor, probs: Tensor, u: Tensor) -> Tensor:
         return hard + (probs - probs.detach())
-
-    def rate_sample(self, rate: Tensor, u: Tensor) -> Tensor:
-        return hard_sample(rate, u)
 
     def rate_derivative(self, rate: Tensor, u: Tensor) -> Tensor:
         return torch.exp(-rate)
 
 
 @dataclass(frozen=True)
-class EventWeighted:
+class EventWeighted(_HardSample):
     """Hard sample x weighted p / p̂ (value 1): only realised events carry gradient, each ∇ log p.
 
     E[x ∇ log p · Δ] = ∇p · Δ for an event whose effect Δ is the pathwise adjoint of the realised
@@ -112,17 +116,8 @@ class EventWeighted:
     weight of papers.md §2 applied to every draw). The weights are bounded: d log p / d rate ≤ 1/rate.
     """
 
-    relaxed = False
-
-    def __call__(self, logits: Tensor, u: Tensor) -> Tensor:
-        probs = torch.sigmoid(logits)
-        hard = (u < probs).to(probs.dtype)
-        if not (torch.is_grad_enabled() and logits.requires_grad):
-            return hard
+    def with_gradient(self, hard: Tensor, logits: Tensor, probs: Tensor, u: Tensor) -> Tensor:
         return hard * probs / probs.detach()
-
-    def rate_sample(self, rate: Tensor, u: Tensor) -> Tensor:
-        return hard_sample(rate, u)
 
     def rate_derivative(self, rate: Tensor, u: Tensor) -> Tensor:
         clamped = rate.clamp(*RATE_RANGE)
