@@ -250,3 +250,24 @@ def test_loss_weight_cli_prints_the_bootstrap_weight(study, tmp_path, capsys):
     assert main(["loss-weight", "--population", str(study[0]), "--observed", str(study[1]),
                  "--posterior", str(posterior), *TINY]) == 0
     assert "calibration.flow.loss_weight ≈" in capsys.readouterr().out
+
+
+def test_merged_ensemble_keeps_members_as_a_coordinate(study, tmp_path):
+    import pandas as pd
+
+    from diffabm.calibration.ensemble import merge_ensemble
+    from diffabm.calibration.stage import build_target, posterior_dataset
+
+    cfg = compose_study("default", [*TINY, "calibration.fit_draws=2"])
+    observed = read_dataset(study[1])
+    target, prior = build_target(cfg, study[0], observed)
+    members = []
+    for k in range(2):
+        (tmp_path / str(k)).mkdir()
+        pd.DataFrame({"step": [0], "loss": [1.0]}).to_csv(tmp_path / str(k) / "metrics.csv", index=False)
+        members.append(write_dataset(posterior_dataset(target, prior.sample(1, k), "point", observed),
+                                     tmp_path / str(k) / "posterior.zarr", cfg, k))
+    merged = read_dataset(merge_ensemble(cfg, members, study[0], study[1], tmp_path / "posterior.zarr",
+                                         tmp_path / "fit.zarr", tmp_path / "metrics.csv"))
+    assert sorted(merged.data_vars) == sorted(target.names)
+    assert merged["member"].values.tolist() == [0, 1] and merged.sizes["draw"] == 2
