@@ -165,7 +165,8 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(study, tmp_path):
 
     def run(run_dir: Path, epochs: int):
         cfg = compose_study("default", [*TINY, f"calibration.flow.epochs={epochs}", "calibration.flow.transforms=2",
-                                        "calibration.flow.steps_per_epoch=2", "calibration.fit_draws=2"])
+                                        "calibration.flow.steps_per_epoch=2", "calibration.fit_draws=2",
+                                        "calibration.flow.loss_weight=1"])
         calibrate(cfg, "flow", *study, run_dir)
         return read_dataset(run_dir / "posterior.zarr")
 
@@ -235,8 +236,10 @@ def test_loss_weight_recovers_the_scale_and_degrees_of_freedom_of_a_chi_square()
     assert effective == pytest.approx(degrees, rel=0.05)
 
 
-def test_loss_weight_cli_prints_the_bootstrap_weight(study, tmp_path, capsys):
-    from diffabm.calibration.stage import build_target, posterior_dataset
+def test_loss_weight_stage_writes_the_weight_that_an_auto_flow_reads(study, tmp_path, capsys):
+    import json
+
+    from diffabm.calibration.stage import build_target, posterior_dataset, with_loss_weight
     from diffabm.calibration.weight import bootstrap_losses
     from diffabm.cli import main
 
@@ -247,9 +250,21 @@ def test_loss_weight_cli_prints_the_bootstrap_weight(study, tmp_path, capsys):
         bootstrap_losses(target, prior.sample(1, 0)[0], 1, seed=0)
     posterior = write_dataset(posterior_dataset(target, prior.sample(8, 0), "point", observed),
                               tmp_path / "posterior.zarr", cfg, 0)
-    assert main(["loss-weight", "--population", str(study[0]), "--observed", str(study[1]),
-                 "--posterior", str(posterior), *TINY]) == 0
+    paths = ["--population", str(study[0]), "--observed", str(study[1]), "--posterior", str(posterior)]
+    assert main(["loss-weight", *paths, *TINY]) == 0
     assert "calibration.flow.loss_weight ≈" in capsys.readouterr().out
+    assert main(["loss-weight", *paths, "--output", str(tmp_path / "w.json"), *TINY]) == 0
+    estimate = json.loads((tmp_path / "w.json").read_text())
+    assert estimate["loss_weight"] == pytest.approx(estimate["loss_mean"] / estimate["loss_variance"])
+    assert {"git_commit", "config", "seed"} <= set(estimate)
+
+    assert cfg.calibration.flow.loss_weight == "auto"
+    assert with_loss_weight(cfg, "flow", tmp_path / "w.json").calibration.flow.loss_weight == estimate["loss_weight"]
+    with pytest.raises(ValueError, match="'auto' needs the file written by the loss_weight stage"):
+        with_loss_weight(cfg, "flow", None)
+    (tmp_path / "bad.json").write_text(json.dumps({"loss_weight": -0.5}))
+    with pytest.raises(ValueError, match=r"bad.json: loss_weight must be a positive number, got -0.5"):
+        with_loss_weight(cfg, "flow", tmp_path / "bad.json")
 
 
 def test_merged_ensemble_keeps_members_as_a_coordinate(study, tmp_path):

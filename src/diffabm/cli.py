@@ -21,11 +21,14 @@ def main(argv: list[str] | None = None) -> int:
         "loss-weight": ("population", "observed", "posterior"),
         "config": (),
     }
+    optional = {"calibrate": ("loss-weight",), "loss-weight": ("output",)}
     for name, paths in stages.items():
         stage = sub.add_parser(name)
         stage.add_argument("--study", default="default")
         for path in paths:
             stage.add_argument(f"--{path}", required=True)
+        for path in optional.get(name, ()):
+            stage.add_argument(f"--{path}")
         stage.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.days=30")
     args = parser.parse_args(argv)
     try:
@@ -53,11 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.stage == "calibrate":
             from diffabm.calibration.stage import calibrate
 
-            calibrate(cfg, args.mode, args.population, args.observed, args.run_dir)
+            calibrate(cfg, args.mode, args.population, args.observed, args.run_dir, loss_weight_path=args.loss_weight)
         elif args.stage == "loss-weight":
-            from diffabm.calibration.weight import print_loss_weight
+            from diffabm.calibration.weight import print_loss_weight, write_loss_weight
 
-            print_loss_weight(cfg, args.population, args.observed, args.posterior)
+            if args.output:
+                write_loss_weight(cfg, args.population, args.observed, args.posterior, args.output)
+            else:
+                print_loss_weight(cfg, args.population, args.observed, args.posterior)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"diffabm {args.stage}: error: {err}", file=sys.stderr)
         return 2

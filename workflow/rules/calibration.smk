@@ -26,6 +26,14 @@ def ensemble_members(wildcards):
     return [f"results/{wildcards.study}/calibration/ensemble/members/{k}/posterior.zarr" for k in range(members)]
 
 
+def flow_loss_weight(wildcards):
+    """The loss-weight file a flow with `calibration.flow.loss_weight: auto` reads; nothing otherwise."""
+    cfg = compose_study(wildcards.study, OVERRIDES)
+    if wildcards.mode == "flow" and cfg.calibration.flow.loss_weight == "auto":
+        return f"results/{wildcards.study}/calibration/loss_weight.json"
+    return []
+
+
 rule observe:
     threads: 2
     input:
@@ -45,6 +53,7 @@ rule calibrate:
     input:
         population="results/{study}/population.zarr",
         observed="results/{study}/observed.zarr",
+        loss_weight=flow_loss_weight,
     output:
         posterior=directory("results/{study}/calibration/{mode}/posterior.zarr"),
         fit=directory("results/{study}/calibration/{mode}/fit.zarr"),
@@ -57,6 +66,22 @@ rule calibrate:
         "results/{study}/logs/calibrate_{mode}.log",
     script:
         "../scripts/calibrate.py"
+
+
+rule loss_weight:
+    threads: 2
+    input:
+        population="results/{study}/population.zarr",
+        observed="results/{study}/observed.zarr",
+        posterior="results/{study}/calibration/point/posterior.zarr",
+    output:
+        "results/{study}/calibration/loss_weight.json",
+    params:
+        overrides=OVERRIDES,
+    log:
+        "results/{study}/logs/loss_weight.log",
+    script:
+        "../scripts/loss_weight.py"
 
 
 rule calibrate_ensemble_member:

@@ -14,4 +14,5 @@ cfg = compose_study(snakemake.wildcards.study, snakemake.params.overrides)  # no
 member = int(snakemake.wildcards.member) if "member" in snakemake.wildcards.keys() else None  # noqa: F821
 mode = "ensemble" if member is not None else snakemake.wildcards.mode  # noqa: F821
 calibrate(cfg, mode, snakemake.input.population, snakemake.input.observed,  # noqa: F821
-          Path(snakemake.output.posterior).parent, member)  # noqa: F821
+          Path(snakemake.output.posterior).parent, member,  # noqa: F821
+          loss_weight_path=snakemake.input.get("loss_weight") or None)  # noqa: F821

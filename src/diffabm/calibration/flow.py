@@ -13,6 +13,8 @@ entropy's gradient reaches φ. E_q[ℓ]'s gradient comes from `diffabm.calibrati
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 
 import torch
@@ -45,6 +47,8 @@ class FlowCalibration(CalibrationModule):
         super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay)
         if prior.names != target.names:
             raise ValueError(f"calibration.prior covers {prior.names}, calibrated parameters are {target.names}")
+        if not (isinstance(loss_weight, (int, float)) and math.isfinite(loss_weight) and loss_weight > 0):
+            raise ValueError(f"calibration.flow.loss_weight must be a positive number (or auto), got {loss_weight!r}")
         self.prior = prior
         self.loss_weight = loss_weight
         self.estimate = gradient_estimator(estimator)

@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from torch import Tensor
 
 from diffabm.calibration.losses import ObservationLoss
 from diffabm.calibration.observe import OBSERVED_SERIES
 from diffabm.calibration.priors import Prior, build_prior
 from diffabm.calibration.target import CalibrationTarget
+from diffabm.calibration.weight import read_loss_weight
 from diffabm.models.epidemic import stable_seed
 from diffabm.population.schema import read_population
 from diffabm.simulation import build_epidemic_model
@@ -196,10 +197,27 @@ def fit_dataset(target: CalibrationTarget, theta: Tensor, draws: int, seed: int,
     return ds
 
 
+def with_loss_weight(cfg: DictConfig, mode: str, loss_weight_path: str | Path | None) -> DictConfig:
+    """`cfg` with the flow's `loss_weight: auto` replaced by the value in `loss_weight_path` (stage `loss_weight`)."""
+    if mode != "flow" or cfg.calibration.flow.loss_weight != "auto":
+        return cfg
+    if loss_weight_path is None:
+        raise ValueError("calibration.flow.loss_weight: 'auto' needs the file written by the loss_weight stage "
+                         "(rule loss_weight, or `diffabm calibrate --loss-weight FILE`)")
+    cfg = cfg.copy()
+    with read_write(cfg):
+        cfg.calibration.flow.loss_weight = read_loss_weight(loss_weight_path)
+    return cfg
+
+
 def calibrate(cfg: DictConfig, mode: str, population_path: str | Path, observed_path: str | Path,
-              run_dir: str | Path, member: int | None = None) -> Path:
-    """Calibrate `mode` (an ensemble member if `member` is given); write the run's outputs to `run_dir`."""
+              run_dir: str | Path, member: int | None = None, loss_weight_path: str | Path | None = None) -> Path:
+    """Calibrate `mode` (an ensemble member if `member` is given); write the run's outputs to `run_dir`.
+
+    A flow with `loss_weight: auto` takes w from `loss_weight_path`.
+    """
     run_dir = Path(run_dir)
+    cfg = with_loss_weight(cfg, mode, loss_weight_path)
     observed = read_dataset(observed_path)
     target, prior = build_target(cfg, population_path, observed)
     seed = int(cfg.seed) + (member or 0)

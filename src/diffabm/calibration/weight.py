@@ -9,6 +9,8 @@ the number of observed cells and w far below the 1 / (2σ²) of independent cell
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import torch
@@ -18,6 +20,7 @@ from torch import Tensor
 from diffabm.calibration.losses import ObservationLoss
 from diffabm.calibration.observe import OBSERVED_SERIES
 from diffabm.calibration.target import CalibrationTarget
+from diffabm.store import atomic_write_text, provenance, read_dataset
 
 
 def bootstrap_losses(target: CalibrationTarget, theta: Tensor, datasets: int, seed: int) -> Tensor:
@@ -45,16 +48,39 @@ def loss_weight(losses: Tensor) -> tuple[float, float]:
     return mean / variance, 2 * mean**2 / variance
 
 
-def print_loss_weight(cfg: DictConfig, population_path: str | Path, observed_path: str | Path,
-                      posterior_path: str | Path, datasets: int = 48) -> tuple[float, float]:
-    """Print (and return) w and n_eff at the posterior mean (unconstrained scale) of a calibration run."""
-    from diffabm.calibration.stage import build_target
-    from diffabm.store import read_dataset
+def estimate_loss_weight(cfg: DictConfig, population_path: str | Path, observed_path: str | Path,
+                         posterior_path: str | Path, datasets: int = 48) -> dict[str, float | int | str]:
+    """w, n_eff and the bootstrap loss moments at the posterior mean (unconstrained scale) of a calibration run."""
+    from diffabm.calibration.stage import build_target  # stage imports this module
 
     target, _ = build_target(cfg, population_path, read_dataset(observed_path))
     posterior = read_dataset(posterior_path)
     draws = target.unconstrained({name: torch.as_tensor(posterior[name].values) for name in target.names})
-    weight, effective = loss_weight(bootstrap_losses(target, draws.mean(0), datasets, seed=int(cfg.seed)))
-    print(f"calibration.flow.loss_weight ≈ {weight:.3g} (n_eff = {effective:.0f} effective cells, "
-          f"{datasets} synthetic data sets at the posterior mean of {posterior_path})")
-    return weight, effective
+    losses = bootstrap_losses(target, draws.mean(0), datasets, seed=int(cfg.seed))
+    weight, effective = loss_weight(losses)
+    return {"loss_weight": weight, "effective_cells": effective, "loss_mean": losses.mean().item(),
+            "loss_variance": losses.var().item(), "datasets": datasets, "at": str(posterior_path)}
+
+
+def write_loss_weight(cfg: DictConfig, population_path: str | Path, observed_path: str | Path,
+                      posterior_path: str | Path, output_path: str | Path, datasets: int = 48) -> Path:
+    """Stage `loss_weight`: the estimate as JSON, with provenance, for a flow with `loss_weight: auto`."""
+    estimate = estimate_loss_weight(cfg, population_path, observed_path, posterior_path, datasets)
+    return atomic_write_text(output_path, json.dumps({**estimate, **provenance(cfg, int(cfg.seed))}, indent=2))
+
+
+def read_loss_weight(path: str | Path) -> float:
+    """w from a file written by `write_loss_weight`, checked to be positive and finite."""
+    weight = json.loads(Path(path).read_text()).get("loss_weight")
+    if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+        raise ValueError(f"{path}: loss_weight must be a positive number, got {weight!r}")
+    return float(weight)
+
+
+def print_loss_weight(cfg: DictConfig, population_path: str | Path, observed_path: str | Path,
+                      posterior_path: str | Path, datasets: int = 48) -> dict[str, float | int | str]:
+    """Print (and return) the estimate of `estimate_loss_weight`."""
+    estimate = estimate_loss_weight(cfg, population_path, observed_path, posterior_path, datasets)
+    print(f"calibration.flow.loss_weight ≈ {estimate['loss_weight']:.3g} (n_eff = {estimate['effective_cells']:.0f} "
+          f"effective cells, {datasets} synthetic data sets at the posterior mean of {posterior_path})")
+    return estimate
