@@ -160,13 +160,13 @@ def test_forward_mode_estimator_matches_pathwise_gradient(study):
     assert torch.allclose(gradients[0], gradients[1], rtol=1e-3, atol=1e-4)
 
 
-def test_a_resumed_run_ends_like_an_uninterrupted_one(study, tmp_path):
+def test_a_resumed_run_ends_like_an_uninterrupted_one_with_an_annealed_loss_weight(study, tmp_path):
     from diffabm.calibration.stage import calibrate
 
     def run(run_dir: Path, epochs: int):
         cfg = compose_study("default", [*TINY, f"calibration.flow.epochs={epochs}", "calibration.flow.transforms=2",
                                         "calibration.flow.steps_per_epoch=2", "calibration.fit_draws=2",
-                                        "calibration.flow.loss_weight=1"])
+                                        "calibration.flow.loss_weight=1", "calibration.flow.loss_weight_warmup=4"])
         calibrate(cfg, "flow", *study, run_dir)
         return read_dataset(run_dir / "posterior.zarr")
 
@@ -178,6 +178,8 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(study, tmp_path):
         np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values)
     metrics = pd.read_csv(tmp_path / "resumed" / "metrics.csv")
     assert sorted(metrics["step"].unique()) == list(range(8))
+    warmup = metrics.dropna(subset=["loss_weight_step"]).sort_values("step")["loss_weight_step"]
+    assert warmup.tolist() == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1])  # annealed w, resumed mid-way
 
 
 def test_a_nan_loss_stops_with_the_step_and_parameters(study, tmp_path):

@@ -9,12 +9,13 @@ unconstrained calibrated parameters. The objective is
 
 with the KL's samples drawn by `rsample` and scored by `log_prob` of the same samples, so the
 entropy's gradient reaches φ. E_q[ℓ]'s gradient comes from `diffabm.calibration.estimators`.
+With `loss_weight_warmup` steps, w rises linearly from w / warmup to w (annealing, as in
+tempered VI), so q leaves the prior gradually instead of collapsing onto the first basin it meets.
 """
 
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 
 import torch
@@ -43,14 +44,18 @@ class FlowCalibration(CalibrationModule):
 
     def __init__(self, target: CalibrationTarget, prior: Prior, seed: int, draws_per_step: int,
                  steps_per_epoch: int, lr: float, weight_decay: float = 0.0, loss_weight: float = 1.0,
-                 transforms: int = 16, hidden_features: Sequence[int] = (20, 20), estimator: str = "pathwise"):
+                 transforms: int = 16, hidden_features: Sequence[int] = (20, 20), estimator: str = "pathwise",
+                 loss_weight_warmup: int = 0):
         super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay)
         if prior.names != target.names:
             raise ValueError(f"calibration.prior covers {prior.names}, calibrated parameters are {target.names}")
         if not (isinstance(loss_weight, (int, float)) and math.isfinite(loss_weight) and loss_weight > 0):
             raise ValueError(f"calibration.flow.loss_weight must be a positive number (or auto), got {loss_weight!r}")
         self.prior = prior
+        if loss_weight_warmup < 0:
+            raise ValueError(f"calibration.flow.loss_weight_warmup must be >= 0 steps, got {loss_weight_warmup}")
         self.loss_weight = loss_weight
+        self.loss_weight_warmup = loss_weight_warmup
         self.estimate = gradient_estimator(estimator)
         self.flow = zuko.flows.MAF(target.dimension, 0, transforms=transforms, hidden_features=list(hidden_features))
         self._centre_on_prior()
@@ -72,8 +77,16 @@ class FlowCalibration(CalibrationModule):
             kl, theta, _ = kl_estimate(q, self.prior, self.draws_per_step)
         self.last_theta = theta.detach()
         expected_loss, losses = self.estimate(theta, q, self.losses)
-        objective = self.loss_weight * expected_loss + kl
-        return objective, {"objective": objective, "loss": losses.mean(), "kl": kl}
+        weight = self.current_loss_weight()
+        objective = weight * expected_loss + kl
+        return objective, {"objective": objective, "loss": losses.mean(), "kl": kl,
+                           "loss_weight": torch.tensor(weight)}
+
+    def current_loss_weight(self) -> float:
+        """w, raised linearly from w / warmup over the first `loss_weight_warmup` steps (annealing)."""
+        if self.global_step >= self.loss_weight_warmup:
+            return self.loss_weight
+        return self.loss_weight * (self.global_step + 1) / self.loss_weight_warmup
 
     def posterior_draws(self, n: int, seed: int) -> Tensor:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):

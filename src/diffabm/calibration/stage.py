@@ -79,7 +79,8 @@ def build_module(mode: str, settings: DictConfig, target: CalibrationTarget, pri
         from diffabm.calibration.flow import FlowCalibration
 
         return FlowCalibration(prior=prior, loss_weight=settings.loss_weight, transforms=settings.transforms,
-                               hidden_features=list(settings.hidden_features), estimator=settings.estimator, **common)
+                               hidden_features=list(settings.hidden_features), estimator=settings.estimator,
+                               loss_weight_warmup=settings.loss_weight_warmup, **common)
     raise ValueError(f"unknown calibration mode {mode!r}; choose from {MODES}")
 
 
