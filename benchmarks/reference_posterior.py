@@ -7,11 +7,15 @@ variational approximation (Owen 2013, *Monte Carlo theory*, §9). The effective 
 1 / Σ w̃_i² says how far to trust them. One noisy ℓ_i per draw targets π · E[exp(−w ℓ)], close to
 q* while w times the simulator's spread of ℓ is below one.
 
+With `--realisations K`, K fresh data sets are simulated at the study's truth and each gets its
+own reference posterior from the same prior simulations: how often the data could support a
+given recovery (posterior mean within 10%, truth inside the 90% interval), whatever the method.
+
 Run from the project root after the study's calibration (e.g. `snakemake --cores 2 --config
 study=june-synthetic`):
 `.venv/bin/python benchmarks/reference_posterior.py [--study june-synthetic] [--draws 2048]
-[--loss-weight W]`. w defaults to `calibration/loss_weight.json`. The losses are cached in
-`results/<study>/calibration/reference_losses.npz` (reused for the same draws, seed and data).
+[--loss-weight W] [--realisations 32]`. w defaults to `calibration/loss_weight.json`. The
+simulated series are cached in `results/<study>/calibration/reference_series.pt`.
 """
 
 from __future__ import annotations
@@ -30,30 +34,55 @@ def weighted_quantiles(values: np.ndarray, weights: np.ndarray, levels: tuple[fl
     return [float(values[order][min(np.searchsorted(cumulative, level), len(values) - 1)]) for level in levels]
 
 
-def prior_losses(study: str, draws: int, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Natural-scale prior draws (n, d) and their losses (n,), simulated in batches, cached on disk."""
-    from diffabm.calibration.stage import build_target
-    from diffabm.config import compose_study
-    from diffabm.store import read_dataset
+def importance_weights(losses: np.ndarray, weight: float) -> np.ndarray:
+    """Normalised weights ∝ exp(−w ℓ)."""
+    log_weights = -weight * (losses - losses.min())
+    return np.exp(log_weights) / np.exp(log_weights).sum()
 
-    results = Path("results") / study
-    cache = results / "calibration" / "reference_losses.npz"
-    cfg = compose_study(study)
-    observed = read_dataset(results / "observed.zarr")
-    target, prior = build_target(cfg, results / "population.zarr", observed)
-    key = f"{draws}:{seed}:{observed.attrs.get('created')}"
-    if cache.exists() and str(np.load(cache)["key"]) == key:
-        stored = np.load(cache)
-        return stored["natural"], stored["losses"], target.names
+
+def prior_predictions(target, prior, draws: int, batch: int, seed: int, cache: Path, key: str
+                      ) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    """Natural-scale prior draws (n, d) and their replicate-mean series, simulated in batches, cached."""
+    if cache.exists():
+        stored = torch.load(cache, weights_only=False)
+        if stored["key"] == key:
+            return stored["natural"], stored["series"]
     theta = prior.sample(draws, seed)
-    losses = []
+    batches = []
     with torch.no_grad():
         for start in range(0, draws, batch):
-            losses.append(target.losses(theta[start:start + batch], seed + start))
+            batches.append(target.replicate_means(theta[start:start + batch], seed + start))
             print(f"{start + batch}/{draws} draws", flush=True)
+    series = {name: torch.cat([b[name] for b in batches]) for name in batches[0]}
     natural = torch.stack([target.natural(theta)[name] for name in target.names], dim=-1).numpy()
-    np.savez(cache, natural=natural, losses=torch.cat(losses).numpy(), key=key)
-    return natural, torch.cat(losses).numpy(), target.names
+    torch.save({"key": key, "natural": natural, "series": series}, cache)
+    return natural, series
+
+
+def realisation_study(target, natural: np.ndarray, series: dict[str, torch.Tensor], truth: dict, weight: float,
+                      realisations: int, seed: int) -> None:
+    """Reference posteriors for fresh data sets at the truth: share within 10% and inside the 90% interval."""
+    from diffabm.calibration.losses import ObservationLoss
+
+    true_theta = target.unconstrained(truth).expand(realisations, -1)
+    with torch.no_grad():
+        output = target.simulate(true_theta, seed)
+    true_values = np.array([truth[name] for name in target.names])
+    errors, inside = [], []
+    for k in range(realisations):
+        data = {name: getattr(output, name)[k] for name in series}
+        losses = ObservationLoss(target.loss.kind, data, list(target.loss.observed))(series).numpy()
+        weights = importance_weights(losses, weight)
+        errors.append(np.abs(weights @ natural - true_values) / true_values)
+        intervals = [weighted_quantiles(natural[:, j], weights, (0.05, 0.95)) for j in range(len(true_values))]
+        inside.append([low <= t <= high for (low, high), t in zip(intervals, true_values)])
+    errors, inside = np.array(errors), np.array(inside)
+    print(f"\n{realisations} fresh data sets at the truth (seed {seed}), reference posterior of each:")
+    print("parameter            median |error of mean|   share within 10%   share inside 90% interval")
+    for j, name in enumerate(target.names):
+        print(f"{name:18s} {np.median(errors[:, j]):14.2f} {np.mean(errors[:, j] <= 0.1):20.2f} "
+              f"{inside[:, j].mean():22.2f}")
+    print(f"all truths inside: {inside.all(1).mean():.2f}")
 
 
 def main() -> None:
@@ -63,29 +92,39 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="parameter draws per simulator call")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--loss-weight", type=float, help="w; default: calibration/loss_weight.json")
+    parser.add_argument("--realisations", type=int, default=0, help="fresh data sets at the truth")
     args = parser.parse_args()
 
+    from diffabm.calibration.stage import build_target
     from diffabm.calibration.weight import read_loss_weight
+    from diffabm.config import compose_study
     from diffabm.store import read_dataset
 
-    calibration = Path("results") / args.study / "calibration"
+    results = Path("results") / args.study
+    calibration = results / "calibration"
+    observed = read_dataset(results / "observed.zarr")
+    target, prior = build_target(compose_study(args.study), results / "population.zarr", observed)
     weight = args.loss_weight or read_loss_weight(calibration / "loss_weight.json")
-    natural, losses, names = prior_losses(args.study, args.draws, args.batch, args.seed)
-    log_weights = -weight * (losses - losses.min())
-    weights = np.exp(log_weights) / np.exp(log_weights).sum()
+    key = f"{args.draws}:{args.seed}:{observed.attrs.get('config')}"
+    natural, series = prior_predictions(target, prior, args.draws, args.batch, args.seed,
+                                        calibration / "reference_series.pt", key)
+    losses = target.loss(series).numpy()
+    weights = importance_weights(losses, weight)
     print(f"w = {weight:.3g}, {len(losses)} prior draws, effective sample size {1 / (weights**2).sum():.1f}, "
           f"lowest loss {losses.min():.1f}")
-    truth = read_dataset(Path("results") / args.study / "observed.zarr").attrs.get("truth", {})
+    truth = dict(observed.attrs.get("truth", {}))
     flow_path = calibration / "flow" / "posterior.zarr"
     flow = read_dataset(flow_path) if flow_path.exists() else None
     print("parameter            truth      reference mean [5%, 95%]             flow mean [5%, 95%]")
-    for j, name in enumerate(names):
+    for j, name in enumerate(target.names):
         low, high = weighted_quantiles(natural[:, j], weights, (0.05, 0.95))
         line = f"{name:18s} {truth.get(name, float('nan')):9.4g}   {weights @ natural[:, j]:9.4g} [{low:.4g}, {high:.4g}]"
         if flow is not None:
             draws = flow[name].values
             line += f"   {draws.mean():9.4g} [{np.quantile(draws, 0.05):.4g}, {np.quantile(draws, 0.95):.4g}]"
         print(line)
+    if args.realisations:
+        realisation_study(target, natural, series, truth, weight, args.realisations, args.seed + 10_000)
 
 
 if __name__ == "__main__":

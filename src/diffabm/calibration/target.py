@@ -60,14 +60,16 @@ class CalibrationTarget:
 
         Averaging removes the pull of a point-wise loss towards parameters whose simulations vary less.
         """
+        return self.loss(self.replicate_means(theta, seed, transmission_multiplier))
+
+    def replicate_means(self, theta: Tensor, seed: int, transmission_multiplier: Tensor | None = None
+                        ) -> dict[str, Tensor]:
+        """Each observed series (B, ...) of the draws θ (B, d), averaged over `replicates` simulations."""
         repeat = self.replicates
         daily = None if transmission_multiplier is None else transmission_multiplier.repeat_interleave(repeat, dim=0)
         output = self.simulate(theta.repeat_interleave(repeat, dim=0), seed, daily)
-        return self.loss({name: self._replicate_mean(getattr(output, name)) for name in OBSERVED_SERIES})
-
-    def _replicate_mean(self, series: Tensor) -> Tensor:
-        """(B · R, ...) simulated series to the (B, ...) means over the R replicates."""
-        return series.reshape(-1, self.replicates, *series.shape[1:]).mean(1)
+        return {name: getattr(output, name).reshape(-1, repeat, *getattr(output, name).shape[1:]).mean(1)
+                for name in OBSERVED_SERIES}
 
     def describe(self, theta: Tensor) -> str:
         """Natural-scale values of θ (B, d) for messages."""
