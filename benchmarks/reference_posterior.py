@@ -60,7 +60,7 @@ def prior_predictions(target, prior, draws: int, batch: int, seed: int, cache: P
 
 
 def realisation_study(target, natural: np.ndarray, series: dict[str, torch.Tensor], truth: dict, weight: float,
-                      realisations: int, seed: int) -> None:
+                      realisations: int, seed: int, observed_total: float) -> None:
     """Reference posteriors for fresh data sets at the truth: share within 10% and inside the 90% interval."""
     from diffabm.calibration.losses import ObservationLoss
 
@@ -77,7 +77,10 @@ def realisation_study(target, natural: np.ndarray, series: dict[str, torch.Tenso
         intervals = [weighted_quantiles(natural[:, j], weights, (0.05, 0.95)) for j in range(len(true_values))]
         inside.append([low <= t <= high for (low, high), t in zip(intervals, true_values)])
     errors, inside = np.array(errors), np.array(inside)
-    print(f"\n{realisations} fresh data sets at the truth (seed {seed}), reference posterior of each:")
+    totals = output.new_infections.sum(1).numpy()
+    print(f"\n{realisations} fresh data sets at the truth (seed {seed}): total infections median {np.median(totals):.0f}, "
+          f"5-95% {np.quantile(totals, 0.05):.0f}-{np.quantile(totals, 0.95):.0f}; the observed data's "
+          f"{observed_total:.0f} exceeds {np.mean(totals < observed_total):.0%} of them. Reference posterior of each:")
     print("parameter            median |error of mean|   share within 10%   share inside 90% interval")
     for j, name in enumerate(target.names):
         print(f"{name:18s} {np.median(errors[:, j]):14.2f} {np.mean(errors[:, j] <= 0.1):20.2f} "
@@ -124,7 +127,8 @@ def main() -> None:
             line += f"   {draws.mean():9.4g} [{np.quantile(draws, 0.05):.4g}, {np.quantile(draws, 0.95):.4g}]"
         print(line)
     if args.realisations:
-        realisation_study(target, natural, series, truth, weight, args.realisations, args.seed + 10_000)
+        realisation_study(target, natural, series, truth, weight, args.realisations, args.seed + 10_000,
+                          float(observed["new_infections"].sum()))
 
 
 if __name__ == "__main__":
