@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from diffabm.cli import main
-from diffabm.config import ConfigError, compose_study
+from diffabm.config import CONFIG_DIR, ConfigError, compose_study
 from diffabm.population.schema import Population, read_population
 from diffabm.population.toy import toy_population
 from diffabm.store import read_dataset, write_dataset
@@ -84,3 +84,13 @@ def test_cli_runs_the_toy_stages(tmp_path):
     assert int(ds["stage_counts"].isel(draw=0, time=-1).sum()) == 1000
     assert (tmp_path / "report" / "group_sizes.csv").exists()
 
+
+
+@pytest.mark.parametrize("study", sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")))
+def test_every_study_composes_under_its_own_name_with_known_parameters(study):
+    cfg = compose_study(study)
+    assert cfg.study == study  # results/<study>/ must not collide with the study it extends
+    known = set(cfg.model.parameters)
+    assert set(cfg.get("truth") or {}) <= known
+    if "calibration" in cfg:
+        assert set(cfg.calibration.prior) <= known
