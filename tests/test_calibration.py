@@ -269,6 +269,20 @@ def test_loss_weight_stage_writes_the_weight_that_an_auto_flow_reads(study, tmp_
         with_loss_weight(cfg, "flow", tmp_path / "bad.json")
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["calibration.flow.loss_weight=-1"], "loss_weight must be a positive number .or auto., got -1"),
+    ([], "loss_weight must be a positive number .or auto., got 'auto'"),  # auto, never resolved
+    (["calibration.flow.loss_weight=1", "calibration.flow.loss_weight_warmup=-5"], "warmup must be >= 0 steps, got -5"),
+])
+def test_flow_rejects_a_bad_loss_weight_or_warmup(study, overrides, message):
+    from diffabm.calibration.stage import build_module, build_target
+
+    cfg = compose_study("default", [*TINY, *overrides])
+    target, prior = build_target(cfg, study[0], read_dataset(study[1]))
+    with pytest.raises(ValueError, match=message):
+        build_module("flow", cfg.calibration.flow, target, prior, seed=0)
+
+
 def test_merged_ensemble_keeps_members_as_a_coordinate(study, tmp_path):
     import pandas as pd
 

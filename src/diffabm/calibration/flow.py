@@ -51,9 +51,9 @@ class FlowCalibration(CalibrationModule):
             raise ValueError(f"calibration.prior covers {prior.names}, calibrated parameters are {target.names}")
         if not (isinstance(loss_weight, (int, float)) and math.isfinite(loss_weight) and loss_weight > 0):
             raise ValueError(f"calibration.flow.loss_weight must be a positive number (or auto), got {loss_weight!r}")
-        self.prior = prior
         if loss_weight_warmup < 0:
             raise ValueError(f"calibration.flow.loss_weight_warmup must be >= 0 steps, got {loss_weight_warmup}")
+        self.prior = prior
         self.loss_weight = loss_weight
         self.loss_weight_warmup = loss_weight_warmup
         self.estimate = gradient_estimator(estimator)
