@@ -86,9 +86,12 @@ def test_hospitalisation_odds_ratio_gradient_is_positive(small_population):
 
 
 @pytest.mark.parametrize("output", ["new_infections", "cases"])
-@pytest.mark.parametrize("name", ["beta_household", "beta_school", "beta_workplace", "beta_community",
-                                  "initial_fraction"])
-def test_autograd_agrees_with_finite_differences(name, output):
+@pytest.mark.parametrize(("name", "seeding"), [
+    *((name, "bernoulli") for name in ("beta_household", "beta_school", "beta_workplace", "beta_community",
+                                       "initial_fraction")),
+    ("initial_fraction", "systematic"),
+])
+def test_autograd_agrees_with_finite_differences(name, seeding, output):
     """d E[total output] / dθ: autograd vs central differences with common random numbers.
 
     Stated tolerance for the default estimator (EventWeighted): the sign agrees and autograd / FD
@@ -99,7 +102,8 @@ def test_autograd_agrees_with_finite_differences(name, output):
     from diffabm.population.toy import toy_population
 
     population = toy_population(3_000, seed=3)
-    model = make_model(population, "model.draws=64", "model.parameters.initial_fraction=0.01")
+    model = make_model(population, "model.draws=64", "model.parameters.initial_fraction=0.01",
+                       f"model.seeding={seeding}")
     base = natural(model)
     seeds = range(3)
 
@@ -119,6 +123,25 @@ def test_autograd_agrees_with_finite_differences(name, output):
         )
     assert fd > 0
     assert 0.8 <= grad / fd <= 1.5, f"{name}: autograd {grad / len(seeds):.2f} vs FD {fd / len(seeds):.2f}"
+
+
+def test_systematic_seeding_fixes_the_count_and_keeps_each_agent_at_probability_f(small_population):
+    """Systematic seeds: ⌊fN⌋ or ⌈fN⌉ in every draw; each agent seeded with frequency f over draws."""
+    draws, fraction = 400, 0.0525
+    zero = {name: 0.0 for name in ("beta_household", "beta_school", "beta_workplace", "beta_community")}
+    counts = {}
+    for seeding in ("bernoulli", "systematic"):
+        model = make_model(small_population, f"model.draws={draws}", f"model.seeding={seeding}")
+        out = model.simulate(natural(model, initial_fraction=fraction, **zero), seed=2)
+        counts[seeding] = out.new_infections[:, 0]
+    expected = fraction * small_population.n_agents
+    assert set(counts["systematic"].tolist()) <= {np.floor(expected), np.ceil(expected)}
+    assert counts["bernoulli"].std() > 0.5 * np.sqrt(expected * (1 - fraction))
+    per_agent = model._uniform(3, "initial", draws, systematic=True) < fraction
+    frequency = per_agent.float().mean(0)
+    binomial_sd = np.sqrt(fraction * (1 - fraction) / draws)
+    assert abs(frequency.mean().item() - fraction) < 0.01 * fraction
+    assert frequency.std().item() == pytest.approx(binomial_sd, rel=0.2)
 
 
 def test_estimators_share_forward_values_and_differ_in_gradients():
@@ -221,6 +244,8 @@ def test_config_errors_name_the_field(small_population):
         make_model(small_population, "+interventions=[{kind: contact_multiplier, multiplier: -1}]")
     with pytest.raises(ValueError, match=r"need .*beta_community"):
         make_model(small_population, "~model.parameters.beta_community")
+    with pytest.raises(ValueError, match=r"model.seeding is 'poisson'"):
+        make_model(small_population, "model.seeding=poisson")
 
 
 def test_forward_mode_matches_reverse_mode(small_population):

@@ -52,6 +52,7 @@ def build_epidemic_model(cfg: DictConfig, population: Population, device: str = 
         interventions=interventions,
         draws=model_cfg.draws,
         common_random_numbers=model_cfg.common_random_numbers,
+        seeding=model_cfg.seeding,
         device=device,
     )
 

@@ -45,6 +45,7 @@ STAGES = (
     "dead",
 )
 NEVER = 1 << 30  # infection day of agents never infected
+SEEDINGS = ("bernoulli", "systematic")
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,8 @@ class EpidemicModel(nn.Module):
     `hospitalisation_odds_ratio` and `fatality_odds_ratio` > 0 (multiplying the odds of the
     age-specific hospitalisation and death probabilities). `self.unconstrained` holds them as
     an (B, d) nn.Parameter on the unconstrained scale (log / logit), for point calibration.
+    `seeding` picks the initial infections: "bernoulli" (each agent independently with
+    probability f) or "systematic" (each agent still with probability f, but ⌊fN⌋ or ⌈fN⌉ of them).
     """
 
     def __init__(
@@ -232,11 +235,15 @@ class EpidemicModel(nn.Module):
         interventions: Interventions | None = None,
         draws: int = 1,
         common_random_numbers: bool = False,
+        seeding: str = "bernoulli",
         device: torch.device | str = "cpu",
     ):
         super().__init__()
         if days < 1:
             raise ValueError(f"days must be >= 1, got {days}")
+        if seeding not in SEEDINGS:
+            raise ValueError(f"model.seeding is '{seeding}', expected one of {list(SEEDINGS)}")
+        self.seeding = seeding
         self.n_agents = population.n_agents
         self.days = days
         self.course = course
@@ -331,11 +338,21 @@ class EpidemicModel(nn.Module):
             raise ValueError(f"transmission_multiplier has value {bad}, must be finite and >= 0")
         return values
 
-    def _uniform(self, seed: int, purpose: str, draws: int) -> Tensor:
-        """Uniform noise (B, N) for one purpose and day, reproducible when recomputed."""
-        generator = torch.Generator(device=self.age_band.device).manual_seed(stable_seed(seed, purpose))
+    def _uniform(self, seed: int, purpose: str, draws: int, systematic: bool = False) -> Tensor:
+        """Uniform noise (B, N) for one purpose and day, reproducible when recomputed.
+
+        `systematic`: u_i = (k_i + v) / N with k a random permutation of 0..N-1 and one v ~ U(0, 1)
+        per row; each u_i is still U(0, 1), and #{u_i < f} is ⌊fN⌋ or ⌈fN⌉ (systematic sampling;
+        Cochran 1977, *Sampling techniques*, ch. 8).
+        """
+        device = self.age_band.device
+        generator = torch.Generator(device=device).manual_seed(stable_seed(seed, purpose))
         rows = 1 if self.common_random_numbers else draws
-        u = torch.rand(rows, self.n_agents, generator=generator, device=self.age_band.device)
+        u = torch.rand(rows, self.n_agents, generator=generator, device=device)
+        if systematic:
+            offset = torch.rand(rows, 1, generator=generator, device=device)
+            keys = (torch.arange(self.n_agents, device=device) + offset) / self.n_agents
+            u = torch.empty_like(u).scatter_(1, u.argsort(dim=1), keys)
         return u.clamp_(1e-7, 1 - 1e-7).expand(draws, -1)
 
     def _durations(self, seed: int, draws: int) -> dict[str, Tensor]:
@@ -376,7 +393,7 @@ class EpidemicModel(nn.Module):
         isolation_u = self._uniform(seed, "isolation", draws)
         complies = (isolation_u < self.interventions.isolation_compliance).float() * symptomatic
 
-        infected = self._seed(fraction, self._uniform(seed, "initial", draws))
+        infected = self._seed(fraction, self._uniform(seed, "initial", draws, self.seeding == "systematic"))
         infection_day = torch.where(infected.detach() > 0.5, 0, NEVER).int()
         multiplier = self.contact_multiplier.expand(draws, -1, -1) if self.contact_multiplier.dim() == 2 \
             else self.contact_multiplier
