@@ -7,15 +7,20 @@ variational approximation (Owen 2013, *Monte Carlo theory*, §9). The effective 
 1 / Σ w̃_i² says how far to trust them. One noisy ℓ_i per draw targets π · E[exp(−w ℓ)], close to
 q* while w times the simulator's spread of ℓ is below one.
 
+Where q* is much narrower than the prior, few prior draws carry weight. `--proposal flow` then
+draws θ from the defensive mixture m = ½ q + ½ π of the study's calibrated flow q (Hesterberg
+1995, Technometrics 37:185) and weights by π exp(−w ℓ) / m: unbiased whatever q is, and the
+prior half bounds the weights where q is too narrow.
+
 With `--realisations K`, K fresh data sets are simulated at the study's truth and each gets its
-own reference posterior from the same prior simulations: how often the data could support a
+own reference posterior from the same simulations: how often the data could support a
 given recovery (posterior mean within 10%, truth inside the 90% interval), whatever the method.
 
 Run from the project root after the study's calibration (e.g. `snakemake --cores 2 --config
 study=june-synthetic`):
 `.venv/bin/python benchmarks/reference_posterior.py [--study june-synthetic] [--draws 2048]
-[--loss-weight W] [--realisations 32]`. w defaults to `calibration/loss_weight.json`. The
-simulated series are cached in `results/<study>/calibration/reference_series.pt`.
+[--loss-weight W] [--proposal prior|flow] [--realisations 32]`. w defaults to `calibration/loss_weight.json`. The
+simulated series are cached in `results/<study>/calibration/reference_series_<proposal>.pt`.
 """
 
 from __future__ import annotations
@@ -34,33 +39,51 @@ def weighted_quantiles(values: np.ndarray, weights: np.ndarray, levels: tuple[fl
     return [float(values[order][min(np.searchsorted(cumulative, level), len(values) - 1)]) for level in levels]
 
 
-def importance_weights(losses: np.ndarray, weight: float) -> np.ndarray:
-    """Normalised weights ∝ exp(−w ℓ)."""
-    log_weights = -weight * (losses - losses.min())
-    return np.exp(log_weights) / np.exp(log_weights).sum()
+def importance_weights(losses: np.ndarray, weight: float, log_ratio: np.ndarray | float = 0.0) -> np.ndarray:
+    """Normalised weights ∝ exp(log π/m − w ℓ) (log_ratio = log π − log m; zero for prior draws)."""
+    log_weights = log_ratio - weight * losses
+    return np.exp(log_weights - log_weights.max()) / np.exp(log_weights - log_weights.max()).sum()
 
 
-def prior_predictions(target, prior, draws: int, batch: int, seed: int, cache: Path, key: str
-                      ) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
-    """Natural-scale prior draws (n, d) and their replicate-mean series, simulated in batches, cached."""
+def proposal_draws(kind: str, cfg, target, prior, calibration: Path, draws: int, seed: int
+                   ) -> tuple[torch.Tensor, np.ndarray]:
+    """θ (n, d) from the prior or from the mixture ½ q + ½ π of the calibrated flow, and log π − log m (n,)."""
+    theta = prior.sample(draws, seed)
+    if kind == "prior":
+        return theta, np.zeros(draws)
+    from diffabm.calibration.stage import build_module, with_loss_weight
+
+    checkpoint = calibration / "flow" / "checkpoints" / "last.ckpt"
+    cfg = with_loss_weight(cfg, "flow", calibration / "loss_weight.json")
+    module = build_module("flow", cfg.calibration.flow, target, prior, int(cfg.seed))
+    module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+    q = module.posterior()
+    with torch.no_grad():
+        theta[: draws // 2] = module.posterior_draws(draws // 2, seed)
+        log_mixture = torch.logaddexp(q.log_prob(theta), prior.log_prob(theta)) - np.log(2.0)
+        return theta, (prior.log_prob(theta) - log_mixture).numpy()
+
+
+def predictions(target, theta: torch.Tensor, batch: int, seed: int, cache: Path, key: str
+                ) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    """Natural-scale draws (n, d) and their replicate-mean series, simulated in batches, cached."""
     if cache.exists():
         stored = torch.load(cache, weights_only=False)
         if stored["key"] == key:
             return stored["natural"], stored["series"]
-    theta = prior.sample(draws, seed)
-    batches = []
+    draws, batches = theta.shape[0], []
     with torch.no_grad():
         for start in range(0, draws, batch):
             batches.append(target.replicate_means(theta[start:start + batch], seed + start))
-            print(f"{start + batch}/{draws} draws", flush=True)
+            print(f"{min(start + batch, draws)}/{draws} draws", flush=True)
     series = {name: torch.cat([b[name] for b in batches]) for name in batches[0]}
     natural = torch.stack([target.natural(theta)[name] for name in target.names], dim=-1).numpy()
     torch.save({"key": key, "natural": natural, "series": series}, cache)
     return natural, series
 
 
-def realisation_study(target, natural: np.ndarray, series: dict[str, torch.Tensor], truth: dict, weight: float,
-                      realisations: int, seed: int, observed_total: float) -> None:
+def realisation_study(target, natural: np.ndarray, series: dict[str, torch.Tensor], log_ratio: np.ndarray,
+                      truth: dict, weight: float, realisations: int, seed: int, observed_total: float) -> None:
     """Reference posteriors for fresh data sets at the truth: share within 10% and inside the 90% interval."""
     from diffabm.calibration.losses import ObservationLoss
 
@@ -72,7 +95,7 @@ def realisation_study(target, natural: np.ndarray, series: dict[str, torch.Tenso
     for k in range(realisations):
         data = {name: getattr(output, name)[k] for name in series}
         losses = ObservationLoss(target.loss.kind, data, list(target.loss.observed))(series).numpy()
-        weights = importance_weights(losses, weight)
+        weights = importance_weights(losses, weight, log_ratio)
         errors.append(np.abs(weights @ natural - true_values) / true_values)
         intervals = [weighted_quantiles(natural[:, j], weights, (0.05, 0.95)) for j in range(len(true_values))]
         inside.append([low <= t <= high for (low, high), t in zip(intervals, true_values)])
@@ -95,6 +118,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="parameter draws per simulator call")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--loss-weight", type=float, help="w; default: calibration/loss_weight.json")
+    parser.add_argument("--proposal", choices=("prior", "flow"), default="prior",
+                        help="draw θ from the prior or from ½ flow + ½ prior")
     parser.add_argument("--realisations", type=int, default=0, help="fresh data sets at the truth")
     args = parser.parse_args()
 
@@ -106,15 +131,17 @@ def main() -> None:
     results = Path("results") / args.study
     calibration = results / "calibration"
     observed = read_dataset(results / "observed.zarr")
-    target, prior = build_target(compose_study(args.study), results / "population.zarr", observed)
+    cfg = compose_study(args.study)
+    target, prior = build_target(cfg, results / "population.zarr", observed)
     weight = args.loss_weight or read_loss_weight(calibration / "loss_weight.json")
-    key = f"{args.draws}:{args.seed}:{observed.attrs.get('config')}"
-    natural, series = prior_predictions(target, prior, args.draws, args.batch, args.seed,
-                                        calibration / "reference_series.pt", key)
+    theta, log_ratio = proposal_draws(args.proposal, cfg, target, prior, calibration, args.draws, args.seed)
+    key = f"{args.draws}:{args.seed}:{args.proposal}:{observed.attrs.get('config')}"
+    natural, series = predictions(target, theta, args.batch, args.seed,
+                                  calibration / f"reference_series_{args.proposal}.pt", key)
     losses = target.loss(series).numpy()
-    weights = importance_weights(losses, weight)
-    print(f"w = {weight:.3g}, {len(losses)} prior draws, effective sample size {1 / (weights**2).sum():.1f}, "
-          f"lowest loss {losses.min():.1f}")
+    weights = importance_weights(losses, weight, log_ratio)
+    print(f"w = {weight:.3g}, {len(losses)} draws from the {args.proposal}, effective sample size "
+          f"{1 / (weights**2).sum():.1f}, lowest loss {losses.min():.1f}")
     truth = dict(observed.attrs.get("truth", {}))
     flow_path = calibration / "flow" / "posterior.zarr"
     flow = read_dataset(flow_path) if flow_path.exists() else None
@@ -127,7 +154,7 @@ def main() -> None:
             line += f"   {draws.mean():9.4g} [{np.quantile(draws, 0.05):.4g}, {np.quantile(draws, 0.95):.4g}]"
         print(line)
     if args.realisations:
-        realisation_study(target, natural, series, truth, weight, args.realisations, args.seed + 10_000,
+        realisation_study(target, natural, series, log_ratio, truth, weight, args.realisations, args.seed + 10_000,
                           float(observed["new_infections"].sum()))
 
 
