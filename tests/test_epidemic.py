@@ -85,6 +85,35 @@ def test_hospitalisation_odds_ratio_gradient_is_positive(small_population):
     assert params["hospitalisation_odds_ratio"].grad.sum() > 0
 
 
+def autograd_and_finite_differences(name: str, series, *overrides: str) -> tuple[float, float]:
+    """d E[Σ series(output)] / dθ_name by autograd and by central differences with common random numbers.
+
+    Toy population of 3,000 agents, 30 days, initial fraction 0.01, 64 draws × 3 seeds.
+    """
+    from diffabm.population.toy import toy_population
+
+    model = make_model(toy_population(3_000, seed=3), "model.draws=64", "model.parameters.initial_fraction=0.01",
+                       *overrides)
+    base = natural(model)
+    seeds = range(3)
+
+    def mean_total(params, seed):
+        return series(model.simulate(params, seed)).sum(1).mean()
+
+    grad = 0.0
+    for seed in seeds:
+        params = {k: v.clone().requires_grad_(k == name) for k, v in base.items()}
+        grad += torch.autograd.grad(mean_total(params, seed), params[name])[0].sum().item()
+    step = 0.1 * base[name][0].item()
+    with torch.no_grad():
+        fd = sum(
+            (mean_total({**base, name: base[name] + step}, s) - mean_total({**base, name: base[name] - step}, s)).item()
+            / (2 * step)
+            for s in seeds
+        )
+    return grad / len(seeds), fd / len(seeds)
+
+
 @pytest.mark.parametrize("output", ["new_infections", "cases"])
 @pytest.mark.parametrize(("name", "seeding"), [
     *((name, "bernoulli") for name in ("beta_household", "beta_school", "beta_workplace", "beta_community",
@@ -99,30 +128,38 @@ def test_autograd_agrees_with_finite_differences(name, seeding, output):
     left is high: a realised infection is credited with its whole effect, although without it the
     agent might have been infected a little later (depletion; measured ratios in README.md).
     """
-    from diffabm.population.toy import toy_population
-
-    population = toy_population(3_000, seed=3)
-    model = make_model(population, "model.draws=64", "model.parameters.initial_fraction=0.01",
-                       f"model.seeding={seeding}")
-    base = natural(model)
-    seeds = range(3)
-
-    def mean_total(params, seed):
-        return getattr(model.simulate(params, seed), output).sum(1).mean()
-
-    grad = 0.0
-    for seed in seeds:
-        params = {k: v.clone().requires_grad_(k == name) for k, v in base.items()}
-        grad += torch.autograd.grad(mean_total(params, seed), params[name])[0].sum().item()
-    step = 0.1 * base[name][0].item()
-    with torch.no_grad():
-        fd = sum(
-            (mean_total({**base, name: base[name] + step}, s) - mean_total({**base, name: base[name] - step}, s)).item()
-            / (2 * step)
-            for s in seeds
-        )
+    grad, fd = autograd_and_finite_differences(name, lambda out: getattr(out, output), f"model.seeding={seeding}")
     assert fd > 0
-    assert 0.8 <= grad / fd <= 1.5, f"{name}: autograd {grad / len(seeds):.2f} vs FD {fd / len(seeds):.2f}"
+    assert 0.8 <= grad / fd <= 1.5, f"{name}: autograd {grad:.2f} vs FD {fd:.2f}"
+
+
+@pytest.mark.parametrize("setting", ["workplace", "community"])
+def test_infections_by_setting_autograd_agrees_with_finite_differences(setting):
+    """d E[infections in a setting] / dβ of that setting, within the tolerance above."""
+    grad, fd = autograd_and_finite_differences(
+        f"beta_{setting}", lambda out: out.infections_by_setting[..., list(out.settings).index(setting)])
+    assert fd > 0
+    assert 0.8 <= grad / fd <= 1.5, f"{setting}: autograd {grad:.2f} vs FD {fd:.2f}"
+
+
+def test_infections_by_setting_split_each_day_infections_and_their_gradients(small_population):
+    """Σ over settings = new infections after the seeds, in value and gradient; a closed layer gets none."""
+    model = make_model(small_population, "model.draws=8", "model.parameters.beta_school=0")
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in natural(model).items()}
+    out = model.simulate(params, seed=4)
+    by_setting = out.infections_by_setting
+    assert by_setting.shape == (8, model.days, len(model.layers)) and list(out.settings) == model.layers
+    assert (by_setting[:, 0] == 0).all() and (by_setting[..., model.layers.index("school")] == 0).all()
+    torch.testing.assert_close(by_setting.sum(-1)[:, 1:], out.new_infections[:, 1:])
+    assert by_setting[..., model.layers.index("workplace")].sum() > 0
+    by_day = torch.autograd.grad(out.new_infections[:, 1:].sum(), list(params.values()), retain_graph=True,
+                                 allow_unused=True, materialize_grads=True)
+    split = torch.autograd.grad(by_setting.sum(), list(params.values()), retain_graph=True, allow_unused=True,
+                                materialize_grads=True)
+    for day_grad, setting_grad in zip(by_day, split):
+        torch.testing.assert_close(day_grad, setting_grad)
+    share = torch.autograd.grad(by_setting[..., model.layers.index("workplace")].sum(), params["beta_workplace"])[0]
+    assert (share >= 0).all() and share.sum() > 0
 
 
 def test_systematic_seeding_fixes_the_count_and_keeps_each_agent_at_probability_f(small_population):

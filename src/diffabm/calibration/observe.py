@@ -16,7 +16,8 @@ from diffabm.population.schema import read_population
 from diffabm.simulation import build_epidemic_model
 from diffabm.store import write_dataset
 
-OBSERVED_SERIES = ("new_infections", "infections_by_age", "cases", "hospitalisations", "deaths")
+OBSERVED_SERIES = ("new_infections", "infections_by_age", "infections_by_setting", "cases", "hospitalisations",
+                   "deaths")
 
 
 def truth_parameters(cfg: DictConfig) -> dict[str, float]:

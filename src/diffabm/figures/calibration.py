@@ -37,7 +37,7 @@ def plot_calibration(cfg: DictConfig, posterior_path: str | Path, fit_path: str 
 
     for column, name in enumerate(fit.attrs["observables"], start=1):
         axis = fig.add_subplot(grid[0, column])
-        simulated, observed = (fit[key].sum("age_group") if "age_group" in fit[key].dims else fit[key]
+        simulated, observed = (fit[key].sum([dim for dim in fit[key].dims if dim not in ("draw", "time")])
                                for key in (name, f"observed_{name}"))
         low, mid, high = (simulated.quantile(q, dim="draw") for q in (0.05, 0.5, 0.95))
         axis.fill_between(fit.time.values, low, high, alpha=0.3, label="90% predictive")

@@ -104,7 +104,8 @@ class DiseaseCourse:
 
 @dataclass
 class EpidemicOutput:
-    """Daily series for B draws: counts (B, T), stage counts (B, T, S), infections by age (B, T, A)."""
+    """Daily series for B draws: counts (B, T), stage counts (B, T, S), infections by age (B, T, A)
+    and by setting, the contact layer where they happened (B, T, L; the seeds of day 0 have none)."""
 
     new_infections: Tensor
     cases: Tensor
@@ -112,10 +113,12 @@ class EpidemicOutput:
     deaths: Tensor
     stage_counts: Tensor
     infections_by_age: Tensor
+    infections_by_setting: Tensor
     age_bands: Sequence[int] = field(default_factory=list)
+    settings: Sequence[str] = field(default_factory=list)
 
     def to_dataset(self, start_date: dt.date, parameters: Mapping[str, Tensor] | None = None) -> xr.Dataset:
-        """An xarray Dataset with dimensions (draw, time[, stage, age_group])."""
+        """An xarray Dataset with dimensions (draw, time[, stage, age_group, setting])."""
         draws, days = self.new_infections.shape
         time = np.datetime64(start_date, "ns") + np.arange(days) * np.timedelta64(1, "D")
         bands = list(self.age_bands)
@@ -127,12 +130,15 @@ class EpidemicOutput:
                 **series,
                 "stage_counts": (("draw", "time", "stage"), self.stage_counts.detach().cpu().numpy()),
                 "infections_by_age": (("draw", "time", "age_group"), self.infections_by_age.detach().cpu().numpy()),
+                "infections_by_setting": (("draw", "time", "setting"),
+                                          self.infections_by_setting.detach().cpu().numpy()),
             },
             coords={
                 "draw": np.arange(draws),
                 "time": time,
                 "stage": as_object_strings(STAGES),
                 "age_group": as_object_strings(labels),
+                "setting": as_object_strings(self.settings),
             },
         )
         for name, values in (parameters or {}).items():
@@ -202,6 +208,13 @@ class ContactLayers:
     def gather(self, per_agent: Tensor) -> Tensor:
         """Σ over members of each group of a per-agent value (B, G): the transpose of `spread`."""
         return self.group_totals(per_agent, None, ())
+
+    def layer_exposure(self, per_group: Tensor, draw: Tensor, agent: Tensor, n_layers: int) -> Tensor:
+        """Σ over each chosen (draw, agent)'s groups of a per-group value, by layer (M, L)."""
+        exposure = per_group.new_zeros(agent.shape[0], n_layers)
+        for group, layer in zip(self.slot_group, self.slot_layer):
+            exposure[:, layer] += per_group[draw, group[agent]]
+        return exposure
 
     def layer_sums(self, per_group: Tensor, n_layers: int) -> Tensor:
         """Σ over the groups of each layer (B, L)."""
@@ -406,18 +419,20 @@ class EpidemicModel(nn.Module):
         if tracking and infected.requires_grad:
             infected = _UnrealisedAtSeeding.apply(infected, day_state)
         daily_new = [infected.sum(-1)]
+        by_setting = [beta.new_zeros(draws, len(self.layers))]
         for day in range(1, self.days):
             weight = beta * multiplier[:, day - 1]
-            updated, _, _ = _TransmissionDay.apply(infected, weight, infection_day, day, day_state)
+            updated, _, total = _TransmissionDay.apply(infected, weight, infection_day, day, day_state)
             new = updated - infected
             infection_day = torch.where(new.detach() > 0.5, day, infection_day)
             infected = updated
             daily_new.append(new.sum(-1))
+            by_setting.append(self._infections_by_setting(new, weight, total))
         new_infections = torch.stack(daily_new, dim=1)
         day_state.latest_day = ()  # break the cycle state → tensors → graph → state, or the graph leaks
         day_state.final_infection_day = infection_day
-        output = self._observe(new_infections, infected, infection_day, symptomatic, hospitalised, dies,
-                               latent, infectious_days, durations["hospital_stay"])
+        output = self._observe(new_infections, torch.stack(by_setting, dim=1), infected, infection_day, symptomatic,
+                               hospitalised, dies, latent, infectious_days, durations["hospital_stay"])
         if tracking:
             admitted = symptomatic * hard_hospitalised
             onset, stay = latent.long(), durations["hospital_stay"].long()
@@ -443,9 +458,23 @@ class EpidemicModel(nn.Module):
         scale = fraction / fraction.detach().clamp_min(1e-12)
         return seeded * scale[:, None]
 
-    def _observe(self, new_infections: Tensor, infected: Tensor, infection_day: Tensor, symptomatic: Tensor,
-                 hospitalised: Tensor, dies: Tensor, latent: Tensor, infectious_days: Tensor, stay: Tensor
-                 ) -> EpidemicOutput:
+    def _infections_by_setting(self, new: Tensor, weight: Tensor, total: Tensor) -> Tensor:
+        """The day's infections (B, L) split by the layer each came from, in proportion to its force.
+
+        Agent i infected on the day is credited to layer L with share w_L E_iL / Σ_K w_K E_iK, E_iL
+        its exposure Σ_{g ∋ i, g in L} T_g / |g| (as JUNE records infection locations). Gradients
+        reach β through the infections and through the shares; the exposures are held fixed.
+        """
+        draw, agent = (new.detach() > 0.5).nonzero(as_tuple=True)
+        n_layers = weight.shape[1]
+        exposure = self.contacts.layer_exposure(total * self.contacts.inverse_size, draw, agent, n_layers)
+        force = weight[draw] * exposure
+        share = force / force.sum(-1, keepdim=True).clamp_min(1e-30)
+        return weight.new_zeros(new.shape[0], n_layers).index_add_(0, draw, new[draw, agent, None] * share)
+
+    def _observe(self, new_infections: Tensor, infections_by_setting: Tensor, infected: Tensor, infection_day: Tensor,
+                 symptomatic: Tensor, hospitalised: Tensor, dies: Tensor, latent: Tensor, infectious_days: Tensor,
+                 stay: Tensor) -> EpidemicOutput:
         """Daily outputs from each agent's infection day and course, as histograms over days."""
         draws, days = new_infections.shape
         infection_day, latent, infectious_days, stay = (x.long() for x in (infection_day, latent, infectious_days,
@@ -489,7 +518,9 @@ class EpidemicModel(nn.Module):
             deaths=deaths,
             stage_counts=stage_counts,
             infections_by_age=by_age[:, : days * n_bands].reshape(draws, days, n_bands),
+            infections_by_setting=infections_by_setting,
             age_bands=list(self.course.age_bands),
+            settings=list(self.layers),
         )
 
 
