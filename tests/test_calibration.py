@@ -160,7 +160,10 @@ def test_forward_mode_estimator_matches_pathwise_gradient(study):
     assert torch.allclose(gradients[0], gradients[1], rtol=1e-3, atol=1e-4)
 
 
-def test_a_resumed_run_ends_like_an_uninterrupted_one_with_an_annealed_loss_weight(study, tmp_path):
+def test_a_killed_or_extended_run_ends_like_an_uninterrupted_one_with_an_annealed_loss_weight(study, tmp_path,
+                                                                                              monkeypatch):
+    """Run 2 epochs, raise to 5 and kill at the start of epoch 4, rerun: the result of 5 epochs at once."""
+    from diffabm.calibration.flow import FlowCalibration
     from diffabm.calibration.stage import calibrate
 
     def run(run_dir: Path, epochs: int):
@@ -170,16 +173,26 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one_with_an_annealed_loss_weig
         calibrate(cfg, "flow", *study, run_dir)
         return read_dataset(run_dir / "posterior.zarr")
 
-    interrupted = run(tmp_path / "resumed", 2)
-    resumed = run(tmp_path / "resumed", 4)
-    uninterrupted = run(tmp_path / "uninterrupted", 4)
-    assert not interrupted.equals(uninterrupted)
+    def killed_at_epoch_4(module: FlowCalibration) -> None:
+        if module.current_epoch == 4:
+            raise KeyboardInterrupt("killed")
+
+    short = run(tmp_path / "resumed", 2)
+    with monkeypatch.context() as patch:
+        patch.setattr(FlowCalibration, "on_train_epoch_start", killed_at_epoch_4, raising=False)
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            run(tmp_path / "resumed", 5)
+    checkpoint = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 8  # the kill lost nothing but the epoch it interrupted
+    resumed = run(tmp_path / "resumed", 5)
+    uninterrupted = run(tmp_path / "uninterrupted", 5)
+    assert not short.equals(uninterrupted)
     for name in uninterrupted.data_vars:
         np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values)
     metrics = pd.read_csv(tmp_path / "resumed" / "metrics.csv")
-    assert sorted(metrics["step"].unique()) == list(range(8))
+    assert sorted(metrics["step"].unique()) == list(range(10))
     warmup = metrics.dropna(subset=["loss_weight_step"]).sort_values("step")["loss_weight_step"]
-    assert warmup.tolist() == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1])  # annealed w, resumed mid-way
+    assert warmup.tolist() == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1, 1])  # annealed w, resumed mid-way
 
 
 def test_a_nan_loss_stops_with_the_step_and_parameters(study, tmp_path):

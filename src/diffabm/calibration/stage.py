@@ -139,6 +139,8 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
     settings = cfg.calibration[mode]
     # The loader yields step indices only; worker processes would not help.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*", category=PossibleUserWarning)
+    # The checkpoint directory holds the run's own `last.ckpt` and run_config.yaml: resuming is the point.
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     L.seed_everything(seed, verbose=False)
     module = build_module(mode, settings, target, prior, seed)
     checkpoint_dir = run_dir / "checkpoints"
@@ -147,7 +149,9 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
         max_epochs=settings.epochs,
         accelerator="cpu",
         logger=loggers(cfg, run_dir, run_name),
-        callbacks=[ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_epochs=1)],
+        # `last.ckpt` rewritten every epoch (save_last alone writes it only when training ends).
+        callbacks=[ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1,
+                                   enable_version_counter=False)],
         log_every_n_steps=1,
         enable_progress_bar=cfg.calibration.progress_bar,
         enable_model_summary=False,
