@@ -195,6 +195,46 @@ def test_a_killed_or_extended_run_ends_like_an_uninterrupted_one_with_an_anneale
     assert warmup.tolist() == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1, 1])  # annealed w, resumed mid-way
 
 
+def test_a_cosine_learning_rate_decays_to_zero_survives_a_kill_and_restarts_when_the_epochs_change(
+        study, tmp_path, monkeypatch):
+    """lr_k = lr · ½(1 + cos(πk/K)) across a kill; a run of other length cannot reuse the checkpoint."""
+    from diffabm.calibration.point import PointCalibration
+    from diffabm.calibration.stage import calibrate
+
+    def run(run_dir: Path, epochs: int):
+        cfg = compose_study("default", [*TINY, f"calibration.point.epochs={epochs}", "calibration.point.lr=0.05",
+                                        "calibration.point.lr_schedule=cosine", "calibration.fit_draws=2"])
+        calibrate(cfg, "point", *study, run_dir)
+        return read_dataset(run_dir / "posterior.zarr")
+
+    def killed_at_epoch_3(module: PointCalibration) -> None:
+        if module.current_epoch == 3:
+            raise KeyboardInterrupt("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PointCalibration, "on_train_epoch_start", killed_at_epoch_3, raising=False)
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            run(tmp_path / "resumed", 6)
+    resumed, uninterrupted = run(tmp_path / "resumed", 6), run(tmp_path / "uninterrupted", 6)
+    for name in uninterrupted.data_vars:
+        np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values)
+    rates = pd.read_csv(tmp_path / "resumed" / "metrics.csv").dropna(subset=["lr-AdamW"]).sort_values("step")
+    assert rates["step"].tolist() == list(range(6))
+    assert rates["lr-AdamW"].tolist() == pytest.approx([0.05 * (1 + math.cos(math.pi * k / 6)) / 2 for k in range(6)])
+    longer, fresh = run(tmp_path / "resumed", 8), run(tmp_path / "fresh", 8)
+    for name in fresh.data_vars:
+        np.testing.assert_array_equal(longer[name].values, fresh[name].values)
+
+
+def test_an_unknown_learning_rate_schedule_is_a_clear_error(study, tmp_path):
+    from diffabm.calibration.stage import calibrate
+
+    cfg = compose_study("default", [*TINY, "calibration.point.lr_schedule=linear"])
+    with pytest.raises(ValueError, match="unknown lr_schedule 'linear'"):
+        calibrate(cfg, "point", *study, tmp_path / "point")
+    assert not (tmp_path / "point" / "posterior.zarr").exists()
+
+
 def test_a_nan_loss_stops_with_the_step_and_parameters(study, tmp_path):
     from diffabm.calibration.module import CalibrationDiverged
     from diffabm.calibration.stage import build_target, train

@@ -59,9 +59,9 @@ class CalibNNCalibration(CalibrationModule):
     """θ = θ₀ + MLP(features), and with `weekly` a per-week multiplier of β; training starts from θ₀."""
 
     def __init__(self, target: CalibrationTarget, initial: Tensor, seed: int, draws_per_step: int,
-                 steps_per_epoch: int, lr: float, weight_decay: float = 0.0,
+                 steps_per_epoch: int, lr: float, weight_decay: float = 0.0, lr_schedule: str = "constant",
                  hidden_features: Sequence[int] = (32, 32), weekly: bool = False):
-        super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay)
+        super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay, lr_schedule)
         self.register_buffer("features", observed_features(target))
         self.register_buffer("initial", initial.detach().clone().reshape(target.dimension))
         self.network = multilayer_perceptron(self.features.shape[0], hidden_features, target.dimension)

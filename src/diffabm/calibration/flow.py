@@ -43,10 +43,10 @@ class FlowCalibration(CalibrationModule):
     """A MAF posterior over θ trained on w · E_q[ℓ] + KL(q‖π)."""
 
     def __init__(self, target: CalibrationTarget, prior: Prior, seed: int, draws_per_step: int,
-                 steps_per_epoch: int, lr: float, weight_decay: float = 0.0, loss_weight: float = 1.0,
-                 transforms: int = 16, hidden_features: Sequence[int] = (20, 20), estimator: str = "pathwise",
-                 loss_weight_warmup: int = 0):
-        super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay)
+                 steps_per_epoch: int, lr: float, weight_decay: float = 0.0, lr_schedule: str = "constant",
+                 loss_weight: float = 1.0, transforms: int = 16, hidden_features: Sequence[int] = (20, 20),
+                 estimator: str = "pathwise", loss_weight_warmup: int = 0):
+        super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay, lr_schedule)
         if prior.names != target.names:
             raise ValueError(f"calibration.prior covers {prior.names}, calibrated parameters are {target.names}")
         if not (isinstance(loss_weight, (int, float)) and math.isfinite(loss_weight) and loss_weight > 0):

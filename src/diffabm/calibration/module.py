@@ -1,10 +1,15 @@
 """The Lightning module shared by all calibration modes: seeded steps, loss checks, logging.
 
 A step's simulator seed and Monte-Carlo noise are functions of (run seed, global step), so a run
-resumed from a checkpoint continues exactly as an uninterrupted one would.
+resumed from a checkpoint continues exactly as an uninterrupted one would. The learning rate is
+constant or follows a cosine from `lr` to 0 at the last step (Loshchilov & Hutter 2017, "SGDR",
+ICLR, without restarts): with a noisy simulator, a constant rate leaves the parameters jittering
+around the optimum, and the decay lets them settle.
 """
 
 from __future__ import annotations
+
+import math
 
 import lightning as L
 import torch
@@ -15,6 +20,9 @@ from diffabm.calibration.target import CalibrationTarget
 from diffabm.models.epidemic import stable_seed
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 class CalibrationDiverged(RuntimeError):
     """A non-finite loss or gradient: the message names the step and the parameter values."""
 
@@ -23,14 +31,17 @@ class CalibrationModule(L.LightningModule):
     """Base of the calibration modes: subclasses define `objective` and `posterior_draws`."""
 
     def __init__(self, target: CalibrationTarget, seed: int, draws_per_step: int, steps_per_epoch: int,
-                 lr: float, weight_decay: float):
+                 lr: float, weight_decay: float, lr_schedule: str = "constant"):
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"calibration: unknown lr_schedule {lr_schedule!r}; choose from {LR_SCHEDULES}")
         self.target = target
         self.seed = seed
         self.draws_per_step = draws_per_step
         self.steps_per_epoch = steps_per_epoch
         self.lr = lr
         self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
         self.last_theta: Tensor | None = None
 
     def step_seed(self, purpose: str) -> int:
@@ -74,8 +85,13 @@ class CalibrationModule(L.LightningModule):
             if parameter.grad is not None and not torch.isfinite(parameter.grad).all():
                 self.diverged(f"gradient of '{name}' is not finite")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    def configure_optimizers(self) -> dict:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "constant":
+            return {"optimizer": optimizer}
+        steps = self.trainer.estimated_stepping_batches
+        cosine = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
     def train_dataloader(self) -> DataLoader:
         """Step indices only: every step draws its own simulations."""

@@ -16,8 +16,9 @@ class PointCalibration(CalibrationModule):
     """One unconstrained parameter vector θ (d,), fitted by gradient descent on the mean loss."""
 
     def __init__(self, target: CalibrationTarget, initial: Tensor, seed: int, draws_per_step: int,
-                 steps_per_epoch: int, lr: float, weight_decay: float = 0.0):
-        super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay)
+                 steps_per_epoch: int, lr: float, weight_decay: float = 0.0,
+                 lr_schedule: str = "constant"):
+        super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay, lr_schedule)
         self.theta = nn.Parameter(initial.detach().clone().reshape(target.dimension))
 
     def objective(self) -> tuple[Tensor, dict[str, Tensor]]:

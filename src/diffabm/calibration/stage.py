@@ -65,7 +65,8 @@ def build_module(mode: str, settings: DictConfig, target: CalibrationTarget, pri
                  ) -> CalibrationModule:
     """The LightningModule of `mode` with its settings (`cfg.calibration.<mode>`)."""
     common = dict(target=target, seed=seed, draws_per_step=settings.draws_per_step,
-                  steps_per_epoch=settings.steps_per_epoch, lr=settings.lr, weight_decay=settings.weight_decay)
+                  steps_per_epoch=settings.steps_per_epoch, lr=settings.lr, weight_decay=settings.weight_decay,
+                  lr_schedule=settings.lr_schedule)
     if mode in ("point", "ensemble"):
         from diffabm.calibration.point import PointCalibration
 
@@ -97,9 +98,11 @@ def resumable_checkpoint(checkpoint_dir: Path, run_config: str, epochs: int) -> 
 
 
 def run_configuration(cfg: DictConfig, mode: str, seed: int) -> str:
-    """The config that determines a run's trajectory (all but the number of epochs), as YAML."""
+    """The config that determines a run's trajectory, as YAML: all but the number of epochs, which a
+    constant learning rate lets a rerun extend (a decaying one depends on it)."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    container["calibration"][mode].pop("epochs")
+    if container["calibration"][mode]["lr_schedule"] == "constant":
+        container["calibration"][mode].pop("epochs")
     container["calibration"]["run_seed"] = seed
     return OmegaConf.to_yaml(OmegaConf.create(container))
 
@@ -134,7 +137,7 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
     """Fit `mode` with a Lightning Trainer, resuming from the run's last checkpoint if any."""
     import lightning as L
     from lightning.fabric.utilities.warnings import PossibleUserWarning
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     settings = cfg.calibration[mode]
     # The loader yields step indices only; worker processes would not help.
@@ -151,7 +154,8 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
         logger=loggers(cfg, run_dir, run_name),
         # `last.ckpt` rewritten every epoch (save_last alone writes it only when training ends).
         callbacks=[ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1,
-                                   enable_version_counter=False)],
+                                   enable_version_counter=False),
+                   LearningRateMonitor(logging_interval="step")],
         log_every_n_steps=1,
         enable_progress_bar=cfg.calibration.progress_bar,
         enable_model_summary=False,
