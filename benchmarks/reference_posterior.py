@@ -10,7 +10,9 @@ q* while w times the simulator's spread of ℓ is below one.
 Where q* is much narrower than the prior, few prior draws carry weight. `--proposal flow` then
 draws θ from the defensive mixture m = ½ q + ½ π of the study's calibrated flow q (Hesterberg
 1995, Technometrics 37:185) and weights by π exp(−w ℓ) / m: unbiased whatever q is, and the
-prior half bounds the weights where q is too narrow.
+prior half bounds the weights where q is too narrow. It also prints how far the flow is from its
+target: KL(q‖q*) = F(q) + log Z, with F the flow's objective on its own draws and Z = E_m[π/m ·
+exp(−w ℓ)] (on average an underestimate: log of a mean estimate is biased low).
 
 With `--realisations K`, K fresh data sets are simulated at the study's truth and each gets its
 own reference posterior from the same simulations: how often the data could support a
@@ -26,6 +28,7 @@ simulated series are cached in `results/<study>/calibration/reference_series_<pr
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +49,12 @@ def importance_weights(losses: np.ndarray, weight: float, log_ratio: np.ndarray 
 
 
 def proposal_draws(kind: str, cfg, target, prior, calibration: Path, draws: int, seed: int
-                   ) -> tuple[torch.Tensor, np.ndarray]:
-    """θ (n, d) from the prior or from the mixture ½ q + ½ π of the calibrated flow, and log π − log m (n,)."""
+                   ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """θ (n, d) from the prior or from the mixture ½ q + ½ π of the calibrated flow, log π − log m (n,),
+    and log q − log π of the flow's half of the draws (empty for prior draws)."""
     theta = prior.sample(draws, seed)
     if kind == "prior":
-        return theta, np.zeros(draws)
+        return theta, np.zeros(draws), np.zeros(0)
     from diffabm.calibration.stage import build_module, with_loss_weight
 
     checkpoint = calibration / "flow" / "checkpoints" / "last.ckpt"
@@ -60,8 +64,18 @@ def proposal_draws(kind: str, cfg, target, prior, calibration: Path, draws: int,
     q = module.posterior()
     with torch.no_grad():
         theta[: draws // 2] = module.posterior_draws(draws // 2, seed)
-        log_mixture = torch.logaddexp(q.log_prob(theta), prior.log_prob(theta)) - np.log(2.0)
-        return theta, (prior.log_prob(theta) - log_mixture).numpy()
+        log_q, log_prior = q.log_prob(theta), prior.log_prob(theta)
+        log_mixture = torch.logaddexp(log_q, log_prior) - np.log(2.0)
+        return theta, (log_prior - log_mixture).numpy(), (log_q - log_prior)[: draws // 2].numpy()
+
+
+def variational_gap(losses: np.ndarray, weight: float, log_ratio: np.ndarray, flow_log_ratio: np.ndarray
+                    ) -> tuple[float, float]:
+    """The flow's objective F(q) = w E_q[ℓ] + KL(q‖π) and F(q) + log Z = KL(q‖q*), q* ∝ π exp(−w ℓ)."""
+    objective = float(np.mean(weight * losses[: len(flow_log_ratio)] + flow_log_ratio))
+    log_terms = log_ratio - weight * losses
+    log_evidence = float(np.log(np.mean(np.exp(log_terms - log_terms.max()))) + log_terms.max())
+    return objective, objective + log_evidence
 
 
 def predictions(target, theta: torch.Tensor, batch: int, seed: int, cache: Path, key: str
@@ -134,14 +148,21 @@ def main() -> None:
     cfg = compose_study(args.study)
     target, prior = build_target(cfg, results / "population.zarr", observed)
     weight = args.loss_weight or read_loss_weight(calibration / "loss_weight.json")
-    theta, log_ratio = proposal_draws(args.proposal, cfg, target, prior, calibration, args.draws, args.seed)
-    key = f"{args.draws}:{args.seed}:{args.proposal}:{observed.attrs.get('config')}"
+    theta, log_ratio, flow_log_ratio = proposal_draws(args.proposal, cfg, target, prior, calibration, args.draws, args.seed)
+    # The flow proposal's draws depend on its checkpoint: a retrained flow must not reuse cached series.
+    flow_state = (hashlib.sha256((calibration / "flow" / "checkpoints" / "last.ckpt").read_bytes()).hexdigest()
+                  if args.proposal == "flow" else "")
+    key = f"{args.draws}:{args.seed}:{args.proposal}:{flow_state}:{observed.attrs.get('config')}"
     natural, series = predictions(target, theta, args.batch, args.seed,
                                   calibration / f"reference_series_{args.proposal}.pt", key)
     losses = target.loss(series).numpy()
     weights = importance_weights(losses, weight, log_ratio)
     print(f"w = {weight:.3g}, {len(losses)} draws from the {args.proposal}, effective sample size "
           f"{1 / (weights**2).sum():.1f}, lowest loss {losses.min():.1f}")
+    if args.proposal == "flow":
+        objective, gap = variational_gap(losses, weight, log_ratio, flow_log_ratio)
+        print(f"flow objective w E_q[l] + KL(q||prior) = {objective:.2f}; its excess over the optimum, "
+              f"KL(q||q*) = {gap:.2f} nats")
     truth = dict(observed.attrs.get("truth", {}))
     flow_path = calibration / "flow" / "posterior.zarr"
     flow = read_dataset(flow_path) if flow_path.exists() else None
