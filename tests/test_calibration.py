@@ -67,12 +67,33 @@ def test_flow_kl_estimate_matches_the_closed_form_for_gaussians():
     p_loc, p_scale = torch.tensor([0.5, -1.0]), torch.tensor([1.0, 0.5])
     closed = (torch.log(p_scale / q_scale) + (q_scale**2 + (q_loc - p_loc) ** 2) / (2 * p_scale**2) - 0.5).sum()
     torch.manual_seed(0)
-    estimate, theta, _ = kl_estimate(q, prior, 200_000)
+    estimate, theta = kl_estimate(q, prior, 200_000)
     assert theta.shape == (200_000, 2)
     assert estimate.item() == pytest.approx(closed.item(), abs=0.01)
     (gradient,) = torch.autograd.grad(estimate, q_loc)
     (closed_gradient,) = torch.autograd.grad(closed, q_loc)
     assert torch.allclose(gradient, closed_gradient, atol=0.02)
+
+
+def test_sticking_the_landing_keeps_the_kl_gradient_mean_and_has_no_variance_where_q_is_the_prior():
+    space = ParameterSpace({"beta_a": "positive", "beta_b": "positive"})
+    prior = build_prior({"beta_a": {"distribution": "LogNormal", "loc": 0.5, "scale": 1.0},
+                         "beta_b": {"distribution": "LogNormal", "loc": -1.0, "scale": 0.5}}, space)
+
+    def gradients(loc: list[float], scale: list[float], n: int, seed: int, path: bool) -> torch.Tensor:
+        q_loc, q_scale = torch.tensor(loc, requires_grad=True), torch.tensor(scale, requires_grad=True)
+        q = torch.distributions.Independent(torch.distributions.Normal(q_loc, q_scale), 1)
+        detached = torch.distributions.Independent(torch.distributions.Normal(q_loc.detach(), q_scale.detach()), 1)
+        torch.manual_seed(seed)
+        estimate, _ = kl_estimate(q, prior, n, detached.log_prob if path else None)
+        return torch.cat(torch.autograd.grad(estimate, (q_loc, q_scale)))
+
+    # KL(N(m, s) ‖ N(p, r)) per coordinate: d/dm = (m − p) / r², d/ds = −1/s + s / r²
+    closed = torch.tensor([(0.2 - 0.5) / 1.0, (-0.7 + 1.0) / 0.25, -1 / 0.3 + 0.3 / 1.0, -1 / 0.8 + 0.8 / 0.25])
+    assert torch.allclose(gradients([0.2, -0.7], [0.3, 0.8], 200_000, 0, path=True), closed, atol=0.02)
+    at_prior = [gradients([0.5, -1.0], [1.0, 0.5], 4, seed, path) for seed in range(5) for path in (True, False)]
+    assert all(torch.allclose(g, torch.zeros(4), atol=1e-5) for g in at_prior[0::2])
+    assert min(g.abs().max().item() for g in at_prior[1::2]) > 0.01
 
 
 def test_prior_density_on_the_unconstrained_scale_includes_the_jacobian():
@@ -122,15 +143,30 @@ def test_point_like_modes_lower_the_loss(study, tmp_path, mode, overrides):
     assert (tmp_path / "metrics.csv").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
-@pytest.mark.parametrize("estimator", ["pathwise", "score"])
-def test_flow_lowers_the_expected_loss(study, tmp_path, estimator):
+def test_the_flows_detached_density_passes_gradients_to_the_draws_only(study):
+    from diffabm.calibration.stage import build_module, build_target
+
+    cfg = compose_study("default", [*TINY, "calibration.flow.loss_weight=1", "calibration.flow.transforms=2"])
+    target, prior = build_target(cfg, study[0], read_dataset(study[1]))
+    module = build_module("flow", cfg.calibration.flow, target, prior, seed=1)
+    theta = module.posterior_draws(3, 0).requires_grad_()
+    detached, full = module.detached_log_density(theta).sum(), module(theta).sum()
+    assert detached.item() == pytest.approx(full.item())
+    parameters = list(module.parameters())
+    assert all(g is None for g in torch.autograd.grad(detached, [*parameters], retain_graph=True, allow_unused=True))
+    assert any(g.abs().sum() > 0 for g in torch.autograd.grad(full, parameters, retain_graph=True))
+    assert torch.allclose(torch.autograd.grad(detached, theta)[0], torch.autograd.grad(full, theta)[0])
+
+
+@pytest.mark.parametrize("estimator, kl_gradient", [("pathwise", "total"), ("score", "total"), ("pathwise", "path")])
+def test_flow_lowers_the_expected_loss(study, tmp_path, estimator, kl_gradient):
     import lightning as L
 
     from diffabm.calibration.stage import build_module, build_target, train
 
     cfg = compose_study("default", [*TINY, "calibration.flow.epochs=15", "calibration.flow.lr=0.03",
                                     "calibration.flow.loss_weight=10", "calibration.flow.transforms=2",
-                                    f"calibration.flow.estimator={estimator}"])
+                                    f"calibration.flow.estimator={estimator}", f"calibration.flow.kl_gradient={kl_gradient}"])
     target, prior = build_target(cfg, study[0], read_dataset(study[1]))
 
     def mean_loss(module) -> float:
@@ -326,8 +362,9 @@ def test_loss_weight_stage_writes_the_weight_that_an_auto_flow_reads(study, tmp_
     (["calibration.flow.loss_weight=-1"], "loss_weight must be a positive number .or auto., got -1"),
     ([], "loss_weight must be a positive number .or auto., got 'auto'"),  # auto, never resolved
     (["calibration.flow.loss_weight=1", "calibration.flow.loss_weight_warmup=-5"], "warmup must be >= 0 steps, got -5"),
+    (["calibration.flow.loss_weight=1", "calibration.flow.kl_gradient=score"], "kl_gradient: unknown 'score'"),
 ])
-def test_flow_rejects_a_bad_loss_weight_or_warmup(study, overrides, message):
+def test_flow_rejects_a_bad_setting(study, overrides, message):
     from diffabm.calibration.stage import build_module, build_target
 
     cfg = compose_study("default", [*TINY, *overrides])

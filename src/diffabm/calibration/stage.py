@@ -81,7 +81,8 @@ def build_module(mode: str, settings: DictConfig, target: CalibrationTarget, pri
 
         return FlowCalibration(prior=prior, loss_weight=settings.loss_weight, transforms=settings.transforms,
                                hidden_features=list(settings.hidden_features), estimator=settings.estimator,
-                               loss_weight_warmup=settings.loss_weight_warmup, **common)
+                               loss_weight_warmup=settings.loss_weight_warmup, kl_gradient=settings.kl_gradient,
+                               **common)
     raise ValueError(f"unknown calibration mode {mode!r}; choose from {MODES}")
 
 
