@@ -9,7 +9,8 @@ unconstrained calibrated parameters. The objective is
 
 with the KL's samples drawn by `rsample` and scored by `log_prob` of the same samples, so the
 entropy's gradient reaches φ (`kl_gradient: total`), or only through the samples (`path`,
-sticking the landing: the same mean, less variance near the optimum). E_q[ℓ]'s gradient comes from `diffabm.calibration.estimators`.
+sticking the landing: the same mean, less variance near the optimum). E_q[ℓ]'s gradient comes
+from `diffabm.calibration.estimators`.
 With `loss_weight_warmup` steps, w rises linearly from w / warmup to w (annealing, as in
 tempered VI), so q leaves the prior gradually instead of collapsing onto the first basin it meets.
 """
