@@ -196,6 +196,18 @@ def test_forward_mode_estimator_matches_pathwise_gradient(study):
     assert torch.allclose(gradients[0], gradients[1], rtol=1e-3, atol=1e-4)
 
 
+def kill_at_epoch(monkeypatch, module_class: type, epoch: int, run) -> None:
+    """Run `run()` with `module_class` raising KeyboardInterrupt (a kill) at the start of `epoch`."""
+    def killed(module) -> None:
+        if module.current_epoch == epoch:
+            raise KeyboardInterrupt("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module_class, "on_train_epoch_start", killed, raising=False)
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            run()
+
+
 def test_a_killed_or_extended_run_ends_like_an_uninterrupted_one_with_an_annealed_loss_weight(study, tmp_path,
                                                                                               monkeypatch):
     """Run 2 epochs, raise to 5 and kill at the start of epoch 4, rerun: the result of 5 epochs at once."""
@@ -209,15 +221,8 @@ def test_a_killed_or_extended_run_ends_like_an_uninterrupted_one_with_an_anneale
         calibrate(cfg, "flow", *study, run_dir)
         return read_dataset(run_dir / "posterior.zarr")
 
-    def killed_at_epoch_4(module: FlowCalibration) -> None:
-        if module.current_epoch == 4:
-            raise KeyboardInterrupt("killed")
-
     short = run(tmp_path / "resumed", 2)
-    with monkeypatch.context() as patch:
-        patch.setattr(FlowCalibration, "on_train_epoch_start", killed_at_epoch_4, raising=False)
-        with pytest.raises((KeyboardInterrupt, SystemExit)):
-            run(tmp_path / "resumed", 5)
+    kill_at_epoch(monkeypatch, FlowCalibration, 4, lambda: run(tmp_path / "resumed", 5))
     checkpoint = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 8  # the kill lost nothing but the epoch it interrupted
     resumed = run(tmp_path / "resumed", 5)
@@ -243,14 +248,7 @@ def test_a_cosine_learning_rate_decays_to_zero_survives_a_kill_and_restarts_when
         calibrate(cfg, "point", *study, run_dir)
         return read_dataset(run_dir / "posterior.zarr")
 
-    def killed_at_epoch_3(module: PointCalibration) -> None:
-        if module.current_epoch == 3:
-            raise KeyboardInterrupt("killed")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(PointCalibration, "on_train_epoch_start", killed_at_epoch_3, raising=False)
-        with pytest.raises((KeyboardInterrupt, SystemExit)):
-            run(tmp_path / "resumed", 6)
+    kill_at_epoch(monkeypatch, PointCalibration, 3, lambda: run(tmp_path / "resumed", 6))
     resumed, uninterrupted = run(tmp_path / "resumed", 6), run(tmp_path / "uninterrupted", 6)
     for name in uninterrupted.data_vars:
         np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values)
