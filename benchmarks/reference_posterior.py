@@ -48,7 +48,7 @@ def importance_weights(losses: np.ndarray, weight: float, log_ratio: np.ndarray 
     return np.exp(log_weights - log_weights.max()) / np.exp(log_weights - log_weights.max()).sum()
 
 
-def proposal_draws(kind: str, cfg, target, prior, calibration: Path, draws: int, seed: int
+def proposal_draws(kind: str, cfg, target, prior, calibration: Path, checkpoint: Path, draws: int, seed: int
                    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """θ (n, d) from the prior or from the mixture ½ q + ½ π of the calibrated flow, log π − log m (n,),
     and log q − log π of the flow's half of the draws (empty for prior draws)."""
@@ -57,7 +57,6 @@ def proposal_draws(kind: str, cfg, target, prior, calibration: Path, draws: int,
         return theta, np.zeros(draws), np.zeros(0)
     from diffabm.calibration.stage import build_module, with_loss_weight
 
-    checkpoint = calibration / "flow" / "checkpoints" / "last.ckpt"
     cfg = with_loss_weight(cfg, "flow", calibration / "loss_weight.json")
     module = build_module("flow", cfg.calibration.flow, target, prior, int(cfg.seed))
     module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
@@ -148,10 +147,11 @@ def main() -> None:
     cfg = compose_study(args.study)
     target, prior = build_target(cfg, results / "population.zarr", observed)
     weight = args.loss_weight or read_loss_weight(calibration / "loss_weight.json")
-    theta, log_ratio, flow_log_ratio = proposal_draws(args.proposal, cfg, target, prior, calibration, args.draws, args.seed)
+    checkpoint = calibration / "flow" / "checkpoints" / "last.ckpt"
+    theta, log_ratio, flow_log_ratio = proposal_draws(args.proposal, cfg, target, prior, calibration, checkpoint,
+                                                      args.draws, args.seed)
     # The flow proposal's draws depend on its checkpoint: a retrained flow must not reuse cached series.
-    flow_state = (hashlib.sha256((calibration / "flow" / "checkpoints" / "last.ckpt").read_bytes()).hexdigest()
-                  if args.proposal == "flow" else "")
+    flow_state = hashlib.sha256(checkpoint.read_bytes()).hexdigest() if args.proposal == "flow" else ""
     key = f"{args.draws}:{args.seed}:{args.proposal}:{flow_state}:{observed.attrs.get('config')}"
     natural, series = predictions(target, theta, args.batch, args.seed,
                                   calibration / f"reference_series_{args.proposal}.pt", key)

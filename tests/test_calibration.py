@@ -166,7 +166,8 @@ def test_flow_lowers_the_expected_loss(study, tmp_path, estimator, kl_gradient):
 
     cfg = compose_study("default", [*TINY, "calibration.flow.epochs=15", "calibration.flow.lr=0.03",
                                     "calibration.flow.loss_weight=10", "calibration.flow.transforms=2",
-                                    f"calibration.flow.estimator={estimator}", f"calibration.flow.kl_gradient={kl_gradient}"])
+                                    f"calibration.flow.estimator={estimator}",
+                                    f"calibration.flow.kl_gradient={kl_gradient}"])
     target, prior = build_target(cfg, study[0], read_dataset(study[1]))
 
     def mean_loss(module) -> float:
