@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import datetime as dt
 from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from diffabm.models.epidemic import EpidemicModel, disease_course
 from diffabm.models.interventions import build_interventions
 from diffabm.population.schema import Population, read_population
+from diffabm.registry import instantiate
 from diffabm.store import write_dataset
+
+
+log = logging.getLogger(__name__)
 
 
 def with_attribute_layers(population: Population, attribute_layers: dict[str, str]) -> Population:
@@ -48,12 +52,13 @@ def build_epidemic_model(cfg: DictConfig, population: Population, device: str = 
         disease_course(OmegaConf.to_container(model_cfg.course)),
         days=model_cfg.days,
         parameters=parameters,
-        estimator=instantiate(model_cfg.estimator),
+        estimator=instantiate(model_cfg.estimator, "model.estimator"),
         interventions=interventions,
         draws=model_cfg.draws,
         common_random_numbers=model_cfg.common_random_numbers,
         seeding=model_cfg.seeding,
         device=device,
+        max_memory_gb=cfg.get("resources", {}).get("max_memory_gb"),
     )
 
 
@@ -64,5 +69,8 @@ def simulate(cfg: DictConfig, population_path: str | Path, output_path: str | Pa
         output = model(seed=cfg.seed)
         parameters = model.natural_parameters()
     ds = output.to_dataset(dt.date.fromisoformat(str(cfg.start_date)), parameters)
+    totals = output.new_infections.sum(1)
+    log.info("simulated %d draws × %d agents × %d days: total infections %s", totals.numel(), model.n_agents,
+             model.days, totals.long().tolist())
     ds.attrs["population"] = str(population_path)
     return write_dataset(ds, output_path, cfg, cfg.seed)

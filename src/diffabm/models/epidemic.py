@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from diffabm.models.interventions import Interventions
 from diffabm.parameters import ParameterSpace
 from diffabm.population.schema import Population
+from diffabm.resources import check_memory
 from diffabm.stochastic import BernoulliEstimator, EventWeighted
 from diffabm.store import as_object_strings
 
@@ -45,7 +46,19 @@ STAGES = (
     "dead",
 )
 NEVER = 1 << 30  # infection day of agents never infected
+DURATIONS = ("latent", "asymptomatic_infectious", "symptomatic_to_recovery", "symptomatic_to_admission",
+             "hospital_stay")
 SEEDINGS = ("bernoulli", "systematic")
+
+
+def _check_finite_in(field: str, values: np.ndarray, low: float, high: float, open_low: bool = False) -> None:
+    """Raise a ValueError naming `field`, the position and the value of the first non-finite or out-of-range entry."""
+    inside = np.isfinite(values) & (values > low if open_low else values >= low) & (values <= high)
+    if not inside.all():
+        index = int(np.flatnonzero(~inside.reshape(-1))[0])
+        where = f"[{index}]" if values.size > 1 else ""
+        bound = f"{'>' if open_low else '>='} {low:g}" + (f" and <= {high:g}" if np.isfinite(high) else "")
+        raise ValueError(f"{field}{where} is {values.reshape(-1)[index]:g}, must be finite and {bound}")
 
 
 @dataclass(frozen=True)
@@ -76,20 +89,33 @@ class DiseaseCourse:
     max_days_since_infection: int = 60
 
     def __post_init__(self) -> None:
-        n_bands = len(self.age_bands)
+        """Every number finite and in its domain, one value (or one per band) each; errors name field and value."""
+        bands = np.asarray(self.age_bands, dtype=float)
+        if bands.ndim != 1 or not bands.size or bands[0] != 0 or np.any(np.diff(bands) <= 0) or \
+                np.any(bands != np.round(bands)):
+            raise ValueError(f"model.course.age_bands is {list(self.age_bands)}, must be whole years rising from 0")
+        n_bands = len(bands)
         for name in ("susceptibility", "p_symptomatic", "p_hospital_given_symptomatic", "p_death_given_hospital"):
             values = np.asarray(getattr(self, name), dtype=float)
             if values.shape != (n_bands,):
-                raise ValueError(f"disease course: '{name}' has {values.size} values, expected {n_bands} (age bands)")
-            if np.any(values < 0) or (name.startswith("p_") and np.any(values > 1)):
-                raise ValueError(f"disease course: '{name}' has invalid value {values.min()}..{values.max()}")
-        for name in ("latent", "asymptomatic_infectious", "symptomatic_to_recovery", "symptomatic_to_admission",
-                     "hospital_stay"):
+                raise ValueError(f"model.course.{name} has {values.size} values, expected {n_bands} (age bands)")
+            _check_finite_in(f"model.course.{name}", values, 0.0, 1.0 if name.startswith("p_") else np.inf)
+        for name in DURATIONS:
             duration = getattr(self, name)
             for part in ("mean", "sd"):
-                values = np.broadcast_to(np.asarray(getattr(duration, part), dtype=float), (n_bands,))
-                if np.any(values <= 0):
-                    raise ValueError(f"disease course: '{name}.{part}' must be > 0, got {values.min()}")
+                values = np.asarray(getattr(duration, part), dtype=float)
+                if values.size not in (1, n_bands):
+                    raise ValueError(f"model.course.{name}.{part} has {values.size} values, expected 1 or "
+                                     f"{n_bands} (age bands)")
+                _check_finite_in(f"model.course.{name}.{part}", values, 0.0, np.inf, open_low=True)
+        for name in ("infectiousness_mean", "infectiousness_sd"):
+            _check_finite_in(f"model.course.{name}", np.asarray([getattr(self, name)], dtype=float), 0.0, np.inf,
+                             open_low=True)
+        _check_finite_in("model.course.asymptomatic_relative_infectiousness",
+                         np.asarray([self.asymptomatic_relative_infectiousness], dtype=float), 0.0, 1.0)
+        if not isinstance(self.max_days_since_infection, int) or self.max_days_since_infection < 1:
+            raise ValueError(f"model.course.max_days_since_infection is {self.max_days_since_infection!r}, "
+                             f"must be a whole number >= 1")
 
     def infectiousness_profile(self) -> Tensor:
         """Gamma-shaped infectiousness by day since infection, summing to one."""
@@ -236,6 +262,8 @@ class EpidemicModel(nn.Module):
     an (B, d) nn.Parameter on the unconstrained scale (log / logit), for point calibration.
     `seeding` picks the initial infections: "bernoulli" (each agent independently with
     probability f) or "systematic" (each agent still with probability f, but ⌊fN⌋ or ⌈fN⌉ of them).
+    A simulation whose estimated peak memory exceeds `max_memory_gb` (None: what is available)
+    stops with a MemoryError before it allocates (`diffabm.resources`).
     """
 
     def __init__(
@@ -250,6 +278,7 @@ class EpidemicModel(nn.Module):
         common_random_numbers: bool = False,
         seeding: str = "bernoulli",
         device: torch.device | str = "cpu",
+        max_memory_gb: float | None = None,
     ):
         super().__init__()
         if days < 1:
@@ -257,6 +286,7 @@ class EpidemicModel(nn.Module):
         if seeding not in SEEDINGS:
             raise ValueError(f"model.seeding is '{seeding}', expected one of {list(SEEDINGS)}")
         self.seeding = seeding
+        self.max_memory_gb = max_memory_gb
         self.n_agents = population.n_agents
         self.days = days
         self.course = course
@@ -264,7 +294,7 @@ class EpidemicModel(nn.Module):
         self.estimator = estimator or EventWeighted()
         self.common_random_numbers = common_random_numbers
         self.space = ParameterSpace(
-            {**{f"beta_{layer}": "positive" for layer in self.layers}, "initial_fraction": "unit_interval",
+            {**{f"beta_{layer}": "nonnegative" for layer in self.layers}, "initial_fraction": "unit_interval",
              "hospitalisation_odds_ratio": "positive", "fatality_odds_ratio": "positive"}
         )
         device = torch.device(device)
@@ -287,11 +317,7 @@ class EpidemicModel(nn.Module):
         self.register_buffer("logit_death", torch.logit(per_agent(course.p_death_given_hospital), eps=1e-6))
         self.register_buffer("profile", course.infectiousness_profile().to(device))
         self.register_buffer("contact_multiplier", self.interventions.contact_multiplier.float().to(device))
-        self.durations = {
-            name: self._lognormal_parameters(getattr(course, name), per_agent)
-            for name in ("latent", "asymptomatic_infectious", "symptomatic_to_recovery", "symptomatic_to_admission",
-                         "hospital_stay")
-        }
+        self.durations = {name: self._lognormal_parameters(getattr(course, name), per_agent) for name in DURATIONS}
         initial = self.space.to_unconstrained(parameters).expand(draws, -1).clone()
         self.unconstrained = nn.Parameter(initial.to(device))
 
@@ -322,22 +348,10 @@ class EpidemicModel(nn.Module):
 
     def check_parameters(self, parameters: Mapping[str, Tensor]) -> int:
         """Validate names, shapes and domains (β ≥ 0, odds ratios > 0, fractions in [0, 1]); return B."""
-        self.space.check_names(parameters)
+        self.space.check_natural(parameters)
         shapes = {name: tuple(torch.as_tensor(v).shape) for name, v in parameters.items()}
         if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1:
             raise ValueError(f"parameters must all have shape (B,), got {shapes}")
-        for name, value in parameters.items():
-            value = torch.as_tensor(value).detach()
-            bad = value[~torch.isfinite(value)]
-            if bad.numel():
-                raise ValueError(f"parameter '{name}' has non-finite value {bad[0].item()}")
-            low, high = value.min().item(), value.max().item()
-            if name.startswith("beta_") and low < 0:
-                raise ValueError(f"parameter '{name}' has value {low}, must be >= 0")
-            if self.space.domains[name] == "positive" and not name.startswith("beta_") and low <= 0:
-                raise ValueError(f"parameter '{name}' has value {low}, must be > 0")
-            if self.space.domains[name] == "unit_interval" and (low < 0 or high > 1):
-                raise ValueError(f"parameter '{name}' has value {low if low < 0 else high}, must be in [0, 1]")
         return next(iter(shapes.values()))[0]
 
     def _checked_daily(self, values: Tensor, draws: int) -> Tensor:
@@ -385,6 +399,8 @@ class EpidemicModel(nn.Module):
         (time-varying transmission, e.g. calibrated per week); gradients reach it.
         """
         draws = self.check_parameters(parameters)
+        tracking = torch.is_grad_enabled() and any(torch.as_tensor(v).requires_grad for v in parameters.values())
+        check_memory(self.n_agents, draws, self.days, tracking, self.max_memory_gb)
         beta = torch.stack([parameters[f"beta_{layer}"] for layer in self.layers], dim=-1)
         fraction = parameters["initial_fraction"]
         hospital_log_or = torch.log(parameters["hospitalisation_odds_ratio"])[:, None]
@@ -415,7 +431,6 @@ class EpidemicModel(nn.Module):
             multiplier = multiplier * self._checked_daily(transmission_multiplier, draws)[..., None]
         day_state = _DayState(self, seed, relative, latent, latent + infectious_days, complies,
                               latent + self.interventions.isolation_delay)
-        tracking = torch.is_grad_enabled() and any(torch.as_tensor(v).requires_grad for v in parameters.values())
         if tracking and infected.requires_grad:
             infected = _UnrealisedAtSeeding.apply(infected, day_state)
         daily_new = [infected.sum(-1)]
@@ -696,7 +711,6 @@ class _TransmissionDay(torch.autograd.Function):
 def disease_course(config: Mapping) -> DiseaseCourse:
     """A DiseaseCourse from its config mapping (durations given as {mean, sd})."""
     values = dict(config)
-    for name in ("latent", "asymptomatic_infectious", "symptomatic_to_recovery", "symptomatic_to_admission",
-                 "hospital_stay"):
+    for name in DURATIONS:
         values[name] = Duration(mean=values[name]["mean"], sd=values[name]["sd"])
     return DiseaseCourse(**values)

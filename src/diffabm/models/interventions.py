@@ -24,15 +24,63 @@ class Interventions:
         return cls(torch.ones(days, len(layers)))
 
 
-def _day(value: int | str | dt.date, start_date: dt.date, field: str) -> int:
+FIELDS = {  # kind: (required fields, optional fields)
+    "contact_multiplier": ({"kind", "layers", "start", "multiplier"}, {"end"}),
+    "isolation": ({"kind", "compliance", "delay_days"}, {"layers"}),
+}
+
+
+class InterventionError(ValueError):
+    """An intervention spec that would not act as written: names its index, field and value."""
+
+    def __init__(self, index: int, field: str, value: object, problem: str):
+        super().__init__(f"interventions[{index}].{field} is {value!r}: {problem}")
+
+
+def _number(index: int, field: str, value: object, low: float, high: float = float("inf")) -> float:
+    """A finite number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        bound = f"in [{low:g}, {high:g}]" if high < float("inf") else f">= {low:g}"
+        raise InterventionError(index, field, value, f"must be a number {bound}")
+    return float(value)
+
+
+def _day(index: int, field: str, value: object, start_date: dt.date) -> int:
     """A day offset from an int or an ISO date relative to `start_date`."""
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     try:
         date = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
     except ValueError as err:
-        raise ValueError(f"intervention field '{field}': {value!r} is neither a day number nor an ISO date") from err
+        raise InterventionError(index, field, value, "neither a day number nor an ISO date") from err
     return (date - start_date).days
+
+
+def _check_fields(index: int, spec: Mapping) -> str:
+    """The spec's kind, after checking it has every required field and no unknown one."""
+    kind = spec.get("kind")
+    if kind not in FIELDS:
+        raise InterventionError(index, "kind", kind, f"unknown kind; expected one of {sorted(FIELDS)}")
+    required, optional = FIELDS[kind]
+    missing, unknown = sorted(required - set(spec)), sorted(set(spec) - required - optional)
+    if missing:
+        raise InterventionError(index, missing[0], None, f"field '{missing[0]}' of a {kind} is required")
+    if unknown:
+        raise InterventionError(index, unknown[0], spec[unknown[0]],
+                                f"unknown field of a {kind}; known: {sorted(required | optional)}")
+    return kind
+
+
+def _layers(index: int, spec: Mapping, layers: Sequence[str], default: Sequence[str]) -> list[str]:
+    """The spec's layers: a non-empty list of model layers."""
+    chosen = spec.get("layers", list(default))
+    if isinstance(chosen, str) or not isinstance(chosen, Sequence) or not chosen:
+        raise InterventionError(index, "layers", chosen, "must be a non-empty list of layers")
+    unknown = [layer for layer in chosen if layer not in layers]
+    if unknown:
+        raise InterventionError(index, "layers", list(chosen), f"unknown layers {unknown}; model layers are "
+                                                               f"{list(layers)}")
+    return list(chosen)
 
 
 def build_interventions(
@@ -40,37 +88,38 @@ def build_interventions(
 ) -> Interventions:
     """Turn a list of intervention specs (config data) into simulator tensors.
 
-    Kinds: `contact_multiplier` (layers, start, end, multiplier) multiplies contacts of the
-    layers on days [start, end); `isolation` (compliance, delay_days, layers) makes that share
-    of symptomatic agents stop contacts in the given layers from `delay_days` after onset.
+    Kinds: `contact_multiplier` (layers, start, multiplier; optional end, else to the last day)
+    multiplies contacts of the layers on days [start, end), given as day numbers or ISO dates
+    within the simulated period; `isolation` (compliance, delay_days; optional layers, else all but
+    `household`) makes that share of symptomatic agents stop contacts in the layers from
+    `delay_days` after onset. Anything that would not act as written (an unknown or missing field,
+    a period outside the simulation, an end before its start) is an `InterventionError`.
     """
     multiplier = torch.ones(days, len(layers))
     isolation: dict = {}
     for index, spec in enumerate(specs):
-        kind = spec.get("kind")
-        where = f"interventions[{index}]"
-        unknown_layers = [layer for layer in spec.get("layers", []) if layer not in layers]
-        if unknown_layers:
-            raise ValueError(f"{where}: unknown layers {unknown_layers}; model layers are {list(layers)}")
+        kind = _check_fields(index, spec)
         if kind == "contact_multiplier":
-            value = float(spec["multiplier"])
-            if value < 0:
-                raise ValueError(f"{where}: field 'multiplier' is {value}, must be >= 0")
-            start = max(_day(spec.get("start", 0), start_date, "start"), 0)
-            end = min(_day(spec.get("end", days), start_date, "end"), days)
-            columns = [layers.index(layer) for layer in spec.get("layers", layers)]
+            value = _number(index, "multiplier", spec["multiplier"], 0.0)
+            start = _day(index, "start", spec["start"], start_date)
+            if not 0 <= start < days:
+                raise InterventionError(index, "start", spec["start"], f"day {start} is outside the simulated days "
+                                                                       f"0..{days - 1}")
+            end = _day(index, "end", spec["end"], start_date) if "end" in spec else days
+            if end <= start:
+                raise InterventionError(index, "end", spec["end"], f"day {end} is not after its start, day {start}")
+            if end > days:
+                raise InterventionError(index, "end", spec["end"], f"day {end} is after the simulated days "
+                                                                   f"0..{days - 1} (omit `end` to last to the end)")
+            columns = [layers.index(layer) for layer in _layers(index, spec, layers, layers)]
             multiplier[start:end, columns] *= value
-        elif kind == "isolation":
-            if isolation:
-                raise ValueError(f"{where}: only one isolation intervention is allowed")
-            compliance = float(spec.get("compliance", 1.0))
-            if not 0.0 <= compliance <= 1.0:
-                raise ValueError(f"{where}: field 'compliance' is {compliance}, must be in [0, 1]")
-            delay = int(spec.get("delay_days", 0))
-            if delay < 0:
-                raise ValueError(f"{where}: field 'delay_days' is {delay}, must be >= 0")
-            isolating = tuple(spec.get("layers", [layer for layer in layers if layer != "household"]))
-            isolation = dict(isolation_compliance=compliance, isolation_delay=delay, isolation_layers=isolating)
         else:
-            raise ValueError(f"{where}: unknown kind {kind!r}; expected 'contact_multiplier' or 'isolation'")
+            if isolation:
+                raise InterventionError(index, "kind", kind, "only one isolation intervention is allowed")
+            compliance = _number(index, "compliance", spec["compliance"], 0.0, 1.0)
+            delay = spec["delay_days"]
+            if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
+                raise InterventionError(index, "delay_days", delay, "must be a whole number of days >= 0")
+            isolating = tuple(_layers(index, spec, layers, [layer for layer in layers if layer != "household"]))
+            isolation = dict(isolation_compliance=compliance, isolation_delay=delay, isolation_layers=isolating)
     return Interventions(multiplier, **isolation)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from diffabm.population.schema import Population
 from diffabm.population.toy import toy_population
 from diffabm.store import atomic_write_text, write_dataset
+
+
+log = logging.getLogger(__name__)
 
 
 def group_size_table(population: Population) -> pd.DataFrame:
@@ -41,4 +45,5 @@ def synthesize(cfg: DictConfig, output_path: str | Path, report_dir: str | Path)
         atomic_write_text(report_dir / "group_sizes.csv", group_size_table(population).to_csv(index=False))
     else:
         raise ValueError(f"population.kind is {kind!r}; expected 'census' or 'toy'")
+    log.info("synthesised %d agents (%s population) in layers %s", population.n_agents, kind, population.layers)
     return write_dataset(population.to_dataset(), output_path, cfg, cfg.seed)
