@@ -59,7 +59,7 @@ def proposal_draws(kind: str, cfg, target, prior, calibration: Path, checkpoint:
 
     cfg = with_loss_weight(cfg, "flow", calibration / "loss_weight.json")
     module = build_module("flow", cfg.calibration.flow, target, prior, int(cfg.seed))
-    module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+    module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
     q = module.posterior()
     with torch.no_grad():
         theta[: draws // 2] = module.posterior_draws(draws // 2, seed)
@@ -81,9 +81,9 @@ def predictions(target, theta: torch.Tensor, batch: int, seed: int, cache: Path,
                 ) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
     """Natural-scale draws (n, d) and their replicate-mean series, simulated in batches, cached."""
     if cache.exists():
-        stored = torch.load(cache, weights_only=False)
+        stored = torch.load(cache, weights_only=True)
         if stored["key"] == key:
-            return stored["natural"], stored["series"]
+            return stored["natural"].numpy(), stored["series"]
     draws, batches = theta.shape[0], []
     with torch.no_grad():
         for start in range(0, draws, batch):
@@ -91,7 +91,7 @@ def predictions(target, theta: torch.Tensor, batch: int, seed: int, cache: Path,
             print(f"{min(start + batch, draws)}/{draws} draws", flush=True)
     series = {name: torch.cat([b[name] for b in batches]) for name in batches[0]}
     natural = torch.stack([target.natural(theta)[name] for name in target.names], dim=-1).numpy()
-    torch.save({"key": key, "natural": natural, "series": series}, cache)
+    torch.save({"key": key, "natural": torch.from_numpy(natural), "series": series}, cache)  # loads weights_only
     return natural, series
 
 

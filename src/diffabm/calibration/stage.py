@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,15 +24,17 @@ import xarray as xr
 from omegaconf import DictConfig, OmegaConf, read_write
 from torch import Tensor
 
+import diffabm
 from diffabm.calibration.losses import ObservationLoss
-from diffabm.calibration.observe import OBSERVED_SERIES
+from diffabm.calibration.observe import OBSERVED_SERIES, read_observed
 from diffabm.calibration.priors import Prior, build_prior
 from diffabm.calibration.target import CalibrationTarget
 from diffabm.calibration.weight import read_loss_weight
 from diffabm.models.epidemic import stable_seed
 from diffabm.population.schema import read_population
 from diffabm.simulation import build_epidemic_model
-from diffabm.store import atomic_write_text, read_dataset, write_dataset
+from diffabm.store import (atomic_write_text, content_digest, git_commit, one_line, source_digest,
+                           write_dataset)
 
 if TYPE_CHECKING:
     from diffabm.calibration.module import CalibrationModule
@@ -87,24 +90,43 @@ def build_module(mode: str, settings: DictConfig, target: CalibrationTarget, pri
 
 
 def resumable_checkpoint(checkpoint_dir: Path, run_config: str, epochs: int) -> Path | None:
-    """`last.ckpt` if it was written by the same run configuration and not beyond `epochs`; else clear it."""
+    """`last.ckpt` if it was written by the same run configuration and not beyond `epochs`; else clear it.
+
+    The checkpoint is read with `weights_only=True` (tensors and plain containers only), so a planted file
+    cannot run code; one that does not load that way is an error naming it.
+    """
     last, recorded = checkpoint_dir / "last.ckpt", checkpoint_dir / "run_config.yaml"
     if last.exists() and recorded.exists() and recorded.read_text() == run_config:
-        if torch.load(last, map_location="cpu", weights_only=False)["epoch"] <= epochs:
-            log.info("resuming from %s", last)
+        try:
+            epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+        except Exception as err:  # noqa: BLE001 - unpickling refused, truncated file, missing key: all one answer
+            raise ValueError(f"checkpoint {last} cannot be loaded safely ({one_line(err)}); delete it to start "
+                             f"afresh") from err
+        if epoch <= epochs:
+            log.info("resuming from %s (epoch %d)", last, epoch)
             return last
+    if checkpoint_dir.exists():
+        log.info("starting afresh: %s holds no checkpoint of this run configuration and its inputs", checkpoint_dir)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     atomic_write_text(recorded, run_config)
     return None
 
 
-def run_configuration(cfg: DictConfig, mode: str, seed: int) -> str:
-    """The config that determines a run's trajectory, as YAML: all but the number of epochs, which a
-    constant learning rate lets a rerun extend (a decaying one depends on it)."""
+def run_configuration(cfg: DictConfig, mode: str, seed: int, inputs: Mapping[str, str | Path | None]) -> str:
+    """Everything a run's result depends on, as YAML, the key under which its checkpoint may be resumed:
+    the resolved config (all but the number of epochs, which a constant learning rate lets a rerun extend;
+    a decaying one depends on it), the run seed, a content digest of every input store or file, and the
+    package's version, git commit and source digest. Any change starts a fresh run."""
     container = OmegaConf.to_container(cfg, resolve=True)
     if container["calibration"][mode]["lr_schedule"] == "constant":
         container["calibration"][mode].pop("epochs")
-    container["calibration"]["run_seed"] = seed
+    container["run"] = {
+        "seed": seed,
+        "inputs": {name: content_digest(path) for name, path in inputs.items() if path is not None},
+        "diffabm_version": diffabm.__version__,
+        "git_commit": git_commit(),
+        "source": source_digest(),
+    }
     return OmegaConf.to_yaml(OmegaConf.create(container))
 
 
@@ -134,8 +156,9 @@ def merged_metrics(csv_dir: Path) -> pd.DataFrame:
 
 
 def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, run_dir: Path, seed: int,
-          run_name: str) -> CalibrationModule:
-    """Fit `mode` with a Lightning Trainer, resuming from the run's last checkpoint if any."""
+          run_name: str, inputs: Mapping[str, str | Path | None] | None = None) -> CalibrationModule:
+    """Fit `mode` with a Lightning Trainer, resuming from the run's last checkpoint if it has the same
+    configuration and `inputs` (name: store or file path; see `run_configuration`)."""
     import lightning as L
     from lightning.fabric.utilities.warnings import PossibleUserWarning
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -148,7 +171,7 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
     L.seed_everything(seed, verbose=False)
     module = build_module(mode, settings, target, prior, seed)
     checkpoint_dir = run_dir / "checkpoints"
-    resume = resumable_checkpoint(checkpoint_dir, run_configuration(cfg, mode, seed), settings.epochs)
+    resume = resumable_checkpoint(checkpoint_dir, run_configuration(cfg, mode, seed, inputs or {}), settings.epochs)
     trainer = L.Trainer(
         max_epochs=settings.epochs,
         accelerator="cpu",
@@ -162,7 +185,7 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
         enable_model_summary=False,
         default_root_dir=run_dir,
     )
-    trainer.fit(module, ckpt_path=resume)
+    trainer.fit(module, ckpt_path=resume, weights_only=True)
     merged_metrics(run_dir / "csv").to_csv(run_dir / "metrics.csv", index=False)
     return module
 
@@ -221,18 +244,23 @@ def with_loss_weight(cfg: DictConfig, mode: str, loss_weight_path: str | Path | 
 
 
 def calibrate(cfg: DictConfig, mode: str, population_path: str | Path, observed_path: str | Path,
-              run_dir: str | Path, member: int | None = None, loss_weight_path: str | Path | None = None) -> Path:
+              run_dir: str | Path, loss_weight_path: str | Path | None = None, member: int | None = None) -> Path:
     """Calibrate `mode` (an ensemble member if `member` is given); write the run's outputs to `run_dir`.
 
-    A flow with `loss_weight: auto` takes w from `loss_weight_path`.
+    A flow with `loss_weight: auto` takes w from `loss_weight_path`. Inputs are checked before `run_dir` is made.
     """
+    if mode not in MODES or (mode == "ensemble") != (member is not None):
+        raise ValueError(f"calibration mode is {mode!r}{'' if member is None else f' (member {member})'}; choose from "
+                         f"{[m for m in MODES if m != 'ensemble']} (ensemble runs as members)")
     run_dir = Path(run_dir)
     cfg = with_loss_weight(cfg, mode, loss_weight_path)
-    observed = read_dataset(observed_path)
+    observed = read_observed(observed_path, cfg)
     target, prior = build_target(cfg, population_path, observed)
     seed = int(cfg.seed) + (member or 0)
     run_name = f"{cfg.study}-{mode}" + (f"-{member}" if member is not None else "")
-    module = train(cfg, mode, target, prior, run_dir, seed, run_name)
+    log.info("calibrating %s (run seed %d) of study %s in %s", mode, seed, cfg.study, run_dir)
+    inputs = {"population": population_path, "observed": observed_path, "loss_weight": loss_weight_path}
+    module = train(cfg, mode, target, prior, run_dir, seed, run_name, inputs)
     settings = cfg.calibration[mode]
     theta = module.posterior_draws(settings.get("posterior_draws", 1), stable_seed(seed, "posterior"))
     with torch.no_grad():

@@ -10,6 +10,7 @@ the number of observed cells and w far below the 1 / (2σ²) of independent cell
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -18,9 +19,12 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffabm.calibration.losses import ObservationLoss
-from diffabm.calibration.observe import OBSERVED_SERIES
+from diffabm.calibration.observe import OBSERVED_SERIES, read_observed
 from diffabm.calibration.target import CalibrationTarget
 from diffabm.store import atomic_write_text, provenance, read_dataset
+
+
+log = logging.getLogger(__name__)
 
 
 def bootstrap_losses(target: CalibrationTarget, theta: Tensor, datasets: int, seed: int) -> Tensor:
@@ -53,7 +57,7 @@ def estimate_loss_weight(cfg: DictConfig, population_path: str | Path, observed_
     """w, n_eff and the bootstrap loss moments at the posterior mean (unconstrained scale) of a calibration run."""
     from diffabm.calibration.stage import build_target  # stage imports this module
 
-    target, _ = build_target(cfg, population_path, read_dataset(observed_path))
+    target, _ = build_target(cfg, population_path, read_observed(observed_path, cfg))
     posterior = read_dataset(posterior_path)
     draws = target.unconstrained({name: torch.as_tensor(posterior[name].values) for name in target.names})
     losses = bootstrap_losses(target, draws.mean(0), datasets, seed=int(cfg.seed))
@@ -66,15 +70,29 @@ def write_loss_weight(cfg: DictConfig, population_path: str | Path, observed_pat
                       posterior_path: str | Path, output_path: str | Path, datasets: int = 48) -> Path:
     """Stage `loss_weight`: the estimate as JSON, with provenance, for a flow with `loss_weight: auto`."""
     estimate = estimate_loss_weight(cfg, population_path, observed_path, posterior_path, datasets)
+    log.info("loss weight w = %.4g (n_eff %.1f) from %d synthetic data sets", estimate["loss_weight"],
+             estimate["effective_cells"], datasets)
     return atomic_write_text(output_path, json.dumps({**estimate, **provenance(cfg, int(cfg.seed))}, indent=2))
 
 
 def read_loss_weight(path: str | Path) -> float:
     """w from a file written by `write_loss_weight`, checked to be positive and finite."""
-    weight = json.loads(Path(path).read_text()).get("loss_weight")
+    try:
+        weight = json.loads(Path(path).read_text()).get("loss_weight")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: not a loss-weight file ({type(err).__name__}: {err})") from err
     if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
         raise ValueError(f"{path}: loss_weight must be a positive number, got {weight!r}")
     return float(weight)
+
+
+def loss_weight_cli(cfg: DictConfig, population_path: str | Path, observed_path: str | Path,
+                    posterior_path: str | Path, output_path: str | Path | None = None) -> None:
+    """CLI `diffabm loss-weight`: write the estimate to `output_path`, or print it without one."""
+    if output_path:
+        write_loss_weight(cfg, population_path, observed_path, posterior_path, output_path)
+    else:
+        print_loss_weight(cfg, population_path, observed_path, posterior_path)
 
 
 def print_loss_weight(cfg: DictConfig, population_path: str | Path, observed_path: str | Path,
