@@ -1,10 +1,9 @@
 # diffabm workflow: `snakemake --cores all` builds the default study;
 # `snakemake --cores all --config study=<name>` another (conf/experiment/<name>.yaml).
 from diffabm.config import compose_study
+from diffabm.snakemake_job import workflow_config
 
-STUDY = config.get("study", "default")
-OVERRIDES = list(config.get("overrides", []))
-CFG = compose_study(STUDY, OVERRIDES)
+STUDY, OVERRIDES = workflow_config(config)  # checked and composed once: a bad value stops here
 RESULTS = f"results/{STUDY}"
 
 

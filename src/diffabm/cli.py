@@ -1,72 +1,103 @@
-"""Thin command-line entry points: `diffabm <stage> --study S [paths] [Hydra overrides ...]`."""
+"""Thin command-line entry points: `diffabm <stage> --study S [paths] [Hydra overrides ...]`.
+
+Every failure is one line on stderr, `diffabm <stage>: error: <what, where, which value>`, and exit
+code 2; `DIFFABM_DEBUG=1` prints the traceback as well.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from diffabm.config import ConfigError, compose_study
+from diffabm.config import compose_study
+
+EXIT_FAILURE = 2
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A CLI stage: the function `module:name` called as `function(cfg, *paths)` in `paths` order."""
+
+    function: str
+    paths: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    needs_config: bool = True
+
+    def resolve(self) -> Callable:
+        module, name = self.function.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+STAGES = {
+    "synthesize": Stage("diffabm.population.synthesize:synthesize", ("population", "report")),
+    "simulate": Stage("diffabm.simulation:simulate", ("population", "output")),
+    "plot-epidemic": Stage("diffabm.figures.epidemic:plot_epidemic_curve", ("simulation", "output"),
+                           needs_config=False),
+    "observe": Stage("diffabm.calibration.observe:observe", ("population", "output")),
+    "calibrate": Stage("diffabm.calibration.stage:calibrate", ("mode", "population", "observed", "run-dir"),
+                       ("loss-weight",)),
+    "loss-weight": Stage("diffabm.calibration.weight:loss_weight_cli", ("population", "observed", "posterior"),
+                         ("output",)),
+    "config": Stage("diffabm.cli:print_config", ()),
+}
+
+
+def print_config(cfg) -> None:
+    """`diffabm config`: the resolved config of a study as YAML."""
+    from omegaconf import OmegaConf
+
+    print(OmegaConf.to_yaml(cfg))
+
+
+def error_line(err: BaseException) -> str:
+    """One line for an error: our own errors (ValueError, missing files) by their message, others by type too."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, (ValueError, FileNotFoundError)):
+        return message
+    return f"{type(err).__name__}: {message}"
+
+
+def report_failure(stage: str, err: BaseException) -> int:
+    """Print the one-line error (and the traceback with DIFFABM_DEBUG=1); the exit code of a failure."""
+    if os.environ.get("DIFFABM_DEBUG"):
+        traceback.print_exception(err)
+    print(f"diffabm {stage}: error: {error_line(err)}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser: one sub-command per stage of `STAGES`."""
+    from diffabm import __version__
+
+    root = argparse.ArgumentParser(prog="diffabm", description=__doc__)
+    root.add_argument("--version", action="version", version=f"diffabm {__version__}")
+    sub = root.add_subparsers(dest="stage", required=True)
+    for name, stage in STAGES.items():
+        command = sub.add_parser(name)
+        command.add_argument("--study", default="default")
+        for path in stage.paths:
+            command.add_argument(f"--{path}", required=True)
+        for path in stage.optional:
+            command.add_argument(f"--{path}")
+        command.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.days=30")
+    return root
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one stage on a composed study config; errors exit non-zero with a one-line message."""
-    parser = argparse.ArgumentParser(prog="diffabm", description=__doc__)
-    sub = parser.add_subparsers(dest="stage", required=True)
-    stages = {
-        "synthesize": ("population", "report"),
-        "simulate": ("population", "output"),
-        "plot-epidemic": ("simulation", "output"),
-        "observe": ("population", "output"),
-        "calibrate": ("mode", "population", "observed", "run-dir"),
-        "loss-weight": ("population", "observed", "posterior"),
-        "config": (),
-    }
-    optional = {"calibrate": ("loss-weight",), "loss-weight": ("output",)}
-    for name, paths in stages.items():
-        stage = sub.add_parser(name)
-        stage.add_argument("--study", default="default")
-        for path in paths:
-            stage.add_argument(f"--{path}", required=True)
-        for path in optional.get(name, ()):
-            stage.add_argument(f"--{path}")
-        stage.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.days=30")
-    args = parser.parse_args(argv)
+    """Run one stage on a composed study config; any failure exits 2 with a one-line message."""
+    args = parser().parse_args(argv)
+    stage = STAGES[args.stage]
     try:
         cfg = compose_study(args.study, args.overrides)
-        if args.stage == "config":
-            from omegaconf import OmegaConf
-
-            print(OmegaConf.to_yaml(cfg))
-        elif args.stage == "synthesize":
-            from diffabm.population.synthesize import synthesize
-
-            synthesize(cfg, args.population, args.report)
-        elif args.stage == "simulate":
-            from diffabm.simulation import simulate
-
-            simulate(cfg, args.population, args.output)
-        elif args.stage == "plot-epidemic":
-            from diffabm.figures.epidemic import plot_epidemic_curve
-
-            plot_epidemic_curve(args.simulation, args.output)
-        elif args.stage == "observe":
-            from diffabm.calibration.observe import observe
-
-            observe(cfg, args.population, args.output)
-        elif args.stage == "calibrate":
-            from diffabm.calibration.stage import calibrate
-
-            calibrate(cfg, args.mode, args.population, args.observed, args.run_dir, loss_weight_path=args.loss_weight)
-        elif args.stage == "loss-weight":
-            from diffabm.calibration.weight import print_loss_weight, write_loss_weight
-
-            if args.output:
-                write_loss_weight(cfg, args.population, args.observed, args.posterior, args.output)
-            else:
-                print_loss_weight(cfg, args.population, args.observed, args.posterior)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"diffabm {args.stage}: error: {err}", file=sys.stderr)
-        return 2
+        paths = [getattr(args, path.replace("-", "_")) for path in (*stage.paths, *stage.optional)]
+        stage.resolve()(*([cfg] if stage.needs_config else []), *paths)
+    except Exception as err:  # noqa: BLE001 - the CLI's contract: one line and exit 2, whatever failed
+        return report_failure(args.stage, err)
     return 0
 
 

@@ -149,6 +149,7 @@ rule recovery_table:
         report("results/{study}/calibration/recovery.csv", caption="../report/recovery.rst", category="Calibration"),
     params:
         modes=calibration_modes,
+        overrides=OVERRIDES,
     log:
         "results/{study}/logs/recovery_table.log",
     script:

@@ -1,13 +1,6 @@
 """Snakemake script of rule `observe`."""
 
-import logging
-
-import torch
-
 from diffabm.calibration.observe import observe
-from diffabm.config import compose_study
+from diffabm.snakemake_job import run_job
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO)  # noqa: F821
-torch.set_num_threads(snakemake.threads)  # noqa: F821
-cfg = compose_study(snakemake.wildcards.study, snakemake.params.overrides)  # noqa: F821
-observe(cfg, snakemake.input.population, snakemake.output.observed)  # noqa: F821
+run_job(snakemake, lambda cfg: observe(cfg, snakemake.input.population, snakemake.output.observed))  # noqa: F821

@@ -1,8 +1,6 @@
 """Snakemake script of rule `plot_epidemic_curve`."""
 
-import logging
-
 from diffabm.figures.epidemic import plot_epidemic_curve
+from diffabm.snakemake_job import run_job
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO)  # noqa: F821
-plot_epidemic_curve(snakemake.input.simulation, snakemake.output[0])  # noqa: F821
+run_job(snakemake, lambda cfg: plot_epidemic_curve(snakemake.input.simulation, snakemake.output[0]))  # noqa: F821

@@ -1,0 +1,76 @@
+"""The Snakemake side of a stage: every `workflow/scripts/*.py` is one `run_job` call.
+
+The job's log file (`results/<study>/logs/<rule>.log`, the rule's `log:`) receives everything the
+stage prints: its log lines, warnings, Lightning's messages and, on failure, the one-line error
+(with the traceback under DIFFABM_DEBUG=1), which also goes to the console; the job exits 2.
+Torch uses the job's `threads`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from diffabm.cli import report_failure
+from diffabm.config import compose_study
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def redirect_output(log_path: Path) -> int:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to `log_path`; return a copy of stderr."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    console = os.dup(2)
+    with open(log_path, "w") as log_file:
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
+    return console
+
+
+def run_job(snakemake: Any, stage: Callable[[DictConfig], object]) -> None:
+    """Compose the job's study config, run `stage(cfg)` with the log set up; exit 2 with one line on failure."""
+    import torch
+
+    console = redirect_output(Path(snakemake.log[0]))
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT, force=True)
+    logging.captureWarnings(True)
+    torch.set_num_threads(max(int(snakemake.threads), 1))
+    rule = snakemake.rule
+    logging.getLogger(__name__).info("rule %s (%s), %d threads", rule, dict(snakemake.wildcards.items()),
+                                     snakemake.threads)
+    try:
+        stage(compose_study(snakemake.wildcards.study, snakemake.params.overrides))
+    except Exception as err:  # noqa: BLE001 - a job's contract: one line in the log and on the console, exit 2
+        code = report_failure(rule, err)
+        sys.stderr.flush()
+        with os.fdopen(console, "w") as stderr:
+            print(f"diffabm {rule}: error: {' '.join(str(err).split())} (log: {snakemake.log[0]})", file=stderr)
+        sys.exit(code)
+    logging.getLogger(__name__).info("rule %s done", rule)
+
+
+def workflow_config(config: dict) -> tuple[str, list[str]]:
+    """The Snakefile's `--config` (study, overrides), checked and composed once: a bad value is one line on
+    stderr and exit 2 before any rule runs."""
+    try:
+        unknown = sorted(set(config) - {"study", "overrides"})
+        if unknown:
+            raise ValueError(f"--config {unknown[0]}={config[unknown[0]]!r} is not a setting; known: study, overrides")
+        study, overrides = config.get("study", "default"), config.get("overrides", [])
+        if not isinstance(study, str):
+            raise ValueError(f"--config study={study!r} must be a study name (conf/experiment/<study>.yaml)")
+        if not isinstance(overrides, list) or not all(isinstance(item, str) for item in overrides):
+            raise ValueError(f"--config overrides={overrides!r} must be a list of Hydra overrides, e.g. "
+                             f"'overrides=[\"model.days=30\"]'")
+        compose_study(study, overrides)
+        return study, overrides
+    except ValueError as err:
+        sys.exit(report_failure("workflow", err))
