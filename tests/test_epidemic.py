@@ -262,7 +262,7 @@ def test_negative_or_malformed_parameters_are_rejected(model):
         model.simulate(natural(model, beta_school=-0.5))
     with pytest.raises(ValueError, match=r"parameter 'initial_fraction' has value 1.5"):
         model.simulate(natural(model, initial_fraction=1.5))
-    with pytest.raises(ValueError, match=r"non-finite"):
+    with pytest.raises(ValueError, match=r"parameter 'beta_household' has value nan, must be finite"):
         model.simulate(natural(model, beta_household=float("nan")))
     wrong_shape = natural(model)
     wrong_shape["beta_school"] = torch.ones(2, 2)
@@ -275,13 +275,15 @@ def test_negative_or_malformed_parameters_are_rejected(model):
 
 
 def test_config_errors_name_the_field(small_population):
-    with pytest.raises(ValueError, match=r"unknown layers \['gym'\]"):
-        make_model(small_population, "+interventions=[{kind: contact_multiplier, layers: [gym], multiplier: 0}]")
-    with pytest.raises(ValueError, match=r"'multiplier' is -1.0"):
-        make_model(small_population, "+interventions=[{kind: contact_multiplier, multiplier: -1}]")
+    with pytest.raises(ValueError, match=r"interventions\[0\].layers is \['gym'\]: unknown layers \['gym'\]"):
+        make_model(small_population, "+interventions=[{kind: contact_multiplier, layers: [gym], start: 0, "
+                                     "multiplier: 0}]")
+    with pytest.raises(ValueError, match=r"'interventions\[0\].multiplier'.* -1"):
+        make_model(small_population, "+interventions=[{kind: contact_multiplier, layers: [school], start: 0, "
+                                     "multiplier: -1}]")
     with pytest.raises(ValueError, match=r"need .*beta_community"):
         make_model(small_population, "~model.parameters.beta_community")
-    with pytest.raises(ValueError, match=r"model.seeding is 'poisson'"):
+    with pytest.raises(ValueError, match=r"'model.seeding'.*'poisson'"):
         make_model(small_population, "model.seeding=poisson")
 
 
