@@ -244,6 +244,9 @@ CASES: dict[str, Case] = {
     "negative loss weight": Case(calibrate("calibration.flow.loss_weight=auto", mode="flow",
                                            extra=("--loss-weight", "{weight}")), ("w.json", "-0.5"), "run",
                                  loss_weight_file(json.dumps({"loss_weight": -0.5}))),
+    "missing loss weight file": Case(calibrate("calibration.flow.loss_weight=auto", mode="flow",
+                                              extra=("--loss-weight", "{case}/nowhere.json")),
+                                    ("nowhere.json", "FileNotFoundError"), "run"),
     # Census tables
     "census column missing": Case(synthesize_census, ("household_composition.parquet", "'num'"), "population.zarr",
                                   census_with("household_composition", lambda df: df.drop(columns="num"))),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -168,6 +169,8 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
     warnings.filterwarnings("ignore", message=".*does not have many workers.*", category=PossibleUserWarning)
     # The checkpoint directory holds the run's own `last.ckpt` and run_config.yaml: resuming is the point.
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    # Lightning prints through its own handler; passing its records on to the root logger too would repeat them.
+    logging.getLogger("lightning.pytorch").propagate = False
     L.seed_everything(seed, verbose=False)
     module = build_module(mode, settings, target, prior, seed)
     checkpoint_dir = run_dir / "checkpoints"
@@ -181,7 +184,8 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
                                    enable_version_counter=False),
                    LearningRateMonitor(logging_interval="step")],
         log_every_n_steps=1,
-        enable_progress_bar=cfg.calibration.progress_bar,
+        # A progress bar redraws with carriage returns: only on a terminal, never in a job's log file.
+        enable_progress_bar=cfg.calibration.progress_bar and sys.stderr.isatty(),
         enable_model_summary=False,
         default_root_dir=run_dir,
     )
