@@ -15,7 +15,7 @@ include: "workflow/rules/calibration.smk"
 
 rule all:
     input:
-        f"{RESULTS}/population.zarr",
+        population_targets(STUDY),
         f"{RESULTS}/simulation.zarr",
-        f"{RESULTS}/figures/epidemic_curve.png",
+        f"{RESULTS}/figures/simulation.png",
         calibration_targets(STUDY),

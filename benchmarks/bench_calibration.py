@@ -27,6 +27,7 @@ def main() -> None:
 
     from omegaconf import OmegaConf
 
+    from diffabm.build import build_model
     from diffabm.calibration.flow import FlowCalibration
     from diffabm.calibration.losses import ObservationLoss
     from diffabm.calibration.observe import truth_parameters
@@ -34,11 +35,10 @@ def main() -> None:
     from diffabm.calibration.target import CalibrationTarget
     from diffabm.config import compose_study
     from diffabm.population.toy import toy_population
-    from diffabm.simulation import build_epidemic_model
 
     cfg = compose_study("default", ["population=toy", f"model.days={args.days}"])
-    model = build_epidemic_model(cfg, toy_population(args.agents, seed=0), device=args.device)
-    truth = {name: torch.tensor([value], device=args.device) for name, value in truth_parameters(cfg).items()}
+    model = build_model(cfg, toy_population(args.agents, seed=0), device=args.device)
+    truth = {name: torch.tensor([value], device=args.device) for name, value in truth_parameters(cfg, model).items()}
     with torch.no_grad():
         observed = model.simulate(truth, seed=0)
     loss = ObservationLoss("log_mse", {"new_infections": observed.new_infections[0]}, ["new_infections"])

@@ -20,12 +20,12 @@ def measure(agents: int, days: int, mode: str) -> dict:
     """One run in this process: toy population, default model, 4 layers, 1 draw."""
     import torch
 
+    from diffabm.build import build_model
     from diffabm.config import compose_study
     from diffabm.population.toy import toy_population
-    from diffabm.simulation import build_epidemic_model
 
     overrides = [f"model.days={days}", "model.draws=1", "interventions=[]"]
-    model = build_epidemic_model(compose_study("toy", overrides), toy_population(agents, seed=0))
+    model = build_model(compose_study("toy", overrides), toy_population(agents, seed=0))
     with torch.no_grad():  # warm-up: thread pools and lazy kernels, not part of the measurement
         model.simulate({k: v[:1] for k, v in model.natural_parameters().items()}, seed=1)
     start = time.perf_counter()
@@ -33,7 +33,7 @@ def measure(agents: int, days: int, mode: str) -> dict:
         with torch.no_grad():
             total = model(seed=0).new_infections.sum()
     else:
-        output = model(seed=0)
+        output = model({k: v.requires_grad_(True) for k, v in model.natural_parameters().items()}, seed=0)
         total = output.new_infections.sum()
         total.backward()
     seconds = time.perf_counter() - start

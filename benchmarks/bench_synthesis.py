@@ -35,7 +35,7 @@ def main() -> None:
     population = synthesis.population
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
     print(f"agents: {population.n_agents:,}  scale: {args.scale}  import: {import_s:.2f} s")
-    print(f"groups: " + ", ".join(f"{layer} {int(ids.max()) + 1:,}" for layer, ids in population.groups.items()))
+    print("groups: " + ", ".join(f"{layer} {int(ids.max()) + 1:,}" for layer, ids in population.groups.items()))
     print(f"{'step':<12}{'seconds':>10}{'peak RSS (MB)':>16}")
     for step, row in synthesis.timings.items():
         print(f"{step:<12}{row['seconds']:>10.2f}{row['peak_rss_mb']:>16.0f}")

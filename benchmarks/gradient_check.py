@@ -25,15 +25,13 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=0.1, help="finite-difference step, unconstrained scale")
     args = parser.parse_args()
 
-    from diffabm.calibration.stage import build_target
+    from diffabm.calibration.setup import load_target
     from diffabm.config import compose_study
-    from diffabm.store import read_dataset
 
     results = f"results/{args.study}"
-    observed = read_dataset(f"{results}/observed.zarr")
     for estimator in ESTIMATORS:
         cfg = compose_study(args.study, [f"model/estimator={estimator}"])
-        target, _ = build_target(cfg, f"{results}/population.zarr", observed)
+        target, _, _ = load_target(cfg, f"{results}/population.zarr", f"{results}/observed.zarr")
         truth = target.unconstrained(dict(cfg.truth))
         autograd, finite = [], []
         for seed in range(args.seeds):

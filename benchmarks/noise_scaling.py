@@ -25,15 +25,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="epidemics per simulator call")
     args = parser.parse_args()
 
+    from diffabm.build import build_model
     from diffabm.calibration.observe import truth_parameters
     from diffabm.config import compose_study
     from diffabm.population.schema import read_population
-    from diffabm.simulation import build_epidemic_model
 
     for study in args.studies:
         cfg = compose_study(study)
-        model = build_epidemic_model(cfg, read_population(f"results/{study}/population.zarr"))
-        truth = truth_parameters(cfg)
+        model = build_model(cfg, read_population(f"results/{study}/population.zarr"))
+        truth = truth_parameters(cfg, model)
         totals, by_age = [], []
         start = time.perf_counter()
         with torch.no_grad():

@@ -55,7 +55,8 @@ def proposal_draws(kind: str, cfg, target, prior, calibration: Path, checkpoint:
     theta = prior.sample(draws, seed)
     if kind == "prior":
         return theta, np.zeros(draws), np.zeros(0)
-    from diffabm.calibration.stage import build_module, with_loss_weight
+    from diffabm.calibration.setup import build_module
+    from diffabm.calibration.stage import with_loss_weight
 
     cfg = with_loss_weight(cfg, "flow", calibration / "loss_weight.json")
     module = build_module("flow", cfg.calibration.flow, target, prior, int(cfg.seed))
@@ -106,7 +107,7 @@ def realisation_study(target, natural: np.ndarray, series: dict[str, torch.Tenso
     true_values = np.array([truth[name] for name in target.names])
     errors, inside = [], []
     for k in range(realisations):
-        data = {name: getattr(output, name)[k] for name in series}
+        data = {name: output[name][k] for name in series}
         losses = ObservationLoss(target.loss.kind, data, list(target.loss.observed))(series).numpy()
         weights = importance_weights(losses, weight, log_ratio)
         errors.append(np.abs(weights @ natural - true_values) / true_values)
@@ -136,16 +137,15 @@ def main() -> None:
     parser.add_argument("--realisations", type=int, default=0, help="fresh data sets at the truth")
     args = parser.parse_args()
 
-    from diffabm.calibration.stage import build_target
+    from diffabm.calibration.setup import load_target
     from diffabm.calibration.weight import read_loss_weight
     from diffabm.config import compose_study
     from diffabm.store import read_dataset
 
     results = Path("results") / args.study
     calibration = results / "calibration"
-    observed = read_dataset(results / "observed.zarr")
     cfg = compose_study(args.study)
-    target, prior = build_target(cfg, results / "population.zarr", observed)
+    target, prior, observed = load_target(cfg, results / "population.zarr", results / "observed.zarr")
     weight = args.loss_weight or read_loss_weight(calibration / "loss_weight.json")
     checkpoint = calibration / "flow" / "checkpoints" / "last.ckpt"
     theta, log_ratio, flow_log_ratio = proposal_draws(args.proposal, cfg, target, prior, calibration, checkpoint,

@@ -7,7 +7,7 @@ import torch
 
 from diffabm.config import compose_study
 from diffabm.population.toy import toy_population
-from diffabm.simulation import build_epidemic_model
+from diffabm.build import build_model
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,7 @@ def small_population():
 def make_model(population, *overrides: str):
     """The toy study's epidemic model on `population`, with Hydra overrides."""
     cfg = compose_study("toy", ["model.days=30", "model.draws=3", *overrides])
-    return build_epidemic_model(cfg, population)
+    return build_model(cfg, population)
 
 
 @pytest.fixture

@@ -102,7 +102,7 @@ def planted_checkpoint(payload: bytes) -> Callable[[dict[str, Path]], None]:
     """`run/checkpoints/last.ckpt` holding `payload`, beside the run configuration of the case's own run, so that
     the calibration would resume from it."""
     def prepare(p: dict[str, Path]) -> None:
-        from diffabm.calibration.stage import run_configuration
+        from diffabm.calibration.training import run_configuration
 
         cfg = compose_study("default", CALIBRATION)
         checkpoints = p["case"] / "run" / "checkpoints"

@@ -12,7 +12,7 @@ import torch
 
 from diffabm.calibration.flow import kl_estimate
 from diffabm.calibration.losses import log_mse, mmd_squared
-from diffabm.calibration.observe import OBSERVED_SERIES, observe
+from diffabm.calibration.observe import observe
 from diffabm.calibration.priors import build_prior
 from diffabm.config import ConfigError, compose_study
 from diffabm.parameters import ParameterSpace
@@ -117,11 +117,19 @@ def study(tmp_path_factory) -> tuple[Path, Path]:
     return population, observe(cfg, population, root / "observed.zarr")
 
 
+def target_and_prior(cfg, study, observed=None):
+    """The calibration target and prior of the tiny study (observed data: its store, or a dataset as given)."""
+    from diffabm.build import build_model
+    from diffabm.calibration.setup import build_target
+
+    return build_target(cfg, build_model(cfg, study[0]), read_dataset(study[1]) if observed is None else observed)
+
+
 def expected_loss(target, theta: torch.Tensor, module=None, repeats: int = 12) -> float:
     """Mean loss of θ (d,) (with `module`'s daily β multiplier, if any) over `repeats` draws, fixed seed."""
     with torch.no_grad():
-        daily = None if module is None else module.transmission_multiplier(repeats)
-        return target.losses(theta.expand(repeats, -1), 12345, daily).mean().item()
+        controls = None if module is None else module.controls(repeats)
+        return target.losses(theta.expand(repeats, -1), 12345, controls).mean().item()
 
 
 @pytest.mark.parametrize("mode, overrides", [
@@ -132,10 +140,11 @@ def expected_loss(target, theta: torch.Tensor, module=None, repeats: int = 12) -
 def test_point_like_modes_lower_the_loss(study, tmp_path, mode, overrides):
     import lightning as L
 
-    from diffabm.calibration.stage import build_module, build_target, train
+    from diffabm.calibration.setup import build_module
+    from diffabm.calibration.training import train
 
     cfg = compose_study("default", [*TINY, *overrides])
-    target, prior = build_target(cfg, study[0], read_dataset(study[1]))
+    target, prior = target_and_prior(cfg, study)
     L.seed_everything(1, verbose=False)
     initial = build_module(mode, cfg.calibration[mode], target, prior, seed=1)
     trained = train(cfg, mode, target, prior, tmp_path, seed=1, run_name="test")
@@ -145,10 +154,10 @@ def test_point_like_modes_lower_the_loss(study, tmp_path, mode, overrides):
 
 
 def test_the_flows_detached_density_passes_gradients_to_the_draws_only(study):
-    from diffabm.calibration.stage import build_module, build_target
+    from diffabm.calibration.setup import build_module
 
     cfg = compose_study("default", [*TINY, "calibration.flow.loss_weight=1", "calibration.flow.transforms=2"])
-    target, prior = build_target(cfg, study[0], read_dataset(study[1]))
+    target, prior = target_and_prior(cfg, study)
     module = build_module("flow", cfg.calibration.flow, target, prior, seed=1)
     theta = module.posterior_draws(3, 0).requires_grad_()
     detached, full = module.detached_log_density(theta).sum(), module(theta).sum()
@@ -163,13 +172,14 @@ def test_the_flows_detached_density_passes_gradients_to_the_draws_only(study):
 def test_flow_lowers_the_expected_loss(study, tmp_path, estimator, kl_gradient):
     import lightning as L
 
-    from diffabm.calibration.stage import build_module, build_target, train
+    from diffabm.calibration.setup import build_module
+    from diffabm.calibration.training import train
 
     cfg = compose_study("default", [*TINY, "calibration.flow.epochs=15", "calibration.flow.lr=0.03",
                                     "calibration.flow.loss_weight=10", "calibration.flow.transforms=2",
                                     f"calibration.flow.estimator={estimator}",
                                     f"calibration.flow.kl_gradient={kl_gradient}"])
-    target, prior = build_target(cfg, study[0], read_dataset(study[1]))
+    target, prior = target_and_prior(cfg, study)
 
     def mean_loss(module) -> float:
         with torch.no_grad():
@@ -184,11 +194,10 @@ def test_flow_lowers_the_expected_loss(study, tmp_path, estimator, kl_gradient):
 def test_forward_mode_estimator_matches_pathwise_gradient(study):
     """∇_φ E_q[ℓ] by forward-mode Jacobians equals reverse mode for the same draws and seed."""
     from diffabm.calibration.estimators import forward, pathwise
-    from diffabm.calibration.stage import build_target
 
     cfg = compose_study("default", [*TINY, "model/estimator=gumbel_softmax",
                                     "model.estimator.temperature=0.5"])
-    target, _ = build_target(cfg, study[0], read_dataset(study[1]))
+    target, _ = target_and_prior(cfg, study)
     loc = torch.tensor([0.5, 0.5, 0.5, 0.5, -3.5], requires_grad=True)
     q = torch.distributions.Independent(torch.distributions.Normal(loc, 0.1), 1)
     torch.manual_seed(0)
@@ -275,44 +284,41 @@ def test_a_bad_calibration_setting_fails_at_composition(override, field):
 
 def test_a_nan_loss_stops_with_the_step_and_parameters(study, tmp_path):
     from diffabm.calibration.module import CalibrationDiverged
-    from diffabm.calibration.stage import build_target, train
+    from diffabm.calibration.training import train
 
     cfg = compose_study("default", TINY)
     observed = read_dataset(study[1])
     observed["new_infections"][3] = np.nan
-    target, prior = build_target(cfg, study[0], observed)
+    target, prior = target_and_prior(cfg, study, observed)
     with pytest.raises(CalibrationDiverged, match=r"step 0: loss is nan; parameters: beta_household=\["):
         train(cfg, "point", target, prior, tmp_path, seed=1, run_name="test")
 
 
 def test_replicated_losses_compare_the_mean_of_the_replicates(study):
-    from diffabm.calibration.stage import build_target
 
     cfg = compose_study("default", [*TINY, "calibration.replicates=3"])
-    target, prior = build_target(cfg, study[0], read_dataset(study[1]))
+    target, prior = target_and_prior(cfg, study)
     theta = prior.sample(2, 0)
     output = target.simulate(theta.repeat_interleave(3, dim=0), 5)
     means = {}
-    for name in OBSERVED_SERIES:
-        series = getattr(output, name)
+    for name, series in output.items():
         means[name] = series.reshape(2, 3, *series.shape[1:]).mean(1)
     torch.testing.assert_close(target.losses(theta, 5), target.loss(means))
 
 
 def test_calibnn_weekly_features_lag_the_data_and_multipliers_are_centred(study):
     from diffabm.calibration.calibnn import CalibNNCalibration, observed_series, weekly_features
-    from diffabm.calibration.stage import build_target
 
     cfg = compose_study("default", TINY)
-    target, prior = build_target(cfg, study[0], read_dataset(study[1]))
+    target, prior = target_and_prior(cfg, study)
     series, features = observed_series(target), weekly_features(target)
     assert features.shape[0] == 3  # 20 days
     assert torch.equal(features[0, :-1], torch.zeros_like(features[0, :-1])), "week 0 has no past week"
     assert torch.equal(features[1, :-1], series[:7].flatten()), "week 1 sees week 0"
     module = CalibNNCalibration(target, torch.zeros(target.dimension), seed=0, draws_per_step=2, steps_per_epoch=1,
-                                lr=0.01, weekly=True)
+                                lr=0.01, control="transmission_multiplier")
     torch.nn.init.normal_(module.weekly_network[-1].weight)
-    daily = module.transmission_multiplier(2)
+    daily = module.controls(2)["transmission_multiplier"]
     assert daily.shape == (2, 20) and not torch.allclose(daily, torch.ones_like(daily))
     weekly = daily[0, ::7]
     assert torch.log(weekly).mean().item() == pytest.approx(0.0, abs=1e-5)
@@ -332,13 +338,14 @@ def test_loss_weight_recovers_the_scale_and_degrees_of_freedom_of_a_chi_square()
 def test_loss_weight_stage_writes_the_weight_that_an_auto_flow_reads(study, tmp_path, capsys):
     import json
 
-    from diffabm.calibration.stage import build_target, posterior_dataset, with_loss_weight
+    from diffabm.calibration.datasets import posterior_dataset
+    from diffabm.calibration.stage import with_loss_weight
     from diffabm.calibration.weight import bootstrap_losses
     from diffabm.cli import main
 
     cfg = compose_study("default", TINY)
     observed = read_dataset(study[1])
-    target, prior = build_target(cfg, study[0], observed)
+    target, prior = target_and_prior(cfg, study, observed)
     with pytest.raises(ValueError, match="at least 2 synthetic data sets"):
         bootstrap_losses(target, prior.sample(1, 0)[0], 1, seed=0)
     posterior = write_dataset(posterior_dataset(target, prior.sample(8, 0), "point", observed),
@@ -364,10 +371,10 @@ def test_loss_weight_stage_writes_the_weight_that_an_auto_flow_reads(study, tmp_
     ([], "loss_weight must be a positive number .or auto., got 'auto'"),  # auto, never resolved
 ])
 def test_flow_rejects_a_bad_setting(study, overrides, message):
-    from diffabm.calibration.stage import build_module, build_target
+    from diffabm.calibration.setup import build_module
 
     cfg = compose_study("default", [*TINY, *overrides])
-    target, prior = build_target(cfg, study[0], read_dataset(study[1]))
+    target, prior = target_and_prior(cfg, study)
     with pytest.raises(ValueError, match=message):
         build_module("flow", cfg.calibration.flow, target, prior, seed=0)
 
@@ -376,11 +383,11 @@ def test_merged_ensemble_keeps_members_as_a_coordinate(study, tmp_path):
     import pandas as pd
 
     from diffabm.calibration.ensemble import merge_ensemble
-    from diffabm.calibration.stage import build_target, posterior_dataset
+    from diffabm.calibration.datasets import posterior_dataset
 
     cfg = compose_study("default", [*TINY, "calibration.fit_draws=2"])
     observed = read_dataset(study[1])
-    target, prior = build_target(cfg, study[0], observed)
+    target, prior = target_and_prior(cfg, study, observed)
     members = []
     for k in range(2):
         (tmp_path / str(k)).mkdir()

@@ -137,7 +137,7 @@ def test_autograd_agrees_with_finite_differences(name, seeding, output):
 def test_infections_by_setting_autograd_agrees_with_finite_differences(setting):
     """d E[infections in a setting] / dβ of that setting, within the tolerance above."""
     grad, fd = autograd_and_finite_differences(
-        f"beta_{setting}", lambda out: out.infections_by_setting[..., list(out.settings).index(setting)])
+        f"beta_{setting}", lambda out: out.infections_by_setting[..., ["household", "school", "workplace", "community"].index(setting)])
     assert fd > 0
     assert 0.8 <= grad / fd <= 1.5, f"{setting}: autograd {grad:.2f} vs FD {fd:.2f}"
 
@@ -148,7 +148,7 @@ def test_infections_by_setting_split_each_day_infections_and_their_gradients(sma
     params = {k: v.detach().clone().requires_grad_(True) for k, v in natural(model).items()}
     out = model.simulate(params, seed=4)
     by_setting = out.infections_by_setting
-    assert by_setting.shape == (8, model.days, len(model.layers)) and list(out.settings) == model.layers
+    assert by_setting.shape == (8, model.days, len(model.layers)) and list(model.coords()["setting"]) == model.layers
     assert (by_setting[:, 0] == 0).all() and (by_setting[..., model.layers.index("school")] == 0).all()
     torch.testing.assert_close(by_setting.sum(-1)[:, 1:], out.new_infections[:, 1:])
     assert by_setting[..., model.layers.index("workplace")].sum() > 0
@@ -242,12 +242,15 @@ def test_hand_derived_adjoint_matches_finite_differences_of_a_smooth_simulation(
 def test_a_constant_transmission_multiplier_scales_every_beta(model):
     half = {name: 0.5 * value for name, value in natural(model).items() if name.startswith("beta_")}
     scaled = model.simulate({**natural(model), **half}, seed=4)
-    multiplied = model.simulate(natural(model), seed=4, transmission_multiplier=torch.full((3, model.days), 0.5))
+    multiplied = model.simulate(natural(model), seed=4,
+                                controls={"transmission_multiplier": torch.full((3, model.days), 0.5)})
     assert torch.equal(scaled.new_infections, multiplied.new_infections)
-    with pytest.raises(ValueError, match=r"transmission_multiplier must have shape \(B, days\)"):
-        model.simulate(natural(model), transmission_multiplier=torch.ones(3, 3))
+    with pytest.raises(ValueError, match=r"control 'transmission_multiplier' has shape \(3, 3\), expected \(3, 30\)"):
+        model.simulate(natural(model), controls={"transmission_multiplier": torch.ones(3, 3)})
     with pytest.raises(ValueError, match=r"transmission_multiplier has value -1.0"):
-        model.simulate(natural(model), transmission_multiplier=-torch.ones(3, model.days))
+        model.simulate(natural(model), controls={"transmission_multiplier": -torch.ones(3, model.days)})
+    with pytest.raises(ValueError, match=r"control 'curfew' is not one of this model's controls"):
+        model.simulate(natural(model), controls={"curfew": torch.ones(3, model.days)})
 
 
 def test_group_id_out_of_range_is_rejected():
@@ -310,9 +313,10 @@ def test_multi_membership_layer_equals_separate_layers_with_the_same_beta():
     from diffabm.config import compose_study
     from diffabm.models.epidemic import EpidemicModel, disease_course
     from diffabm.population.toy import toy_population
-    from diffabm.simulation import with_attribute_layers
+    from diffabm.models.epidemic import attribute_groups
 
-    population = with_attribute_layers(toy_population(1500, seed=2), {"community": "area"})
+    population = toy_population(1500, seed=2)
+    population = dataclasses.replace(population, groups=attribute_groups(population, {"community": "area"}))
     school, workplace = population.groups["school"], population.groups["workplace"]
     offset = school.max() + 1
     merged_ids = np.stack([school, np.where(workplace >= 0, workplace + offset, -1)], axis=1)
@@ -347,7 +351,8 @@ def test_simulations_free_their_graph(small_population):
     from diffabm.models.epidemic import _DayState
 
     model = make_model(small_population)
+    parameters = {name: value.requires_grad_(True) for name, value in model.natural_parameters().items()}
     for seed in range(3):
-        model(seed=seed).new_infections.sum().backward()
+        model.simulate(parameters, seed=seed).new_infections.sum().backward()
     gc.collect()
     assert not [obj for obj in gc.get_objects() if type(obj) is _DayState]

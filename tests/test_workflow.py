@@ -13,7 +13,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snake
 
 
 def test_toy_study_runs_end_to_end(tmp_path):
-    target = "results/toy/figures/epidemic_curve.png"
+    target = "results/toy/figures/simulation.png"
     overrides = 'overrides=["population.n_agents=2000", "model.days=15", "model.draws=2"]'
     run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), target, "--config", "study=toy", overrides],
                          capture_output=True, text=True)
@@ -22,8 +22,8 @@ def test_toy_study_runs_end_to_end(tmp_path):
     assert simulation.sizes["draw"] == 2 and simulation.sizes["time"] == 15
     assert "study: toy" in simulation.attrs["config"]
     assert (tmp_path / target).stat().st_size > 0
-    for rule, line in (("synthesize", "synthesised 2000 agents"), ("simulate", "simulated 2 draws × 2000 agents"),
-                       ("plot_epidemic_curve", "rule plot_epidemic_curve done")):
+    for rule, line in (("synthesize", "synthesised 2000 agents"), ("simulate", "simulated 2 draws of EpidemicModel"),
+                       ("plot_simulation", "rule plot_simulation done")):
         assert line in (tmp_path / f"results/toy/logs/{rule}.log").read_text()
 
 

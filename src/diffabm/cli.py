@@ -21,11 +21,12 @@ EXIT_FAILURE = 2
 
 @dataclass(frozen=True)
 class Stage:
-    """A CLI stage: the function `module:name` called as `function(cfg, *paths)` in `paths` order."""
+    """A CLI stage: the function `module:name` called as `function(cfg, *paths)`, one `--<path>` option each in
+    signature order; a path ending in `?` is optional (None when not given: e.g. `population?` for a model
+    without a population)."""
 
     function: str
     paths: tuple[str, ...]
-    optional: tuple[str, ...] = ()
     needs_config: bool = True
 
     def resolve(self) -> Callable:
@@ -35,14 +36,14 @@ class Stage:
 
 STAGES = {
     "synthesize": Stage("diffabm.population.synthesize:synthesize", ("population", "report")),
-    "simulate": Stage("diffabm.simulation:simulate", ("population", "output")),
-    "plot-epidemic": Stage("diffabm.figures.epidemic:plot_epidemic_curve", ("simulation", "output"),
-                           needs_config=False),
-    "observe": Stage("diffabm.calibration.observe:observe", ("population", "output")),
-    "calibrate": Stage("diffabm.calibration.stage:calibrate", ("mode", "population", "observed", "run-dir"),
-                       ("loss-weight",)),
-    "loss-weight": Stage("diffabm.calibration.weight:loss_weight_cli", ("population", "observed", "posterior"),
-                         ("output",)),
+    "simulate": Stage("diffabm.simulation:simulate", ("population?", "output")),
+    "plot-simulation": Stage("diffabm.figures.simulation:plot_simulation", ("simulation", "output"),
+                             needs_config=False),
+    "observe": Stage("diffabm.calibration.observe:observe", ("population?", "output")),
+    "calibrate": Stage("diffabm.calibration.stage:calibrate",
+                       ("mode", "population?", "observed", "run-dir", "loss-weight?")),
+    "loss-weight": Stage("diffabm.calibration.weight:loss_weight_cli",
+                         ("population?", "observed", "posterior", "output?")),
     "config": Stage("diffabm.cli:print_config", ()),
 }
 
@@ -81,9 +82,7 @@ def parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name)
         command.add_argument("--study", default="default")
         for path in stage.paths:
-            command.add_argument(f"--{path}", required=True)
-        for path in stage.optional:
-            command.add_argument(f"--{path}")
+            command.add_argument(f"--{path.rstrip('?')}", required=not path.endswith("?"))
         command.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.days=30")
     return root
 
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     stage = STAGES[args.stage]
     try:
         cfg = compose_study(args.study, args.overrides)
-        paths = [getattr(args, path.replace("-", "_")) for path in (*stage.paths, *stage.optional)]
+        paths = [getattr(args, path.rstrip("?").replace("-", "_")) for path in stage.paths]
         stage.resolve()(*([cfg] if stage.needs_config else []), *paths)
     except Exception as err:  # noqa: BLE001 - the CLI's contract: one line and exit 2, whatever failed
         return report_failure(args.stage, err)

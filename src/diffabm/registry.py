@@ -2,7 +2,8 @@
 
 `hydra.utils.instantiate` imports and calls any dotted path (`builtins.open` truncates a file), and a
 prefix test is no guard (`diffabm.store.shutil.rmtree` resolves through a module's imports). So every
-`_target_` in a config tree must be one of `ALLOWED_TARGETS`, or a `torch.distributions` family.
+`_target_` in a config tree must be one of `ALLOWED_TARGETS` (the project's models and estimators, the
+Lightning Trainer and loggers), or a `torch.distributions` family.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 ALLOWED_TARGETS = frozenset({
+    "diffabm.models.epidemic.EpidemicModel",
+    "diffabm.models.brock_hommes.BrockHommes",
+    "lightning.pytorch.Trainer",
+    "lightning.pytorch.loggers.CSVLogger",
+    "lightning.pytorch.loggers.WandbLogger",
     "diffabm.stochastic.EventWeighted",
     "diffabm.stochastic.StraightThrough",
     "diffabm.stochastic.StraightThroughGumbel",
@@ -56,7 +62,7 @@ def check_targets(config: Any, where: str = "config") -> None:
     for path, target in targets(config):
         if not is_allowed(target):
             raise TargetNotAllowed(f"{where} field '{path}' is {target!r}: not an allowed _target_ "
-                                   f"(allowed: {sorted(ALLOWED_TARGETS)} and torch.distributions families)")
+                               f"(allowed: {sorted(ALLOWED_TARGETS)} and torch.distributions families)")
 
 
 def instantiate(config: DictConfig | dict, where: str = "config", **kwargs: Any) -> Any:

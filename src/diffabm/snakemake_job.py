@@ -74,3 +74,11 @@ def workflow_config(config: dict) -> tuple[str, list[str]]:
         return study, overrides
     except ValueError as err:
         sys.exit(report_failure("workflow", err))
+
+
+def optional_input(snakemake: Any, name: str) -> str | None:
+    """A named input that an input function may leave empty (e.g. `population` of a model without one)."""
+    value = snakemake.input.get(name)
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    return str(value) if value else None

@@ -4,7 +4,7 @@
 
 def calibration_targets(study):
     """Outputs of the study's calibration modes and figures (for `rule all`)."""
-    cfg = compose_study(study, OVERRIDES)
+    cfg = study_config(study)
     if "calibration" not in cfg:
         return []
     modes = list(cfg.calibration.modes)
@@ -17,18 +17,18 @@ def calibration_targets(study):
 
 def calibration_modes(wildcards):
     """The study's calibration modes."""
-    return list(compose_study(wildcards.study, OVERRIDES).calibration.modes)
+    return list(study_config(wildcards.study).calibration.modes)
 
 
 def ensemble_members(wildcards):
     """Posteriors of the ensemble's `calibration.ensemble.members` point calibrations."""
-    members = compose_study(wildcards.study, OVERRIDES).calibration.ensemble.members
+    members = study_config(wildcards.study).calibration.ensemble.members
     return [f"results/{wildcards.study}/calibration/ensemble/members/{k}/posterior.zarr" for k in range(members)]
 
 
 def flow_loss_weight(wildcards):
     """The loss-weight file a flow with `calibration.flow.loss_weight: auto` reads; nothing otherwise."""
-    cfg = compose_study(wildcards.study, OVERRIDES)
+    cfg = study_config(wildcards.study)
     if wildcards.mode == "flow" and cfg.calibration.flow.loss_weight == "auto":
         return f"results/{wildcards.study}/calibration/loss_weight.json"
     return []
@@ -37,7 +37,7 @@ def flow_loss_weight(wildcards):
 rule observe:
     threads: 2
     input:
-        population="results/{study}/population.zarr",
+        population=population_input,
     output:
         observed=directory("results/{study}/observed.zarr"),
     params:
@@ -51,7 +51,7 @@ rule observe:
 rule calibrate:
     threads: 2
     input:
-        population="results/{study}/population.zarr",
+        population=population_input,
         observed="results/{study}/observed.zarr",
         loss_weight=flow_loss_weight,
     output:
@@ -71,7 +71,7 @@ rule calibrate:
 rule loss_weight:
     threads: 2
     input:
-        population="results/{study}/population.zarr",
+        population=population_input,
         observed="results/{study}/observed.zarr",
         posterior="results/{study}/calibration/point/posterior.zarr",
     output:
@@ -87,7 +87,7 @@ rule loss_weight:
 rule calibrate_ensemble_member:
     threads: 2
     input:
-        population="results/{study}/population.zarr",
+        population=population_input,
         observed="results/{study}/observed.zarr",
     output:
         posterior=directory("results/{study}/calibration/ensemble/members/{member}/posterior.zarr"),
@@ -105,7 +105,7 @@ rule calibrate_ensemble_member:
 rule merge_ensemble:
     input:
         members=ensemble_members,
-        population="results/{study}/population.zarr",
+        population=population_input,
         observed="results/{study}/observed.zarr",
     output:
         posterior=directory("results/{study}/calibration/ensemble/posterior.zarr"),

@@ -1,3 +1,24 @@
-# Shared helpers: every script composes the study config from the {study} wildcard.
+# Shared helpers: the study's config, composed once per study (cached), and the input functions.
+import functools
+
+
 wildcard_constraints:
     study="[A-Za-z0-9_-]+",
+
+
+@functools.cache
+def study_config(study):
+    """The composed config of `study` with the run's overrides."""
+    return compose_study(study, OVERRIDES)
+
+
+def population_input(wildcards):
+    """population.zarr for a model on a population; nothing for one without (e.g. Brock & Hommes)."""
+    if study_config(wildcards.study).get("population") is None:
+        return []
+    return [f"results/{wildcards.study}/population.zarr"]
+
+
+def population_targets(study):
+    """The population store and its report, if the study has a population (for `rule all`)."""
+    return [f"results/{study}/population.zarr"] if study_config(study).get("population") is not None else []

@@ -5,8 +5,8 @@ from pathlib import Path
 
 def census_tables(wildcards):
     """Census inputs of the study's population (none for the toy generator)."""
-    cfg = compose_study(wildcards.study, OVERRIDES)
-    if cfg.population.kind != "census":
+    cfg = study_config(wildcards.study)
+    if cfg.get("population") is None or cfg.population.kind != "census":
         return []
     return sorted(str(p) for p in Path(cfg.population.data_dir).glob("*.parquet"))
 

@@ -1,10 +1,10 @@
-# Simulation of the epidemic model at the configured parameters, and its figure.
+# Simulation of the study's model at the configured parameters, and its figure.
 
 
 rule simulate:
     threads: 2
     input:
-        population="results/{study}/population.zarr",
+        population=population_input,
     output:
         simulation=directory("results/{study}/simulation.zarr"),
     params:
@@ -15,18 +15,18 @@ rule simulate:
         "../scripts/simulate.py"
 
 
-rule plot_epidemic_curve:
+rule plot_simulation:
     input:
         simulation="results/{study}/simulation.zarr",
     output:
         report(
-            "results/{study}/figures/epidemic_curve.png",
-            caption="../report/epidemic_curve.rst",
+            "results/{study}/figures/simulation.png",
+            caption="../report/simulation.rst",
             category="Simulation",
         ),
     params:
         overrides=OVERRIDES,
     log:
-        "results/{study}/logs/plot_epidemic_curve.log",
+        "results/{study}/logs/plot_simulation.log",
     script:
-        "../scripts/plot_epidemic_curve.py"
+        "../scripts/plot_simulation.py"

@@ -3,11 +3,10 @@
 from pathlib import Path
 
 from diffabm.calibration.stage import calibrate
-from diffabm.snakemake_job import run_job
+from diffabm.snakemake_job import optional_input, run_job
 
-wildcards = snakemake.wildcards  # noqa: F821
-member = int(wildcards.member) if "member" in wildcards.keys() else None
-run_job(snakemake, lambda cfg: calibrate(  # noqa: F821
-    cfg, "ensemble" if member is not None else wildcards.mode, snakemake.input.population,  # noqa: F821
-    snakemake.input.observed, Path(snakemake.output.posterior).parent,  # noqa: F821
-    loss_weight_path=snakemake.input.get("loss_weight") or None, member=member))  # noqa: F821
+smk = snakemake  # noqa: F821
+member = int(smk.wildcards.member) if "member" in smk.wildcards.keys() else None
+mode = "ensemble" if member is not None else smk.wildcards.mode
+run_job(smk, lambda cfg: calibrate(cfg, mode, optional_input(smk, "population"), smk.input.observed,
+                                   Path(smk.output.posterior).parent, optional_input(smk, "loss_weight"), member))

@@ -1,8 +1,8 @@
 """Snakemake script of rule `loss_weight`: the flow's GVI weight from the point fit."""
 
 from diffabm.calibration.weight import write_loss_weight
-from diffabm.snakemake_job import run_job
+from diffabm.snakemake_job import optional_input, run_job
 
-run_job(snakemake, lambda cfg: write_loss_weight(  # noqa: F821
-    cfg, snakemake.input.population, snakemake.input.observed, snakemake.input.posterior,  # noqa: F821
-    snakemake.output[0]))  # noqa: F821
+smk = snakemake  # noqa: F821
+run_job(smk, lambda cfg: write_loss_weight(cfg, optional_input(smk, "population"), smk.input.observed,
+                                           smk.input.posterior, smk.output[0]))

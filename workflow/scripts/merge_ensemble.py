@@ -1,8 +1,8 @@
 """Snakemake script of rule `merge_ensemble`."""
 
 from diffabm.calibration.ensemble import merge_ensemble
-from diffabm.snakemake_job import run_job
+from diffabm.snakemake_job import optional_input, run_job
 
-run_job(snakemake, lambda cfg: merge_ensemble(  # noqa: F821
-    cfg, snakemake.input.members, snakemake.input.population, snakemake.input.observed,  # noqa: F821
-    snakemake.output.posterior, snakemake.output.fit, snakemake.output.metrics))  # noqa: F821
+smk = snakemake  # noqa: F821
+run_job(smk, lambda cfg: merge_ensemble(cfg, smk.input.members, optional_input(smk, "population"), smk.input.observed,
+                                        smk.output.posterior, smk.output.fit, smk.output.metrics))

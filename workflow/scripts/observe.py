@@ -1,6 +1,7 @@
 """Snakemake script of rule `observe`."""
 
 from diffabm.calibration.observe import observe
-from diffabm.snakemake_job import run_job
+from diffabm.snakemake_job import optional_input, run_job
 
-run_job(snakemake, lambda cfg: observe(cfg, snakemake.input.population, snakemake.output.observed))  # noqa: F821
+smk = snakemake  # noqa: F821
+run_job(smk, lambda cfg: observe(cfg, optional_input(smk, "population"), smk.output.observed))

@@ -1,6 +1,7 @@
 """Snakemake script of rule `simulate`."""
 
 from diffabm.simulation import simulate
-from diffabm.snakemake_job import run_job
+from diffabm.snakemake_job import optional_input, run_job
 
-run_job(snakemake, lambda cfg: simulate(cfg, snakemake.input.population, snakemake.output.simulation))  # noqa: F821
+smk = snakemake  # noqa: F821
+run_job(smk, lambda cfg: simulate(cfg, optional_input(smk, "population"), smk.output.simulation))

@@ -2,9 +2,11 @@
 features of the data to the parameters and are trained end to end through the simulator.
 
 - The static parameters θ = θ₀ + MLP(log1p observed series, standardised).
-- With `weekly`, a second MLP maps each week's features (the observed series of the week before
-  and the week's position) to a log-multiplier η_k of every β in week k, centred over the weeks
-  so that β stays the time-averaged transmission: β_L(t) = β_L · exp(η_{week(t)} − mean η).
+- With a `control` (a model control with dimension `time`; the epidemic's
+  `transmission_multiplier`), a second MLP maps each week's features (the observed series of the
+  week before and the week's position) to a log-value η_k of the control in week k, centred over
+  the weeks: control(t) = exp(η_{week(t)} − mean η); for the epidemic β_L(t) = β_L · control(t),
+  so β stays the time-averaged transmission.
 """
 
 from __future__ import annotations
@@ -56,17 +58,21 @@ def multilayer_perceptron(features: int, hidden_features: Sequence[int], outputs
 
 
 class CalibNNCalibration(CalibrationModule):
-    """θ = θ₀ + MLP(features), and with `weekly` a per-week multiplier of β; training starts from θ₀."""
+    """θ = θ₀ + MLP(features), and with a `control` its value per week; training starts from θ₀."""
 
     def __init__(self, target: CalibrationTarget, initial: Tensor, seed: int, draws_per_step: int,
                  steps_per_epoch: int, lr: float, weight_decay: float = 0.0, lr_schedule: str = "constant",
-                 hidden_features: Sequence[int] = (32, 32), weekly: bool = False):
+                 hidden_features: Sequence[int] = (32, 32), control: str | None = None):
         super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay, lr_schedule)
         self.register_buffer("features", observed_features(target))
         self.register_buffer("initial", initial.detach().clone().reshape(target.dimension))
         self.network = multilayer_perceptron(self.features.shape[0], hidden_features, target.dimension)
         self.weekly_network = None
-        if weekly:
+        self.control = control
+        if control is not None:
+            if target.model.controls.get(control) != ("time",):
+                raise ValueError(f"calibration.calibnn.control: {control!r} is not a daily control of the model "
+                                 f"(its controls: {dict(target.model.controls)})")
             self.register_buffer("week_features", weekly_features(target))
             self.weekly_network = multilayer_perceptron(self.week_features.shape[1], hidden_features, 1)
 
@@ -74,17 +80,18 @@ class CalibNNCalibration(CalibrationModule):
         """The network's parameters θ (d,) for the observed features."""
         return self.initial + self.network(self.features)
 
-    def transmission_multiplier(self, n: int) -> Tensor | None:
-        """exp(η_week − mean η) on each day (n, days), or None without `weekly`."""
+    def controls(self, n: int) -> dict[str, Tensor] | None:
+        """{control: exp(η_week − mean η) on each day (n, days)}, or None without a control."""
         if self.weekly_network is None:
             return None
         log_multiplier = self.weekly_network(self.week_features).squeeze(-1)
         daily = torch.exp(log_multiplier - log_multiplier.mean()).repeat_interleave(DAYS_PER_WEEK)
-        return daily[: self.target.model.days].expand(n, -1)
+        days = len(self.target.model.coords()["time"])
+        return {self.control: daily[:days].expand(n, -1)}
 
     def objective(self) -> tuple[Tensor, dict[str, Tensor]]:
         draws = self.draws_per_step
-        loss = self.losses(self.theta().expand(draws, -1), self.transmission_multiplier(draws)).mean()
+        loss = self.losses(self.theta().expand(draws, -1), self.controls(draws)).mean()
         return loss, {"loss": loss}
 
     def posterior_draws(self, n: int, seed: int) -> Tensor:

@@ -14,12 +14,12 @@ import torch
 import xarray as xr
 from omegaconf import DictConfig
 
-from diffabm.calibration.stage import build_target, fit_dataset
-from diffabm.calibration.observe import read_observed
+from diffabm.calibration.datasets import fit_dataset
+from diffabm.calibration.setup import load_target
 from diffabm.store import read_dataset, write_dataset
 
 
-def merge_ensemble(cfg: DictConfig, member_posteriors: Sequence[str | Path], population_path: str | Path,
+def merge_ensemble(cfg: DictConfig, member_posteriors: Sequence[str | Path], population_path: str | Path | None,
                    observed_path: str | Path, posterior_path: str | Path, fit_path: str | Path,
                    metrics_path: str | Path) -> Path:
     """Concatenate the members' point estimates along `draw`; write posterior, fit and metrics."""
@@ -29,8 +29,7 @@ def merge_ensemble(cfg: DictConfig, member_posteriors: Sequence[str | Path], pop
     posterior = posterior.assign_coords(member=("draw", np.arange(len(members))))
     posterior.attrs.update(mode="ensemble", **{key: members[0].attrs[key] for key in ("truth",)
                                                if key in members[0].attrs})
-    observed = read_observed(observed_path, cfg)
-    target, _ = build_target(cfg, population_path, observed)
+    target, _, observed = load_target(cfg, population_path, observed_path)
     theta = target.unconstrained({name: torch.as_tensor(posterior[name].values) for name in target.names})
     write_dataset(fit_dataset(target, theta, cfg.calibration.fit_draws, int(cfg.seed), observed), fit_path, cfg,
                   cfg.seed)

@@ -2,7 +2,7 @@
 
 - `log_mse`: squared error of log counts, Σ_t (log1p ŷ_t − log1p y_t)² (GradABM-JUNE, Quera-Bofarull
   et al. 2023, §3.2, uses log10 of daily infections; log1p keeps zero counts finite).
-- `mmd_squared`: maximum mean discrepancy (Gretton et al. 2012, JMLR 13:723) between the set of
+- `mmd_squared` (`mmd`; `mmd_values` without the log1p): maximum mean discrepancy (Gretton et al. 2012, JMLR 13:723) between the set of
   a draw's log1p values over time and the observed ones, as in BlackBIRDS' `MMDLoss`
   (Quera-Bofarull et al. 2023, JOSS): Gaussian kernel, median-heuristic bandwidth from the
   observed series, unbiased (off-diagonal) within-sample terms.
@@ -37,9 +37,14 @@ def gaussian_kernel(x: Tensor, y: Tensor, bandwidth: Tensor) -> Tensor:
 
 def mmd_squared(simulated: Tensor, observed: Tensor) -> Tensor:
     """Unbiased MMD² between each draw's log1p values (B, T) and the observed ones (T,): (B,)."""
-    if observed.dim() != 1:
-        raise ValueError(f"calibration.loss mmd compares daily series (T,), got observed shape {tuple(observed.shape)}")
-    x, y = torch.log1p(simulated), torch.log1p(observed)
+    return mmd_squared_values(torch.log1p(simulated), torch.log1p(observed))
+
+
+def mmd_squared_values(x: Tensor, y: Tensor) -> Tensor:
+    """Unbiased MMD² between each draw's values x (B, T) and the observed values y (T,) as they are: (B,)
+    (for series that can be negative, e.g. the Brock & Hommes price deviations)."""
+    if y.dim() != 1:
+        raise ValueError(f"calibration.loss mmd compares series (T,), got observed shape {tuple(y.shape)}")
     bandwidth = median_bandwidth(y)
     n, m = x.shape[-1], y.shape[-1]
     kxx = gaussian_kernel(x, x, bandwidth)
@@ -50,7 +55,7 @@ def mmd_squared(simulated: Tensor, observed: Tensor) -> Tensor:
     return within_x + within_y - 2 * kxy.mean((-2, -1))
 
 
-SERIES_LOSSES: dict[str, SeriesLoss] = {"log_mse": log_mse, "mmd": mmd_squared}
+SERIES_LOSSES: dict[str, SeriesLoss] = {"log_mse": log_mse, "mmd": mmd_squared, "mmd_values": mmd_squared_values}
 
 
 class ObservationLoss:
@@ -68,4 +73,5 @@ class ObservationLoss:
 
     def __call__(self, simulated: Mapping[str, Tensor]) -> Tensor:
         """The loss (B,) of simulated series, each (B, T)."""
-        return sum(self.series_loss(simulated[name], target) for name, target in self.observed.items())
+        return sum(self.series_loss(simulated[name], target.to(simulated[name].device))
+                   for name, target in self.observed.items())

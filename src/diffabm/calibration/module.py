@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from diffabm.calibration.target import CalibrationTarget
-from diffabm.models.epidemic import stable_seed
+from diffabm.calibration.target import CalibrationTarget, Controls
+from diffabm.models.base import stable_seed
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -56,16 +56,16 @@ class CalibrationModule(L.LightningModule):
         """n unconstrained parameter draws (n, d) from the calibrated posterior (or point estimate)."""
         raise NotImplementedError
 
-    def transmission_multiplier(self, n: int) -> Tensor | None:
-        """The calibrated daily multiplier of β (n, days) for n draws, for modes that fit one; else None."""
+    def controls(self, n: int) -> dict[str, Tensor] | None:
+        """Calibrated model controls for n draws (name: (n, ...)), for modes that fit some; else None."""
         return None
 
-    def losses(self, theta: Tensor, transmission_multiplier: Tensor | None = None) -> Tensor:
+    def losses(self, theta: Tensor, controls: Controls | None = None) -> Tensor:
         """Per-draw losses of θ (B, d) at this step's simulator seed, after checking θ is finite."""
         self.last_theta = theta.detach()
         if not torch.isfinite(theta).all():
             self.diverged("parameters are not finite")
-        return self.target.losses(theta, self.step_seed("simulator"), transmission_multiplier)
+        return self.target.losses(theta, self.step_seed("simulator"), controls)
 
     def diverged(self, what: str) -> None:
         """Raise CalibrationDiverged naming the step and the last parameter values."""

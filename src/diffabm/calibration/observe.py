@@ -1,78 +1,77 @@
 """Stage `observe`: the observed series of a study; synthetic studies simulate them at a known truth.
 
 A synthetic study has a `truth:` section (natural-scale parameters; unlisted ones keep
-`model.parameters`) and gets one simulation with the study seed, stored with the truth in attrs.
+`model.parameters`) and gets one simulation with the study seed, stored with the truth in attrs:
+every observable of the model, with its dimensions after `draw` (e.g. `time`, `age_group`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from diffabm.population.schema import read_population
-from diffabm.simulation import build_epidemic_model
+from diffabm.build import build_model
+from diffabm.models.base import Simulator
 from diffabm.store import read_dataset, write_dataset
 
-OBSERVED_SERIES = ("new_infections", "infections_by_age", "infections_by_setting", "cases", "hospitalisations",
-                   "deaths")
 log = logging.getLogger(__name__)
-SERIES_DIMS = {name: ("time",) for name in OBSERVED_SERIES} | {"infections_by_age": ("time", "age_group"),
-                                                                "infections_by_setting": ("time", "setting")}
 
 
-def truth_parameters(cfg: DictConfig) -> dict[str, float]:
-    """The study's true natural-scale parameters: `model.parameters` updated by `truth`."""
+def truth_parameters(cfg: DictConfig, model: Simulator) -> dict[str, float]:
+    """The study's true natural-scale parameters: the model's defaults updated by `truth`."""
     if not cfg.get("truth"):
         raise ValueError(f"study {cfg.study!r}: observe needs a `truth:` section (only synthetic observations "
                          f"are supported so far)")
-    parameters = OmegaConf.to_container(cfg.model.parameters)
-    unknown = sorted(set(cfg.truth) - set(parameters))
+    unknown = sorted(set(cfg.truth) - set(model.defaults))
     if unknown:
-        raise ValueError(f"truth: unknown parameters {unknown}; model parameters are {sorted(parameters)}")
-    return {name: float(value) for name, value in {**parameters, **cfg.truth}.items()}
+        raise ValueError(f"truth: unknown parameters {unknown}; model parameters are {sorted(model.defaults)}")
+    return {**model.defaults, **{name: float(value) for name, value in cfg.truth.items()}}
 
 
-def observe(cfg: DictConfig, population_path: str | Path, output_path: str | Path) -> Path:
-    """Simulate the study's truth once (seed `cfg.seed`); write `observed.zarr` (dimension time)."""
-    truth = truth_parameters(cfg)
-    model = build_epidemic_model(cfg, read_population(population_path))
+def observe(cfg: DictConfig, population_path: str | Path | None, output_path: str | Path) -> Path:
+    """Simulate the study's truth once (seed `cfg.seed`); write `observed.zarr` (the model's observables).
+    `population_path` is None for a model without a population."""
+    model = build_model(cfg, population_path)
+    truth = truth_parameters(cfg, model)
     with torch.no_grad():
         output = model.simulate({name: torch.tensor([value]) for name, value in truth.items()}, seed=cfg.seed)
-    ds = output.to_dataset(dt.date.fromisoformat(str(cfg.start_date)))[list(OBSERVED_SERIES)].isel(draw=0, drop=True)
+    ds = model.to_dataset(output).isel(draw=0, drop=True)
     ds.attrs["truth"] = truth
-    log.info("observed at the truth %s: %d infections over %d days", truth, int(ds["new_infections"].sum()),
-             ds.sizes["time"])
-    ds.attrs["population"] = str(population_path)
+    log.info("observed at the truth %s: %s", truth,
+             ", ".join(f"{name} total {float(ds[name].sum()):.4g}" for name in ds.data_vars))
     return write_dataset(ds, output_path, cfg, cfg.seed)
 
 
-def read_observed(path: str | Path, cfg: DictConfig) -> xr.Dataset:
+def read_observed(path: str | Path, cfg: DictConfig, model: Simulator) -> xr.Dataset:
     """`observed.zarr`, checked before any training: every observed series the study's loss compares is present,
-    with its dimension names, `model.days` days, numeric, finite and >= 0; a ValueError names the store and series."""
+    and each observable of the model that is there has the model's dimension names and sizes, numeric, finite
+    and >= 0 values (a count; a model whose observables may be negative says so in `signed_observables`);
+    a ValueError names the store and the variable."""
     ds = read_dataset(path)
     missing = [name for name in cfg.calibration.observables if name not in ds]
     if missing:
         raise ValueError(f"observed store {path}: variable '{missing[0]}' (calibration.observables) is missing")
-    for name in (name for name in OBSERVED_SERIES if name in ds):
-        values = ds[name]
-        if values.dims != SERIES_DIMS[name]:
-            raise ValueError(f"observed store {path}: variable '{name}' has dimensions {values.dims}, expected "
-                             f"{SERIES_DIMS[name]}")
-        if values.sizes["time"] != cfg.model.days:
-            raise ValueError(f"observed store {path}: variable '{name}' has {values.sizes['time']} days, the model "
-                             f"simulates model.days={cfg.model.days}")
+    sizes = {dim: len(values) for dim, values in model.coords().items()}
+    for name in (name for name in model.observables if name in ds):
+        values, dims = ds[name], model.observables[name]
+        if values.dims != dims:
+            raise ValueError(f"observed store {path}: variable '{name}' has dimensions {values.dims}, expected {dims}")
+        for dim in dims:
+            if values.sizes[dim] != sizes[dim]:
+                raise ValueError(f"observed store {path}: variable '{name}' has {values.sizes[dim]} values along "
+                                 f"'{dim}', the model has {sizes[dim]}")
         if values.dtype.kind not in "iuf":
             raise ValueError(f"observed store {path}: variable '{name}' has non-numeric dtype {values.dtype}")
         array = values.values.astype(float)
-        bad = ~np.isfinite(array) | (array < 0)
+        bad = ~np.isfinite(array) | ((array < 0) & (name not in model.signed_observables))
         if bad.any():
             index = np.unravel_index(int(np.flatnonzero(bad)[0]), array.shape)
+            limit = "finite" if name in model.signed_observables else "finite and >= 0"
             raise ValueError(f"observed store {path}: variable '{name}' has value {array[index]} at "
-                             f"{dict(zip(values.dims, map(int, index)))}, must be finite and >= 0")
+                             f"{dict(zip(values.dims, map(int, index)))}, must be {limit}")
     return ds

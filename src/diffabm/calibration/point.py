@@ -5,7 +5,6 @@ averaging the loss over several simulator draws per step.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from diffabm.calibration.module import CalibrationModule

@@ -1,4 +1,5 @@
-"""What is calibrated: an epidemic model, the calibrated subset of its parameters and a loss to data."""
+"""What is calibrated: a model of the simulator interface, the calibrated subset of its parameters and a
+loss to data. Nothing here knows which model it is (`diffabm.models.base.Simulator`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import torch
 from torch import Tensor
 
 from diffabm.calibration.losses import ObservationLoss
-from diffabm.calibration.observe import OBSERVED_SERIES
-from diffabm.models.epidemic import EpidemicModel, EpidemicOutput
+from diffabm.models.base import Output, Simulator
+
+Controls = Mapping[str, Tensor]  # control name -> (B, *dims)
 
 
 class CalibrationTarget:
@@ -19,11 +21,15 @@ class CalibrationTarget:
     `fixed`. All B draws run in one batched simulator call.
     """
 
-    def __init__(self, model: EpidemicModel, names: Sequence[str], fixed: Mapping[str, float],
+    def __init__(self, model: Simulator, names: Sequence[str], fixed: Mapping[str, float],
                  loss: ObservationLoss, replicates: int = 1):
         unknown = [name for name in names if name not in model.space.domains]
         if unknown:
             raise ValueError(f"calibrated parameters {unknown} are not model parameters {model.space.names}")
+        not_observable = [name for name in loss.observed if name not in model.observables]
+        if not_observable:
+            raise ValueError(f"calibration.observables {not_observable} are not observables of the model "
+                             f"{sorted(model.observables)}")
         self.model = model
         self.names = list(names)
         self.fixed = {name: float(fixed[name]) for name in model.space.names if name not in self.names}
@@ -31,9 +37,6 @@ class CalibrationTarget:
         if replicates < 1:
             raise ValueError(f"calibration.replicates must be >= 1, got {replicates}")
         self.replicates = replicates
-        days = next(iter(loss.observed.values())).shape[0]
-        if days != model.days:
-            raise ValueError(f"observed series have {days} days, the model simulates {model.days}")
 
     @property
     def dimension(self) -> int:
@@ -51,25 +54,24 @@ class CalibrationTarget:
                    for name in self.names]
         return torch.stack(torch.broadcast_tensors(*columns), dim=-1).reshape(-1, self.dimension)
 
-    def simulate(self, theta: Tensor, seed: int, transmission_multiplier: Tensor | None = None) -> EpidemicOutput:
-        """One batched simulation of the B draws θ (B, d), optionally with a daily multiplier (B, days) of β."""
-        return self.model.simulate(self.natural(theta), seed, transmission_multiplier)
+    def simulate(self, theta: Tensor, seed: int, controls: Controls | None = None) -> Output:
+        """One batched simulation of the B draws θ (B, d), with optional controls (each (B, ...))."""
+        return self.model.simulate(self.natural(theta), seed, controls)
 
-    def losses(self, theta: Tensor, seed: int, transmission_multiplier: Tensor | None = None) -> Tensor:
+    def losses(self, theta: Tensor, seed: int, controls: Controls | None = None) -> Tensor:
         """ℓ(θ_b) for each draw (B,), comparing the mean of `replicates` simulations with the data.
 
         Averaging removes the pull of a point-wise loss towards parameters whose simulations vary less.
         """
-        return self.loss(self.replicate_means(theta, seed, transmission_multiplier))
+        return self.loss(self.replicate_means(theta, seed, controls))
 
-    def replicate_means(self, theta: Tensor, seed: int, transmission_multiplier: Tensor | None = None
-                        ) -> dict[str, Tensor]:
-        """Each observed series (B, ...) of the draws θ (B, d), averaged over `replicates` simulations."""
+    def replicate_means(self, theta: Tensor, seed: int, controls: Controls | None = None) -> dict[str, Tensor]:
+        """Each observable (B, ...) of the draws θ (B, d), averaged over `replicates` simulations."""
         repeat = self.replicates
-        daily = None if transmission_multiplier is None else transmission_multiplier.repeat_interleave(repeat, dim=0)
-        output = self.simulate(theta.repeat_interleave(repeat, dim=0), seed, daily)
-        return {name: getattr(output, name).reshape(-1, repeat, *getattr(output, name).shape[1:]).mean(1)
-                for name in OBSERVED_SERIES}
+        repeated = {name: values.repeat_interleave(repeat, dim=0) for name, values in (controls or {}).items()}
+        output = self.simulate(theta.repeat_interleave(repeat, dim=0), seed, repeated)
+        return {name: output[name].reshape(-1, repeat, *output[name].shape[1:]).mean(1)
+                for name in self.model.observables}
 
     def describe(self, theta: Tensor) -> str:
         """Natural-scale values of θ (B, d) for messages."""

@@ -19,10 +19,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffabm.calibration.losses import ObservationLoss
-from diffabm.calibration.observe import OBSERVED_SERIES, read_observed
+from diffabm.calibration.setup import load_target
 from diffabm.calibration.target import CalibrationTarget
 from diffabm.store import atomic_write_text, provenance, read_dataset
-
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,7 @@ def bootstrap_losses(target: CalibrationTarget, theta: Tensor, datasets: int, se
     group = target.replicates + 1
     with torch.no_grad():
         output = target.simulate(theta.reshape(1, -1).expand(datasets * group, -1), seed)
-    series = {name: getattr(output, name).reshape(datasets, group, *getattr(output, name).shape[1:])
-              for name in OBSERVED_SERIES}
+    series = {name: output[name].reshape(datasets, group, *output[name].shape[1:]) for name in target.loss.observed}
     losses = []
     for k in range(datasets):
         synthetic = ObservationLoss(target.loss.kind, {name: values[k, 0] for name, values in series.items()},
@@ -52,12 +50,10 @@ def loss_weight(losses: Tensor) -> tuple[float, float]:
     return mean / variance, 2 * mean**2 / variance
 
 
-def estimate_loss_weight(cfg: DictConfig, population_path: str | Path, observed_path: str | Path,
+def estimate_loss_weight(cfg: DictConfig, population_path: str | Path | None, observed_path: str | Path,
                          posterior_path: str | Path, datasets: int = 48) -> dict[str, float | int | str]:
     """w, n_eff and the bootstrap loss moments at the posterior mean (unconstrained scale) of a calibration run."""
-    from diffabm.calibration.stage import build_target  # stage imports this module
-
-    target, _ = build_target(cfg, population_path, read_observed(observed_path, cfg))
+    target, _, _ = load_target(cfg, population_path, observed_path)
     posterior = read_dataset(posterior_path)
     draws = target.unconstrained({name: torch.as_tensor(posterior[name].values) for name in target.names})
     losses = bootstrap_losses(target, draws.mean(0), datasets, seed=int(cfg.seed))
@@ -66,7 +62,7 @@ def estimate_loss_weight(cfg: DictConfig, population_path: str | Path, observed_
             "loss_variance": losses.var().item(), "datasets": datasets, "at": str(posterior_path)}
 
 
-def write_loss_weight(cfg: DictConfig, population_path: str | Path, observed_path: str | Path,
+def write_loss_weight(cfg: DictConfig, population_path: str | Path | None, observed_path: str | Path,
                       posterior_path: str | Path, output_path: str | Path, datasets: int = 48) -> Path:
     """Stage `loss_weight`: the estimate as JSON, with provenance, for a flow with `loss_weight: auto`."""
     estimate = estimate_loss_weight(cfg, population_path, observed_path, posterior_path, datasets)
@@ -86,7 +82,7 @@ def read_loss_weight(path: str | Path) -> float:
     return float(weight)
 
 
-def loss_weight_cli(cfg: DictConfig, population_path: str | Path, observed_path: str | Path,
+def loss_weight_cli(cfg: DictConfig, population_path: str | Path | None, observed_path: str | Path,
                     posterior_path: str | Path, output_path: str | Path | None = None) -> None:
     """CLI `diffabm loss-weight`: write the estimate to `output_path`, or print it without one."""
     if output_path:
@@ -95,7 +91,7 @@ def loss_weight_cli(cfg: DictConfig, population_path: str | Path, observed_path:
         print_loss_weight(cfg, population_path, observed_path, posterior_path)
 
 
-def print_loss_weight(cfg: DictConfig, population_path: str | Path, observed_path: str | Path,
+def print_loss_weight(cfg: DictConfig, population_path: str | Path | None, observed_path: str | Path,
                       posterior_path: str | Path, datasets: int = 48) -> dict[str, float | int | str]:
     """Print (and return) the estimate of `estimate_loss_weight`."""
     estimate = estimate_loss_weight(cfg, population_path, observed_path, posterior_path, datasets)

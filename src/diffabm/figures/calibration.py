@@ -1,5 +1,6 @@
 """Calibration figures: loss by epoch, posterior corner plot with prior and truth, and the
-observed series against the posterior-predictive median and 90% band, and Calib-NN's weekly β multiplier.
+observed series against the posterior-predictive median and 90% band, and a calibrated control (Calib-NN's
+weekly β multiplier).
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ def plot_calibration(cfg: DictConfig, posterior_path: str | Path, fit_path: str 
         axis.legend(fontsize="x-small")
 
     free_column = len(fit.attrs["observables"]) + 1
-    if "transmission_multiplier" in posterior and free_column < max(len(names), 3):
+    controls = [name for name in posterior.data_vars if posterior[name].dims == ("draw", "time")]
+    if controls and free_column < max(len(names), 3):  # a calibrated control, e.g. Calib-NN's weekly β multiplier
         axis = fig.add_subplot(grid[0, free_column])
-        axis.step(posterior.time.values, posterior["transmission_multiplier"].isel(draw=0).values, where="post")
+        axis.step(posterior.time.values, posterior[controls[0]].isel(draw=0).values, where="post")
         axis.axhline(1.0, color="grey", lw=0.5)
-        axis.set(title="β multiplier by week", ylabel="multiplier")
+        axis.set(title=controls[0].replace("_", " "), ylabel="value")
         axis.tick_params(axis="x", labelrotation=45)
 
     prior = {name: OmegaConf.to_container(cfg.calibration.prior[name]) for name in names}

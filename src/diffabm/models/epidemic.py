@@ -20,18 +20,17 @@ differentiable in all parameters.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
-import xarray as xr
-from torch import Tensor, nn
+from torch import Tensor
 
-from diffabm.models.interventions import Interventions
+from diffabm.models.base import Simulator, stable_seed
+from diffabm.models.interventions import Interventions, build_interventions
 from diffabm.parameters import ParameterSpace
-from diffabm.population.schema import Population
 from diffabm.resources import check_memory
 from diffabm.stochastic import BernoulliEstimator, EventWeighted
 from diffabm.store import as_object_strings
@@ -128,10 +127,22 @@ class DiseaseCourse:
         return (profile / profile.sum()).float()
 
 
+OBSERVABLES = {  # name: dimensions after `draw`
+    "new_infections": ("time",),
+    "cases": ("time",),
+    "hospitalisations": ("time",),
+    "deaths": ("time",),
+    "stage_counts": ("time", "stage"),
+    "infections_by_age": ("time", "age_group"),
+    "infections_by_setting": ("time", "setting"),
+}
+
+
 @dataclass
-class EpidemicOutput:
+class EpidemicOutput(Mapping):
     """Daily series for B draws: counts (B, T), stage counts (B, T, S), infections by age (B, T, A)
-    and by setting, the contact layer where they happened (B, T, L; the seeds of day 0 have none)."""
+    and by setting, the contact layer where they happened (B, T, L; the seeds of day 0 have none).
+    A mapping from each name of `OBSERVABLES` to its tensor."""
 
     new_infections: Tensor
     cases: Tensor
@@ -140,36 +151,17 @@ class EpidemicOutput:
     stage_counts: Tensor
     infections_by_age: Tensor
     infections_by_setting: Tensor
-    age_bands: Sequence[int] = field(default_factory=list)
-    settings: Sequence[str] = field(default_factory=list)
 
-    def to_dataset(self, start_date: dt.date, parameters: Mapping[str, Tensor] | None = None) -> xr.Dataset:
-        """An xarray Dataset with dimensions (draw, time[, stage, age_group, setting])."""
-        draws, days = self.new_infections.shape
-        time = np.datetime64(start_date, "ns") + np.arange(days) * np.timedelta64(1, "D")
-        bands = list(self.age_bands)
-        labels = [f"{lo}-{hi - 1}" for lo, hi in zip(bands[:-1], bands[1:])] + [f"{bands[-1]}+"]
-        series = {name: (("draw", "time"), getattr(self, name).detach().cpu().numpy())
-                  for name in ("new_infections", "cases", "hospitalisations", "deaths")}
-        ds = xr.Dataset(
-            {
-                **series,
-                "stage_counts": (("draw", "time", "stage"), self.stage_counts.detach().cpu().numpy()),
-                "infections_by_age": (("draw", "time", "age_group"), self.infections_by_age.detach().cpu().numpy()),
-                "infections_by_setting": (("draw", "time", "setting"),
-                                          self.infections_by_setting.detach().cpu().numpy()),
-            },
-            coords={
-                "draw": np.arange(draws),
-                "time": time,
-                "stage": as_object_strings(STAGES),
-                "age_group": as_object_strings(labels),
-                "setting": as_object_strings(self.settings),
-            },
-        )
-        for name, values in (parameters or {}).items():
-            ds[name] = ("draw", torch.as_tensor(values).detach().cpu().reshape(-1).expand(draws).numpy())
-        return ds
+    def __getitem__(self, name: str) -> Tensor:
+        if name not in OBSERVABLES:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self):
+        return iter(OBSERVABLES)
+
+    def __len__(self) -> int:
+        return len(OBSERVABLES)
 
 
 class ContactLayers:
@@ -247,59 +239,97 @@ class ContactLayers:
         return per_group.new_zeros(per_group.shape[0], n_layers).index_add_(1, self.group_layer, per_group)
 
 
-def stable_seed(*parts: object) -> int:
-    """A 63-bit seed derived from the parts (run seed, purpose, day)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+class Agents(Protocol):
+    """What the model reads of a population (`diffabm.population.schema.Population` is one): ages,
+    group ids per contact layer ((N,) or (N, K), -1 = none) and other attributes by name."""
+
+    age: np.ndarray
+    area: np.ndarray
+    groups: dict[str, np.ndarray]
+    extra: dict[str, np.ndarray]
+
+    @property
+    def n_agents(self) -> int: ...
 
 
-class EpidemicModel(nn.Module):
-    """The epidemic ABM on a population; `forward` simulates B parameter draws at once.
+def attribute_groups(population: Agents, attribute_layers: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """The population's layers plus one layer per `attribute_layers` entry grouping agents that share an
+    attribute (e.g. `community: area`: everyone in the same SA2)."""
+    groups = dict(population.groups)
+    for layer, attribute in attribute_layers.items():
+        if layer in groups:
+            raise ValueError(f"model.attribute_layers: layer '{layer}' already exists in the population")
+        values = getattr(population, attribute, None)
+        values = population.extra.get(attribute) if values is None else values
+        if values is None:
+            raise ValueError(f"model.attribute_layers.{layer}: population has no attribute '{attribute}'")
+        groups[layer] = np.unique(values, return_inverse=True)[1].astype(np.int64)
+    return groups
+
+
+class EpidemicModel(Simulator):
+    """The epidemic ABM on a population; `simulate` runs B parameter draws at once.
 
     Parameters (natural scale): `beta_<layer>` ≥ 0 per layer, `initial_fraction` in [0, 1],
     `hospitalisation_odds_ratio` and `fatality_odds_ratio` > 0 (multiplying the odds of the
-    age-specific hospitalisation and death probabilities). `self.unconstrained` holds them as
-    an (B, d) nn.Parameter on the unconstrained scale (log / logit), for point calibration.
-    `seeding` picks the initial infections: "bernoulli" (each agent independently with
+    age-specific hospitalisation and death probabilities); their defaults are `parameters`.
+    Control `transmission_multiplier` (B, days) scales every layer's β on each day.
+    `interventions` are specs (`diffabm.models.interventions.build_interventions`, dated from
+    `start_date`, day 0) or built `Interventions`. `seeding` picks the initial infections: "bernoulli" (each agent independently with
     probability f) or "systematic" (each agent still with probability f, but ⌊fN⌋ or ⌈fN⌉ of them).
     A simulation whose estimated peak memory exceeds `max_memory_gb` (None: what is available)
     stops with a MemoryError before it allocates (`diffabm.resources`).
     """
 
+    observables = OBSERVABLES
+    controls = {"transmission_multiplier": ("time",)}
+
     def __init__(
         self,
-        population: Population,
-        course: DiseaseCourse,
+        population: Agents,
+        course: DiseaseCourse | Mapping,
         days: int,
         parameters: Mapping[str, float],
         estimator: BernoulliEstimator | None = None,
-        interventions: Interventions | None = None,
+        interventions: Interventions | Sequence[Mapping] | None = None,
         draws: int = 1,
         common_random_numbers: bool = False,
         seeding: str = "bernoulli",
+        attribute_layers: Mapping[str, str] | None = None,
+        start_date: str | dt.date = "2021-01-01",
         device: torch.device | str = "cpu",
         max_memory_gb: float | None = None,
     ):
-        super().__init__()
         if days < 1:
             raise ValueError(f"days must be >= 1, got {days}")
         if seeding not in SEEDINGS:
             raise ValueError(f"model.seeding is '{seeding}', expected one of {list(SEEDINGS)}")
+        groups = attribute_groups(population, attribute_layers or {})
+        layers = list(groups)
+        expected = {f"beta_{layer}" for layer in layers}
+        given = {name for name in parameters if name.startswith("beta_")}
+        if given != expected:
+            raise ValueError(f"model.parameters: population layers need {sorted(expected)}, config gives "
+                             f"{sorted(given)}")
+        super().__init__(
+            ParameterSpace({**{f"beta_{layer}": "nonnegative" for layer in layers}, "initial_fraction": "unit_interval",
+                            "hospitalisation_odds_ratio": "positive", "fatality_odds_ratio": "positive"}),
+            parameters, draws)
+        course = course if isinstance(course, DiseaseCourse) else disease_course(course)
         self.seeding = seeding
         self.max_memory_gb = max_memory_gb
         self.n_agents = population.n_agents
         self.days = days
+        self.start_date = start_date if isinstance(start_date, dt.date) else dt.date.fromisoformat(str(start_date))
         self.course = course
-        self.layers = population.layers
+        self.layers = layers
         self.estimator = estimator or EventWeighted()
         self.common_random_numbers = common_random_numbers
-        self.space = ParameterSpace(
-            {**{f"beta_{layer}": "nonnegative" for layer in self.layers}, "initial_fraction": "unit_interval",
-             "hospitalisation_odds_ratio": "positive", "fatality_odds_ratio": "positive"}
-        )
         device = torch.device(device)
-        self.contacts = ContactLayers(population.groups, self.n_agents, device)
-        self.interventions = interventions or Interventions.none(days, self.layers)
+        self.contacts = ContactLayers(groups, self.n_agents, device)
+        if interventions is None or not isinstance(interventions, Interventions):
+            interventions = build_interventions(interventions or [], days, layers, self.start_date)
+        self.interventions = interventions
         self._check_interventions()
         self.isolating = [layer in self.interventions.isolation_layers for layer in self.layers]
 
@@ -318,8 +348,6 @@ class EpidemicModel(nn.Module):
         self.register_buffer("profile", course.infectiousness_profile().to(device))
         self.register_buffer("contact_multiplier", self.interventions.contact_multiplier.float().to(device))
         self.durations = {name: self._lognormal_parameters(getattr(course, name), per_agent) for name in DURATIONS}
-        initial = self.space.to_unconstrained(parameters).expand(draws, -1).clone()
-        self.unconstrained = nn.Parameter(initial.to(device))
 
     @staticmethod
     def _lognormal_parameters(duration: Duration, per_agent) -> tuple[Tensor, Tensor]:
@@ -338,13 +366,16 @@ class EpidemicModel(nn.Module):
         if unknown:
             raise ValueError(f"isolation layers {sorted(unknown)} are not model layers {self.layers}")
 
-    def natural_parameters(self) -> dict[str, Tensor]:
-        """The model's own parameters on their natural scale, each (B,)."""
-        return self.space.to_natural(self.unconstrained)
-
-    def forward(self, parameters: Mapping[str, Tensor] | None = None, seed: int = 0) -> EpidemicOutput:
-        """Simulate; `parameters` (natural scale, each (B,)) default to the module's own."""
-        return self.simulate(self.natural_parameters() if parameters is None else parameters, seed)
+    def coords(self) -> dict[str, np.ndarray]:
+        """Days from `start_date`, stages, age bands ("0-9", ..., "70+") and settings (the contact layers)."""
+        bands = list(self.course.age_bands)
+        return {
+            "time": np.datetime64(self.start_date, "ns") + np.arange(self.days) * np.timedelta64(1, "D"),
+            "stage": as_object_strings(STAGES),
+            "age_group": as_object_strings([f"{lo}-{hi - 1}" for lo, hi in zip(bands[:-1], bands[1:])]
+                                           + [f"{bands[-1]}+"]),
+            "setting": as_object_strings(self.layers),
+        }
 
     def check_parameters(self, parameters: Mapping[str, Tensor]) -> int:
         """Validate names, shapes and domains (β ≥ 0, odds ratios > 0, fractions in [0, 1]); return B."""
@@ -354,13 +385,10 @@ class EpidemicModel(nn.Module):
             raise ValueError(f"parameters must all have shape (B,), got {shapes}")
         return next(iter(shapes.values()))[0]
 
-    def _checked_daily(self, values: Tensor, draws: int) -> Tensor:
-        """A (B, days) non-negative, finite daily series, or a clear error."""
-        if tuple(values.shape) != (draws, self.days):
-            raise ValueError(f"transmission_multiplier must have shape (B, days) = ({draws}, {self.days}), "
-                             f"got {tuple(values.shape)}")
+    def _checked_daily(self, values: Tensor) -> Tensor:
+        """A (B, days) non-negative daily series (shape and finiteness checked by `check_controls`)."""
         detached = values.detach()
-        if not torch.isfinite(detached).all() or (detached < 0).any():
+        if (detached < 0).any():
             bad = detached[~torch.isfinite(detached) | (detached < 0)][0].item()
             raise ValueError(f"transmission_multiplier has value {bad}, must be finite and >= 0")
         return values
@@ -392,13 +420,14 @@ class EpidemicModel(nn.Module):
         return out
 
     def simulate(self, parameters: Mapping[str, Tensor], seed: int = 0,
-                 transmission_multiplier: Tensor | None = None) -> EpidemicOutput:
+                 controls: Mapping[str, Tensor] | None = None) -> EpidemicOutput:
         """Run the epidemic for B parameter draws (natural scale, each (B,)) with one seed.
 
-        `transmission_multiplier` (B, days), if given, scales every layer's β on each day
+        Control `transmission_multiplier` (B, days), if given, scales every layer's β on each day
         (time-varying transmission, e.g. calibrated per week); gradients reach it.
         """
         draws = self.check_parameters(parameters)
+        transmission_multiplier = self.check_controls(controls, draws).get("transmission_multiplier")
         tracking = torch.is_grad_enabled() and any(torch.as_tensor(v).requires_grad for v in parameters.values())
         check_memory(self.n_agents, draws, self.days, tracking, self.max_memory_gb)
         beta = torch.stack([parameters[f"beta_{layer}"] for layer in self.layers], dim=-1)
@@ -428,7 +457,7 @@ class EpidemicModel(nn.Module):
             else self.contact_multiplier
         multiplier = multiplier.to(beta.dtype)
         if transmission_multiplier is not None:
-            multiplier = multiplier * self._checked_daily(transmission_multiplier, draws)[..., None]
+            multiplier = multiplier * self._checked_daily(transmission_multiplier)[..., None]
         day_state = _DayState(self, seed, relative, latent, latent + infectious_days, complies,
                               latent + self.interventions.isolation_delay)
         if tracking and infected.requires_grad:
@@ -534,8 +563,6 @@ class EpidemicModel(nn.Module):
             stage_counts=stage_counts,
             infections_by_age=by_age[:, : days * n_bands].reshape(draws, days, n_bands),
             infections_by_setting=infections_by_setting,
-            age_bands=list(self.course.age_bands),
-            settings=list(self.layers),
         )
 
 

@@ -1,0 +1,58 @@
+"""What a calibration run stores: its posterior draws (`posterior.zarr`) and their posterior-predictive
+fit beside the observed data (`fit.zarr`), for any model of the simulator interface."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor
+
+from diffabm.calibration.target import CalibrationTarget, Controls
+from diffabm.models.base import stable_seed
+
+
+def control_variables(target: CalibrationTarget, controls: Controls | None) -> tuple[dict, dict]:
+    """Calibrated controls as (variables, coordinates) with the model's dimensions after `draw`."""
+    coords = target.model.coords()
+    variables, used = {}, {}
+    for name, values in (controls or {}).items():
+        dims = target.model.controls[name]
+        variables[name] = (("draw", *dims), values.detach().cpu().numpy())
+        used.update({dim: coords[dim] for dim in dims})
+    return variables, used
+
+
+def posterior_dataset(target: CalibrationTarget, theta: Tensor, mode: str, observed: xr.Dataset,
+                      controls: Controls | None = None) -> xr.Dataset:
+    """Natural-scale draws (dimension draw) of the calibrated parameters, and any calibrated controls."""
+    natural = target.natural(theta)
+    variables, coords = control_variables(target, controls)
+    ds = xr.Dataset({**{name: ("draw", natural[name].detach().cpu().numpy()) for name in target.names}, **variables},
+                    coords={"draw": np.arange(theta.shape[0]), **coords})
+    ds.attrs.update(mode=mode, **({"truth": observed.attrs["truth"]} if "truth" in observed.attrs else {}))
+    return ds
+
+
+def fit_dataset(target: CalibrationTarget, theta: Tensor, draws: int, seed: int, observed: xr.Dataset,
+                controls: Controls | None = None) -> xr.Dataset:
+    """Posterior-predictive series at `draws` draws of θ (cycled), the observed series and the losses.
+
+    With a known truth, `truth_loss` holds the loss of the truth under the same simulator noise.
+    """
+    index = torch.arange(draws) % theta.shape[0]
+    chosen = theta[index]
+    chosen_controls = {name: values[index] for name, values in (controls or {}).items()}
+    fit_seed = stable_seed(seed, "fit")
+    with torch.no_grad():
+        output = target.simulate(chosen, fit_seed, chosen_controls)
+        ds = target.model.to_dataset(output, target.natural(chosen))
+        ds["loss"] = ("draw", target.losses(chosen, fit_seed, chosen_controls).cpu().numpy())
+        if "truth" in observed.attrs:
+            truth = target.unconstrained(observed.attrs["truth"]).expand(draws, -1)
+            ds["truth_loss"] = ("draw", target.losses(truth, fit_seed).cpu().numpy())
+    for name in observed.data_vars:
+        ds[f"observed_{name}"] = observed[name]
+    ds.attrs.update(observables=list(target.loss.observed), loss=target.loss.kind)
+    return ds
+

@@ -1,0 +1,117 @@
+"""Training a calibration mode with Lightning, resumable only as the same run.
+
+A rerun with an existing checkpoint of the same run key (`run_configuration`: resolved config, run
+seed, digests of the input stores, package version, commit and source) resumes from it; simulator
+seeds are functions of (seed, step), so the result equals that of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import diffabm
+from diffabm.build import build_loggers, build_trainer
+from diffabm.calibration.priors import Prior
+from diffabm.calibration.setup import build_module
+from diffabm.calibration.target import CalibrationTarget
+from diffabm.store import atomic_write_text, content_digest, git_commit, one_line, source_digest
+
+if TYPE_CHECKING:
+    from diffabm.calibration.module import CalibrationModule
+
+log = logging.getLogger(__name__)
+
+
+def resumable_checkpoint(checkpoint_dir: Path, run_config: str, epochs: int) -> Path | None:
+    """`last.ckpt` if it was written by the same run configuration and not beyond `epochs`; else clear it.
+
+    The checkpoint is read with `weights_only=True` (tensors and plain containers only), so a planted file
+    cannot run code; one that does not load that way is an error naming it.
+    """
+    last, recorded = checkpoint_dir / "last.ckpt", checkpoint_dir / "run_config.yaml"
+    if last.exists() and recorded.exists() and recorded.read_text() == run_config:
+        try:
+            epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+        except Exception as err:  # noqa: BLE001 - unpickling refused, truncated file, missing key: all one answer
+            raise ValueError(f"checkpoint {last} cannot be loaded safely ({one_line(err)}); delete it to start "
+                             f"afresh") from err
+        if epoch <= epochs:
+            log.info("resuming from %s (epoch %d)", last, epoch)
+            return last
+    if checkpoint_dir.exists():
+        log.info("starting afresh: %s holds no checkpoint of this run configuration and its inputs", checkpoint_dir)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    atomic_write_text(recorded, run_config)
+    return None
+
+
+def run_configuration(cfg: DictConfig, mode: str, seed: int, inputs: Mapping[str, str | Path | None]) -> str:
+    """Everything a run's result depends on, as YAML, the key under which its checkpoint may be resumed:
+    the resolved config (all but the number of epochs, which a constant learning rate lets a rerun extend;
+    a decaying one depends on it), the run seed, a content digest of every input store or file, and the
+    package's version, git commit and source digest. Any change starts a fresh run."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    if container["calibration"][mode]["lr_schedule"] == "constant":
+        container["calibration"][mode].pop("epochs")
+    container["run"] = {
+        "seed": seed,
+        "inputs": {name: content_digest(path) for name, path in inputs.items() if path is not None},
+        "diffabm_version": diffabm.__version__,
+        "git_commit": git_commit(),
+        "source": source_digest(),
+    }
+    return OmegaConf.to_yaml(OmegaConf.create(container))
+
+
+def merged_metrics(csv_dir: Path) -> pd.DataFrame:
+    """Metrics of all (resumed) CSVLogger versions, each cut where the next one resumed."""
+    versions = sorted(csv_dir.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    frames = [pd.read_csv(path) for path in versions if path.stat().st_size]
+    kept = [frame[frame["step"] < later["step"].min()] for frame, later in zip(frames[:-1], frames[1:])]
+    return pd.concat([*kept, *frames[-1:]], ignore_index=True) if frames else pd.DataFrame()
+
+
+def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, run_dir: Path, seed: int,
+          run_name: str, inputs: Mapping[str, str | Path | None] | None = None) -> CalibrationModule:
+    """Fit `mode` with a Lightning Trainer, resuming from the run's last checkpoint if it has the same
+    configuration and `inputs` (name: store or file path; see `run_configuration`)."""
+    import lightning as L
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    settings = cfg.calibration[mode]
+    # The loader yields step indices only; worker processes would not help.
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*", category=PossibleUserWarning)
+    # The checkpoint directory holds the run's own `last.ckpt` and run_config.yaml: resuming is the point.
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    # Lightning prints through its own handler; passing its records on to the root logger too would repeat them.
+    logging.getLogger("lightning.pytorch").propagate = False
+    L.seed_everything(seed, verbose=False)
+    module = build_module(mode, settings, target, prior, seed)
+    checkpoint_dir = run_dir / "checkpoints"
+    resume = resumable_checkpoint(checkpoint_dir, run_configuration(cfg, mode, seed, inputs or {}), settings.epochs)
+    trainer = build_trainer(
+        cfg,
+        max_epochs=settings.epochs,
+        logger=build_loggers(cfg, run_dir, run_name),
+        # `last.ckpt` rewritten every epoch (save_last alone writes it only when training ends).
+        callbacks=[ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1,
+                                   enable_version_counter=False),
+                   LearningRateMonitor(logging_interval="step")],
+        # A progress bar redraws with carriage returns: only on a terminal, never in a job's log file.
+        enable_progress_bar=cfg.calibration.progress_bar and sys.stderr.isatty(),
+        default_root_dir=run_dir,
+    )
+    trainer.fit(module, ckpt_path=resume, weights_only=True)
+    merged_metrics(run_dir / "csv").to_csv(run_dir / "metrics.csv", index=False)
+    return module

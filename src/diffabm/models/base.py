@@ -1,0 +1,109 @@
+"""The simulator interface: what every model gives the stages after it (observe, calibration, loss
+weight, sensitivity, counterfactuals, figures), which use nothing else of a model.
+
+A model has
+- a `ParameterSpace` (`space`): names and domains of its scalar parameters, and their default
+  natural-scale values (`defaults`, from `model.parameters` of its config);
+- `simulate(parameters, seed, controls=None)`: B parameter draws at once (each parameter (B,),
+  natural scale) with one seed, returning its observables, each a tensor with a leading `draw`
+  dimension, differentiable in the parameters and in the controls;
+- `observables`: the name of each output and its dimensions after `draw` (e.g. `("time",)`,
+  `("time", "age_group")`), and `coords()`: the coordinate values of those dimensions; outputs are
+  counts (≥ 0) unless listed in `signed_observables`;
+- `controls`: names and dimensions of optional time-varying inputs (e.g. a daily multiplier of
+  transmission that a Calib-NN emits), each (B, *dims) when given;
+- `to_dataset(output, parameters)`: the outputs as an xarray Dataset with dimensions (draw, ...).
+
+Example:
+    >>> import torch
+    >>> from diffabm.models.base import Simulator
+    >>> issubclass(Simulator, torch.nn.Module)
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor, nn
+
+from diffabm.parameters import ParameterSpace
+
+Output = Mapping[str, Tensor]  # observable name -> (draw, *dims)
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed derived from the parts (run seed, purpose, day), the same in every process."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class Simulator(nn.Module, ABC):
+    """Base of every model: parameters, observables, controls and the batched `simulate`."""
+
+    space: ParameterSpace
+    observables: Mapping[str, tuple[str, ...]]
+    signed_observables: frozenset[str] = frozenset()  # observables that may be negative (others are counts)
+    controls: Mapping[str, tuple[str, ...]] = {}
+
+    def __init__(self, space: ParameterSpace, defaults: Mapping[str, float], draws: int = 1):
+        super().__init__()
+        if draws < 1:
+            raise ValueError(f"model.draws must be >= 1, got {draws}")
+        space.check_natural(defaults)
+        self.space = space
+        self.defaults = {name: float(defaults[name]) for name in space.names}
+        self.draws = draws
+
+    @abstractmethod
+    def simulate(self, parameters: Mapping[str, Tensor], seed: int = 0,
+                 controls: Mapping[str, Tensor] | None = None) -> Output:
+        """Observables of B draws (each parameter (B,), natural scale), one seed."""
+
+    @abstractmethod
+    def coords(self) -> dict[str, np.ndarray]:
+        """Coordinate values of every dimension of the observables (and controls) but `draw`."""
+
+    def natural_parameters(self, draws: int | None = None) -> dict[str, Tensor]:
+        """The default parameters, each (draws,) (the model's `draws` unless given)."""
+        count = self.draws if draws is None else draws
+        return {name: torch.full((count,), value) for name, value in self.defaults.items()}
+
+    def forward(self, parameters: Mapping[str, Tensor] | None = None, seed: int = 0,
+                controls: Mapping[str, Tensor] | None = None) -> Output:
+        """`simulate` at `parameters`, or at the defaults for the model's `draws`."""
+        return self.simulate(self.natural_parameters() if parameters is None else parameters, seed, controls)
+
+    def check_controls(self, controls: Mapping[str, Tensor] | None, draws: int) -> dict[str, Tensor]:
+        """Known names, shape (draws, *dims), finite values; or a ValueError naming the control."""
+        controls = dict(controls or {})
+        sizes = {dim: len(values) for dim, values in self.coords().items()}
+        for name, values in controls.items():
+            if name not in self.controls:
+                raise ValueError(f"control {name!r} is not one of this model's controls {sorted(self.controls)}")
+            shape = (draws, *(sizes[dim] for dim in self.controls[name]))
+            if tuple(values.shape) != shape:
+                raise ValueError(f"control {name!r} has shape {tuple(values.shape)}, expected {shape}")
+            if not torch.isfinite(values.detach()).all():
+                raise ValueError(f"control {name!r} has non-finite values")
+        return controls
+
+    def to_dataset(self, output: Output, parameters: Mapping[str, Tensor] | None = None) -> xr.Dataset:
+        """The observables as a Dataset (draw, *dims) with the model's coordinates, and the parameters by draw."""
+        draws = next(iter(output.values())).shape[0]
+        coords = self.coords()
+        ds = xr.Dataset(
+            {name: (("draw", *self.observables[name]), output[name].detach().cpu().numpy())
+             for name in self.observables},
+            coords={"draw": np.arange(draws),
+                    **{dim: values for dim, values in coords.items()
+                       if any(dim in dims for dims in self.observables.values())}},
+        )
+        for name, values in (parameters or {}).items():
+            ds[name] = ("draw", torch.as_tensor(values).detach().cpu().reshape(-1).expand(draws).numpy())
+        return ds
