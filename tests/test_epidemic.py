@@ -311,9 +311,8 @@ def test_multi_membership_layer_equals_separate_layers_with_the_same_beta():
     from omegaconf import OmegaConf
 
     from diffabm.config import compose_study
-    from diffabm.models.epidemic import EpidemicModel, disease_course
+    from diffabm.models.epidemic import EpidemicModel, attribute_groups, disease_course
     from diffabm.population.toy import toy_population
-    from diffabm.models.epidemic import attribute_groups
 
     population = toy_population(1500, seed=2)
     population = dataclasses.replace(population, groups=attribute_groups(population, {"community": "area"}))

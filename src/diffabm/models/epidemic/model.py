@@ -1,0 +1,297 @@
+"""The epidemic model: `EpidemicModel` simulates B parameter draws of the ABM on a population at once.
+
+A simulation draws each agent's disease course (`course`) from reproducible noise, seeds the first
+infections, runs the transmission days over the contact layers (`contacts`, `transmission`) under
+the interventions (`interventions`), and counts the daily outputs (`outputs`)
+(Quera-Bofarull et al. 2023, GradABM-JUNE; Chopra et al. 2023, GradABM).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffabm.models.base import Simulator, stable_seed
+from diffabm.models.epidemic.contacts import Agents, ContactLayers, attribute_groups
+from diffabm.models.epidemic.course import (
+    DURATIONS,
+    DiseaseCourse,
+    Duration,
+    disease_course,
+)
+from diffabm.models.epidemic.interventions import Interventions, build_interventions
+from diffabm.models.epidemic.outputs import (
+    OBSERVABLES,
+    STAGES,
+    EpidemicOutput,
+    daily_outputs,
+)
+from diffabm.models.epidemic.transmission import (
+    NEVER,
+    _DayState,
+    _RecordOutputGradient,
+    _TransmissionDay,
+    _UnrealisedAtSeeding,
+)
+from diffabm.parameters import ParameterSpace
+from diffabm.resources import check_memory
+from diffabm.stochastic import BernoulliEstimator, EventWeighted
+from diffabm.store import as_object_strings
+
+SEEDINGS = ("bernoulli", "systematic")
+
+
+class EpidemicModel(Simulator):
+    """The epidemic ABM on a population; `simulate` runs B parameter draws at once.
+
+    Parameters (natural scale): `beta_<layer>` ≥ 0 per layer, `initial_fraction` in [0, 1],
+    `hospitalisation_odds_ratio` and `fatality_odds_ratio` > 0 (multiplying the odds of the
+    age-specific hospitalisation and death probabilities); their defaults are `parameters`.
+    Control `transmission_multiplier` (B, days) scales every layer's β on each day.
+    `interventions` are specs (`diffabm.models.epidemic.interventions.build_interventions`, dated
+    from `start_date`, day 0) or built `Interventions`. `seeding` picks the initial infections:
+    "bernoulli" (each agent independently with probability f) or "systematic" (each agent still
+    with probability f, but ⌊fN⌋ or ⌈fN⌉ of them).
+    A simulation whose estimated peak memory exceeds `max_memory_gb` (None: what is available)
+    stops with a MemoryError before it allocates (`diffabm.resources`).
+    """
+
+    observables = OBSERVABLES
+    controls = {"transmission_multiplier": ("time",)}
+
+    def __init__(
+        self,
+        population: Agents,
+        course: DiseaseCourse | Mapping,
+        days: int,
+        parameters: Mapping[str, float],
+        estimator: BernoulliEstimator | None = None,
+        interventions: Interventions | Sequence[Mapping] | None = None,
+        draws: int = 1,
+        common_random_numbers: bool = False,
+        seeding: str = "bernoulli",
+        attribute_layers: Mapping[str, str] | None = None,
+        start_date: str | dt.date = "2021-01-01",
+        device: torch.device | str = "cpu",
+        max_memory_gb: float | None = None,
+    ):
+        if days < 1:
+            raise ValueError(f"days must be >= 1, got {days}")
+        if seeding not in SEEDINGS:
+            raise ValueError(f"model.seeding is '{seeding}', expected one of {list(SEEDINGS)}")
+        groups = attribute_groups(population, attribute_layers or {})
+        layers = list(groups)
+        expected = {f"beta_{layer}" for layer in layers}
+        given = {name for name in parameters if name.startswith("beta_")}
+        if given != expected:
+            raise ValueError(f"model.parameters: population layers need {sorted(expected)}, config gives "
+                             f"{sorted(given)}")
+        super().__init__(
+            ParameterSpace({**{f"beta_{layer}": "nonnegative" for layer in layers}, "initial_fraction": "unit_interval",
+                            "hospitalisation_odds_ratio": "positive", "fatality_odds_ratio": "positive"}),
+            parameters, draws)
+        course = course if isinstance(course, DiseaseCourse) else disease_course(course)
+        self.seeding = seeding
+        self.max_memory_gb = max_memory_gb
+        self.n_agents = population.n_agents
+        self.days = days
+        self.start_date = start_date if isinstance(start_date, dt.date) else dt.date.fromisoformat(str(start_date))
+        self.course = course
+        self.layers = layers
+        self.estimator = estimator or EventWeighted()
+        self.common_random_numbers = common_random_numbers
+        device = torch.device(device)
+        self.contacts = ContactLayers(groups, self.n_agents, device)
+        if interventions is None or not isinstance(interventions, Interventions):
+            interventions = build_interventions(interventions or [], days, layers, self.start_date)
+        self.interventions = interventions
+        self._check_interventions()
+        self.isolating = [layer in self.interventions.isolation_layers for layer in self.layers]
+
+        bands = np.asarray(course.age_bands)
+        band = np.clip(np.searchsorted(bands, population.age, side="right") - 1, 0, len(bands) - 1)
+        self.register_buffer("age_band", torch.as_tensor(band, dtype=torch.long, device=device))
+
+        def per_agent(values) -> Tensor:
+            by_band = np.broadcast_to(np.asarray(values, dtype=np.float32), (len(bands),)).copy()
+            return torch.as_tensor(by_band, device=device)[self.age_band]
+
+        self.register_buffer("susceptibility", per_agent(course.susceptibility))
+        self.register_buffer("logit_symptomatic", torch.logit(per_agent(course.p_symptomatic), eps=1e-6))
+        self.register_buffer("logit_hospital", torch.logit(per_agent(course.p_hospital_given_symptomatic), eps=1e-6))
+        self.register_buffer("logit_death", torch.logit(per_agent(course.p_death_given_hospital), eps=1e-6))
+        self.register_buffer("profile", course.infectiousness_profile().to(device))
+        self.register_buffer("contact_multiplier", self.interventions.contact_multiplier.float().to(device))
+        self.durations = {name: self._lognormal_parameters(getattr(course, name), per_agent) for name in DURATIONS}
+
+    @staticmethod
+    def _lognormal_parameters(duration: Duration, per_agent) -> tuple[Tensor, Tensor]:
+        """Per-agent (μ, σ) of the log-normal with the band's mean and sd."""
+        mean, sd = np.asarray(duration.mean, dtype=float), np.asarray(duration.sd, dtype=float)
+        sigma2 = np.log1p((sd / mean) ** 2)
+        return per_agent(np.log(mean) - sigma2 / 2), per_agent(np.sqrt(sigma2))
+
+    def _check_interventions(self) -> None:
+        shape = tuple(self.interventions.contact_multiplier.shape)
+        if shape[-2:] != (self.days, len(self.layers)):
+            raise ValueError(f"contact multiplier has shape {shape}, expected ([B,] {self.days}, {len(self.layers)})")
+        if (self.interventions.contact_multiplier < 0).any():
+            raise ValueError("contact multiplier has negative entries")
+        unknown = set(self.interventions.isolation_layers) - set(self.layers)
+        if unknown:
+            raise ValueError(f"isolation layers {sorted(unknown)} are not model layers {self.layers}")
+
+    def coords(self) -> dict[str, np.ndarray]:
+        """Days from `start_date`, stages, age bands ("0-9", ..., "70+") and settings (the contact layers)."""
+        bands = list(self.course.age_bands)
+        return {
+            "time": np.datetime64(self.start_date, "ns") + np.arange(self.days) * np.timedelta64(1, "D"),
+            "stage": as_object_strings(STAGES),
+            "age_group": as_object_strings([f"{lo}-{hi - 1}" for lo, hi in zip(bands[:-1], bands[1:])]
+                                           + [f"{bands[-1]}+"]),
+            "setting": as_object_strings(self.layers),
+        }
+
+    def check_parameters(self, parameters: Mapping[str, Tensor]) -> int:
+        """Validate names, shapes and domains (β ≥ 0, odds ratios > 0, fractions in [0, 1]); return B."""
+        self.space.check_natural(parameters)
+        shapes = {name: tuple(torch.as_tensor(v).shape) for name, v in parameters.items()}
+        if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1:
+            raise ValueError(f"parameters must all have shape (B,), got {shapes}")
+        return next(iter(shapes.values()))[0]
+
+    def _checked_daily(self, values: Tensor) -> Tensor:
+        """A (B, days) non-negative daily series (shape and finiteness checked by `check_controls`)."""
+        detached = values.detach()
+        if (detached < 0).any():
+            bad = detached[~torch.isfinite(detached) | (detached < 0)][0].item()
+            raise ValueError(f"transmission_multiplier has value {bad}, must be finite and >= 0")
+        return values
+
+    def _uniform(self, seed: int, purpose: str, draws: int, systematic: bool = False) -> Tensor:
+        """Uniform noise (B, N) for one purpose and day, reproducible when recomputed.
+
+        `systematic`: u_i = (k_i + v) / N with k a random permutation of 0..N-1 and one v ~ U(0, 1)
+        per row; each u_i is still U(0, 1), and #{u_i < f} is ⌊fN⌋ or ⌈fN⌉ (systematic sampling;
+        Cochran 1977, *Sampling techniques*, ch. 8).
+        """
+        device = self.age_band.device
+        generator = torch.Generator(device=device).manual_seed(stable_seed(seed, purpose))
+        rows = 1 if self.common_random_numbers else draws
+        u = torch.rand(rows, self.n_agents, generator=generator, device=device)
+        if systematic:
+            offset = torch.rand(rows, 1, generator=generator, device=device)
+            keys = (torch.arange(self.n_agents, device=device) + offset) / self.n_agents
+            u = torch.empty_like(u).scatter_(1, u.argsort(dim=1), keys)
+        return u.clamp_(1e-7, 1 - 1e-7).expand(draws, -1)
+
+    def _durations(self, seed: int, draws: int) -> dict[str, Tensor]:
+        """Integer stage durations (B, N), ≥ 1 day, by inverse-CDF sampling of the log-normals."""
+        out = {}
+        for name, (mu, sigma) in self.durations.items():
+            z = torch.special.ndtri(self._uniform(seed, name, draws))
+            days = torch.exp(mu + sigma * z).round().clamp(1, self.course.max_days_since_infection)
+            out[name] = days.int()
+        return out
+
+    def simulate(self, parameters: Mapping[str, Tensor], seed: int = 0,
+                 controls: Mapping[str, Tensor] | None = None) -> EpidemicOutput:
+        """Run the epidemic for B parameter draws (natural scale, each (B,)) with one seed.
+
+        Control `transmission_multiplier` (B, days), if given, scales every layer's β on each day
+        (time-varying transmission, e.g. calibrated per week); gradients reach it.
+        """
+        draws = self.check_parameters(parameters)
+        transmission_multiplier = self.check_controls(controls, draws).get("transmission_multiplier")
+        tracking = torch.is_grad_enabled() and any(torch.as_tensor(v).requires_grad for v in parameters.values())
+        check_memory(self.n_agents, draws, self.days, tracking, self.max_memory_gb)
+        beta = torch.stack([parameters[f"beta_{layer}"] for layer in self.layers], dim=-1)
+        fraction = parameters["initial_fraction"]
+        hospital_log_or = torch.log(parameters["hospitalisation_odds_ratio"])[:, None]
+        death_log_or = torch.log(parameters["fatality_odds_ratio"])[:, None]
+
+        durations = self._durations(seed, draws)
+        estimate = self.estimator
+        symptomatic = (self._uniform(seed, "symptomatic", draws) < torch.sigmoid(self.logit_symptomatic)).float()
+        hospitalised = estimate(self.logit_hospital + hospital_log_or, self._uniform(seed, "hospital", draws))
+        dies = estimate(self.logit_death + death_log_or, self._uniform(seed, "death", draws))
+        hard_hospitalised = hospitalised.detach() > 0.5
+        latent = durations["latent"]
+        infectious_days = torch.where(
+            symptomatic > 0,
+            torch.where(hard_hospitalised, durations["symptomatic_to_admission"], durations["symptomatic_to_recovery"]),
+            durations["asymptomatic_infectious"],
+        )
+        relative = 1.0 - (1.0 - self.course.asymptomatic_relative_infectiousness) * (1.0 - symptomatic)
+        isolation_u = self._uniform(seed, "isolation", draws)
+        complies = (isolation_u < self.interventions.isolation_compliance).float() * symptomatic
+
+        infected = self._seed(fraction, self._uniform(seed, "initial", draws, self.seeding == "systematic"))
+        infection_day = torch.where(infected.detach() > 0.5, 0, NEVER).int()
+        multiplier = self.contact_multiplier.expand(draws, -1, -1) if self.contact_multiplier.dim() == 2 \
+            else self.contact_multiplier
+        multiplier = multiplier.to(beta.dtype)
+        if transmission_multiplier is not None:
+            multiplier = multiplier * self._checked_daily(transmission_multiplier)[..., None]
+        day_state = _DayState(self, seed, relative, latent, latent + infectious_days, complies,
+                              latent + self.interventions.isolation_delay)
+        if tracking and infected.requires_grad:
+            infected = _UnrealisedAtSeeding.apply(infected, day_state)
+        daily_new = [infected.sum(-1)]
+        by_setting = [beta.new_zeros(draws, len(self.layers))]
+        for day in range(1, self.days):
+            weight = beta * multiplier[:, day - 1]
+            updated, _, total = _TransmissionDay.apply(infected, weight, infection_day, day, day_state)
+            new = updated - infected
+            infection_day = torch.where(new.detach() > 0.5, day, infection_day)
+            infected = updated
+            daily_new.append(new.sum(-1))
+            by_setting.append(self._infections_by_setting(new, weight, total))
+        new_infections = torch.stack(daily_new, dim=1)
+        day_state.latest_day = ()  # break the cycle state → tensors → graph → state, or the graph leaks
+        day_state.final_infection_day = infection_day
+        output = daily_outputs(new_infections, torch.stack(by_setting, dim=1), infected, infection_day, symptomatic,
+                               hospitalised, dies, latent, infectious_days, durations["hospital_stay"],
+                               age_band=self.age_band, n_bands=len(self.course.age_bands))
+        if tracking:
+            admitted = symptomatic * hard_hospitalised
+            onset, stay = latent.long(), durations["hospital_stay"].long()
+            admission = onset + infectious_days.long()
+            day_state.delays = {  # name: (days after infection, weight, column) per agent
+                "infections_by_age": (torch.zeros_like(onset), torch.ones_like(symptomatic), self.age_band),
+                "cases": (onset, symptomatic, 0),
+                "hospitalisations": (admission, admitted, 0),
+                "deaths": (admission + stay, admitted * (dies.detach() > 0.5), 0),
+            }
+            for name in day_state.delays:
+                setattr(output, name, _RecordOutputGradient.apply(getattr(output, name), day_state, name))
+        return output
+
+    @staticmethod
+    def _seed(fraction: Tensor, u: Tensor) -> Tensor:
+        """Initial infections `u < f`, each weighted f / f (value 1) so that d/df scales every seed's effect.
+
+        For independent seeds, E[Σ_seeds effect / f] = N · E[effect of one seed] = d E[total] / df:
+        the weight gives the score-function gradient of the seeding without its variance (papers.md §2).
+        """
+        seeded = (u < fraction[:, None]).to(u.dtype)
+        scale = fraction / fraction.detach().clamp_min(1e-12)
+        return seeded * scale[:, None]
+
+    def _infections_by_setting(self, new: Tensor, weight: Tensor, total: Tensor) -> Tensor:
+        """The day's infections (B, L) split by the layer each came from, in proportion to its force.
+
+        Agent i infected on the day is credited to layer L with share w_L E_iL / Σ_K w_K E_iK, E_iL
+        its exposure Σ_{g ∋ i, g in L} T_g / |g| (as JUNE records infection locations). Gradients
+        reach β through the infections and through the shares; the exposures are held fixed.
+        """
+        draw, agent = (new.detach() > 0.5).nonzero(as_tuple=True)
+        n_layers = weight.shape[1]
+        exposure = self.contacts.layer_exposure(total * self.contacts.inverse_size, draw, agent, n_layers)
+        force = weight[draw] * exposure
+        share = force / force.sum(-1, keepdim=True).clamp_min(1e-30)
+        return weight.new_zeros(new.shape[0], n_layers).index_add_(0, draw, new[draw, agent, None] * share)

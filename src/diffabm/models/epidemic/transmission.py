@@ -1,0 +1,209 @@
+"""The daily transmission step, an autograd Function with a hand-written adjoint and a forward-mode `jvp`.
+
+Day t infects susceptible agent i with probability 1 - exp(-rate_i), rate_i = ψ_i Σ_L w_L Σ_{g ∋ i, g in L}
+(1/|g|) Σ_{j ∈ g} T_j(t), through the model's Bernoulli estimator (Quera-Bofarull et al. 2023, GradABM-JUNE;
+Chopra et al. 2023, GradABM). The adjoint recomputes each day from the final infection days and the seed
+rather than saving it, so reverse mode needs about 1.5 floats per agent and day; `jvp` gives forward mode,
+whose memory does not grow with the days (Quera-Bofarull et al. 2023, Fig. 3). Agents never infected still
+receive the gradient of the outputs their infection would have caused (`_DayState.unrealised_outputs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # for annotations only
+    from diffabm.models.epidemic.contacts import ContactLayers
+    from diffabm.models.epidemic.course import DiseaseCourse
+    from diffabm.models.epidemic.interventions import Interventions
+    from diffabm.stochastic import BernoulliEstimator
+
+NEVER = 1 << 30  # infection day of agents never infected
+
+
+class _Model(Protocol):
+    """What a transmission day reads of its model (`diffabm.models.epidemic.EpidemicModel` is one)."""
+
+    days: int
+    course: DiseaseCourse
+    contacts: ContactLayers
+    interventions: Interventions
+    isolating: list[bool]
+    estimator: BernoulliEstimator
+    susceptibility: Tensor
+    profile: Tensor
+
+    def _uniform(self, seed: int, purpose: str, draws: int) -> Tensor: ...
+
+
+@dataclass
+class _DayState:
+    """Per-simulation constants of transmission days, and output gradients kept for the backward pass."""
+
+    model: _Model
+    seed: int
+    relative: Tensor
+    latent: Tensor
+    end: Tensor
+    complies: Tensor
+    isolated_from: Tensor
+    final_infection_day: Tensor | None = None
+    latest_day: tuple[Tensor, ...] = ()
+    delays: dict[str, tuple[Tensor, Tensor, Tensor | int]] = field(default_factory=dict)
+    output_grads: dict[str, Tensor] = field(default_factory=dict)
+    seeding_term: Tensor | None = None
+
+    @property
+    def isolating(self) -> bool:
+        return self.model.interventions.isolation_compliance > 0 and any(self.model.isolating)
+
+    def infectiousness_factor(self, infection_day: Tensor, day: int) -> tuple[Tensor, Tensor | None]:
+        """Per-agent infectiousness if infected (profile × stage) and the share kept when isolating."""
+        since = (day - infection_day).clamp_(max=self.model.course.max_days_since_infection + 1)
+        active = (since >= self.latent) & (since < self.end)
+        factor = self.relative * (self.model.profile[since.clamp_(min=0)] * active)
+        keep = 1.0 - self.complies * (since >= self.isolated_from) if self.isolating else None
+        return factor, keep
+
+    def noise(self, day: int, draws: int) -> Tensor:
+        return self.model._uniform(self.seed, f"day{day}", draws)
+
+    def infection_day_on(self, day: int) -> Tensor:
+        """Infection days as they were at the start of `day` (infection days never change once set)."""
+        final = self.final_infection_day
+        return torch.where(final < day, final, NEVER)
+
+    def unrealised_outputs(self, day: int) -> Tensor | None:
+        """dL/d(new infection on `day`) through the outputs it would have caused, for agents never infected.
+
+        Agents never infected in the forward pass have no course in time, so the outputs' gradient
+        cannot reach their straight-through infection draws; this adds it at each draw's day: the
+        infection itself by age band, and the case, admission and death that would follow.
+        """
+        total = None
+        for name, grad in self.output_grads.items():
+            delay, weight, column = self.delays[name]
+            days, columns = grad.shape[1], (grad.shape[2] if grad.dim() == 3 else 1)
+            flat = torch.cat([grad.reshape(grad.shape[0], days * columns), grad.new_zeros(grad.shape[0], 1)], dim=1)
+            time = day + delay
+            index = torch.where(time < days, time * columns + column, days * columns)
+            term = flat.gather(1, index.expand_as(weight)) * weight
+            total = term if total is None else total + term
+        return None if total is None else total * (self.final_infection_day == NEVER)
+
+
+class _RecordOutputGradient(torch.autograd.Function):
+    """Identity on an output series whose backward keeps dL/d(series) for unrealised infections."""
+
+    @staticmethod
+    def forward(ctx, series: Tensor, state: _DayState, name: str) -> Tensor:
+        ctx.state, ctx.name = state, name
+        return series.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        ctx.state.output_grads[ctx.name] = grad
+        return grad, None, None
+
+
+class _UnrealisedAtSeeding(torch.autograd.Function):
+    """Identity on the seeded infections whose backward adds the unrealised outcomes of day 0."""
+
+    @staticmethod
+    def forward(ctx, infected: Tensor, state: _DayState) -> Tensor:
+        ctx.state = state
+        return infected.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        state = ctx.state
+        extra = state.seeding_term if state.model.days > 1 else state.unrealised_outputs(0)
+        state.seeding_term = None
+        state.output_grads.clear()
+        return (grad if extra is None else grad + extra), None
+
+
+class _TransmissionDay(torch.autograd.Function):
+    """One day of transmission, w' = w + (1 - w) · draw(ψ · force(w · factor)), with its adjoint.
+
+    The adjoint is derived by hand so that a day saves only the rate and the group totals (and w
+    for relaxed estimators): w, the infection days, the infectiousness factors and the noise are
+    recomputed from the final infection days and the seed. Reverse mode then needs about 1.5
+    floats per agent and day, and about one forward pass of work. `jvp` gives forward mode
+    (`torch.func.jvp`), whose memory does not grow with the days (Quera-Bofarull et al. 2023, Fig. 3);
+    it omits the unrealised-outcome term of the adjoint.
+    """
+
+    @staticmethod
+    def forward(infected: Tensor, weight: Tensor, infection_day: Tensor, day: int, state: _DayState
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        contacts, model = state.model.contacts, state.model
+        factor, keep = state.infectiousness_factor(infection_day, day)
+        infectiousness = infected * factor
+        isolated = infectiousness * keep if keep is not None else None
+        total = contacts.group_totals(infectiousness, isolated, model.isolating)
+        rate = model.susceptibility * contacts.spread(total * contacts.group_scale(weight))
+        draw = model.estimator.rate_sample(rate, state.noise(day, infected.shape[0]))
+        state.latest_day = (infected, weight, infection_day, rate, total)  # for `jvp`, which follows at once
+        return infected + (1.0 - infected) * draw, rate, total
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: tuple[Tensor, Tensor, Tensor]) -> None:
+        infected, weight, _, day, state = inputs
+        _, rate, total = output
+        ctx.mark_non_differentiable(rate, total)
+        ctx.save_for_backward(infected if state.model.estimator.relaxed else None, weight, rate, total)
+        ctx.day, ctx.state = day, state
+
+    @staticmethod
+    def jvp(ctx, infected_tangent: Tensor | None, weight_tangent: Tensor | None, *_) -> tuple[Tensor, None, None]:
+        """Forward-mode derivative of w' (for `torch.func.jvp`): memory independent of the days."""
+        state, model = ctx.state, ctx.state.model
+        contacts = model.contacts
+        infected, weight, infection_day, rate, total = state.latest_day
+        factor, keep = state.infectiousness_factor(infection_day, ctx.day)
+        rate_tangent = torch.zeros_like(total)
+        if infected_tangent is not None:
+            infectiousness_tangent = infected_tangent * factor
+            isolated_tangent = infectiousness_tangent * keep if keep is not None else None
+            total_tangent = contacts.group_totals(infectiousness_tangent, isolated_tangent, model.isolating)
+            rate_tangent = total_tangent * contacts.group_scale(weight)
+        if weight_tangent is not None:
+            rate_tangent = rate_tangent + total * contacts.group_scale(weight_tangent)
+        rate_tangent = model.susceptibility * contacts.spread(rate_tangent)
+        noise = state.noise(ctx.day, infected.shape[0])
+        inert = 1.0 if model.estimator.relaxed else 1.0 - infected
+        tangent = (1.0 - infected) * model.estimator.rate_derivative(rate, noise) * rate_tangent
+        if infected_tangent is not None:
+            tangent = tangent + infected_tangent * (1.0 - model.estimator.rate_sample(rate, noise) * inert)
+        return tangent, None, None
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, *_) -> tuple[Tensor, Tensor, None, None, None]:
+        infected, weight, rate, total = ctx.saved_tensors
+        state, model = ctx.state, ctx.state.model
+        infection_day = state.infection_day_on(ctx.day)
+        if infected is None:
+            infected = (infection_day != NEVER).to(rate.dtype)
+        contacts = model.contacts
+        noise = state.noise(ctx.day, infected.shape[0])
+        # With hard states, draws of agents already infected are inert: their weight passes through
+        # unchanged (their draws are driven by their own offspring, absent had they not been infected).
+        inert = 1.0 if model.estimator.relaxed else 1.0 - infected
+        grad_infected = grad * (1.0 - model.estimator.rate_sample(rate, noise) * inert)
+        extra = state.unrealised_outputs(ctx.day)
+        if ctx.day == 1:  # the last day of this backward pass: hand day 0's term to the seeding node
+            state.seeding_term = state.unrealised_outputs(0)
+            state.output_grads.clear()
+        grad_new = grad if extra is None else grad + extra
+        grad_rate = grad_new * (1.0 - infected) * model.estimator.rate_derivative(rate, noise)
+        grad_group_rate = contacts.gather(grad_rate * model.susceptibility)
+        grad_weight = contacts.layer_sums(grad_group_rate * total * contacts.inverse_size, weight.shape[1])
+        grad_total = grad_group_rate * contacts.group_scale(weight)
+        factor, keep = state.infectiousness_factor(infection_day, ctx.day)
+        grad_infectiousness = contacts.spread(grad_total, model.isolating, keep)
+        return grad_infected + grad_infectiousness * factor, grad_weight, None, None, None
