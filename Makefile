@@ -7,7 +7,7 @@ STUDY ?= default
 export WANDB_MODE ?= offline
 PIP := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install run test test-all bench clean
+.PHONY: install run test test-all lint bench clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ run: install
 
 test: install
 	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check --select F src tests benchmarks workflow/scripts
 
 test-all: install
 	$(PY) -m pytest -m ""
