@@ -11,6 +11,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/population.smk"
 include: "workflow/rules/simulation.smk"
 include: "workflow/rules/calibration.smk"
+include: "workflow/rules/gradient_horizon.smk"
 
 
 rule all:
@@ -19,3 +20,4 @@ rule all:
         f"{RESULTS}/simulation.zarr",
         f"{RESULTS}/figures/simulation.png",
         calibration_targets(STUDY),
+        gradient_horizon_targets(STUDY),

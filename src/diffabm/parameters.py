@@ -63,7 +63,7 @@ class ParameterSpace:
 
     def check_value(self, name: str, value: Tensor | float) -> None:
         """One parameter's natural-scale values: finite and inside the domain, or a ValueError naming them."""
-        value = torch.as_tensor(value).detach().double()
+        value = value.detach().double() if isinstance(value, Tensor) else torch.as_tensor(value, dtype=torch.float64)
         inside = torch.isfinite(value) & DOMAINS[self.domains[name]].check(value)
         if not inside.all():
             bad = value[~inside].reshape(-1)[0].item()

@@ -1,23 +1,30 @@
 # Calibration: synthetic observations at the study's truth, then each mode of
-# `calibration.modes` (point, calibnn, flow; ensemble = members merged), and its figures.
+# `calibration.modes` (point, calibnn, flow; ensemble = members merged) and each flow of
+# `calibration.variants` (flow_<variant>: the flow with the variant's overrides), and their figures.
+
+
+def calibration_runs(study):
+    """The study's calibration runs: its modes, then flow_<variant> for each variant."""
+    calibration = study_config(study).calibration
+    return [*calibration.modes, *(f"flow_{variant}" for variant in calibration.get("variants") or {})]
 
 
 def calibration_targets(study):
-    """Outputs of the study's calibration modes and figures (for `rule all`)."""
+    """Outputs of the study's calibration runs and figures (for `rule all`)."""
     cfg = study_config(study)
     if "calibration" not in cfg:
         return []
-    modes = list(cfg.calibration.modes)
+    runs = calibration_runs(study)
     return [
-        *(f"results/{study}/calibration/{mode}/{name}" for mode in modes for name in ("posterior.zarr", "fit.zarr")),
-        *(f"results/{study}/figures/calibration_{mode}.png" for mode in modes),
+        *(f"results/{study}/calibration/{run}/{name}" for run in runs for name in ("posterior.zarr", "fit.zarr")),
+        *(f"results/{study}/figures/calibration_{run}.png" for run in runs),
         f"results/{study}/calibration/recovery.csv",
     ]
 
 
-def calibration_modes(wildcards):
-    """The study's calibration modes."""
-    return list(study_config(wildcards.study).calibration.modes)
+def variant_overrides(wildcards):
+    """The run's overrides followed by those of the flow variant."""
+    return [*OVERRIDES, *study_config(wildcards.study).calibration.variants[wildcards.variant]]
 
 
 def ensemble_members(wildcards):
@@ -29,7 +36,7 @@ def ensemble_members(wildcards):
 def flow_loss_weight(wildcards):
     """The loss-weight file a flow with `calibration.flow.loss_weight: auto` reads; nothing otherwise."""
     cfg = study_config(wildcards.study)
-    if wildcards.mode == "flow" and cfg.calibration.flow.loss_weight == "auto":
+    if wildcards.get("mode", "flow") == "flow" and cfg.calibration.flow.loss_weight == "auto":
         return f"results/{wildcards.study}/calibration/loss_weight.json"
     return []
 
@@ -64,6 +71,26 @@ rule calibrate:
         overrides=OVERRIDES,
     log:
         "results/{study}/logs/calibrate_{mode}.log",
+    script:
+        "../scripts/calibrate.py"
+
+
+rule calibrate_variant:
+    threads: 2
+    input:
+        population=population_input,
+        observed="results/{study}/observed.zarr",
+        loss_weight=flow_loss_weight,
+    output:
+        posterior=directory("results/{study}/calibration/flow_{variant}/posterior.zarr"),
+        fit=directory("results/{study}/calibration/flow_{variant}/fit.zarr"),
+        metrics="results/{study}/calibration/flow_{variant}/metrics.csv",
+    wildcard_constraints:
+        variant="[A-Za-z0-9]+",
+    params:
+        overrides=variant_overrides,
+    log:
+        "results/{study}/logs/calibrate_flow_{variant}.log",
     script:
         "../scripts/calibrate.py"
 
@@ -141,14 +168,14 @@ rule plot_calibration:
 
 rule recovery_table:
     input:
-        posteriors=lambda w: expand("results/{study}/calibration/{mode}/posterior.zarr", study=w.study,
-                                    mode=calibration_modes(w)),
-        fits=lambda w: expand("results/{study}/calibration/{mode}/fit.zarr", study=w.study,
-                              mode=calibration_modes(w)),
+        posteriors=lambda w: expand("results/{study}/calibration/{run}/posterior.zarr", study=w.study,
+                                    run=calibration_runs(w.study)),
+        fits=lambda w: expand("results/{study}/calibration/{run}/fit.zarr", study=w.study,
+                              run=calibration_runs(w.study)),
     output:
         report("results/{study}/calibration/recovery.csv", caption="../report/recovery.rst", category="Calibration"),
     params:
-        modes=calibration_modes,
+        modes=lambda w: calibration_runs(w.study),
         overrides=OVERRIDES,
     log:
         "results/{study}/logs/recovery_table.log",

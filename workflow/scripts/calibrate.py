@@ -1,4 +1,4 @@
-"""Snakemake script of rules `calibrate` ({mode}) and `calibrate_ensemble_member` ({member})."""
+"""Snakemake script of rules `calibrate` ({mode}), `calibrate_variant` (a flow) and `calibrate_ensemble_member`."""
 
 from pathlib import Path
 
@@ -7,6 +7,6 @@ from diffabm.snakemake_job import optional_input, run_job
 
 smk = snakemake  # noqa: F821
 member = int(smk.wildcards.member) if "member" in smk.wildcards.keys() else None
-mode = "ensemble" if member is not None else smk.wildcards.mode
+mode = "ensemble" if member is not None else smk.wildcards.get("mode", "flow")
 run_job(smk, lambda cfg: calibrate(cfg, mode, optional_input(smk, "population"), smk.input.observed,
                                    Path(smk.output.posterior).parent, optional_input(smk, "loss_weight"), member))

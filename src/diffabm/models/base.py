@@ -51,7 +51,8 @@ class Simulator(nn.Module, ABC):
     signed_observables: frozenset[str] = frozenset()  # observables that may be negative (others are counts)
     controls: Mapping[str, tuple[str, ...]] = {}
 
-    def __init__(self, space: ParameterSpace, defaults: Mapping[str, float], draws: int = 1):
+    def __init__(self, space: ParameterSpace, defaults: Mapping[str, float], draws: int = 1,
+                 device: torch.device | str = "cpu"):
         super().__init__()
         if draws < 1:
             raise ValueError(f"model.draws must be >= 1, got {draws}")
@@ -59,6 +60,7 @@ class Simulator(nn.Module, ABC):
         self.space = space
         self.defaults = {name: float(defaults[name]) for name in space.names}
         self.draws = draws
+        self.device = torch.device(device)
 
     @abstractmethod
     def simulate(self, parameters: Mapping[str, Tensor], seed: int = 0,
@@ -69,10 +71,18 @@ class Simulator(nn.Module, ABC):
     def coords(self) -> dict[str, np.ndarray]:
         """Coordinate values of every dimension of the observables (and controls) but `draw`."""
 
+    def check_parameters(self, parameters: Mapping[str, Tensor]) -> int:
+        """Names, domains (finite, natural scale) and shapes (every parameter (B,)); returns B."""
+        self.space.check_natural(parameters)
+        shapes = {name: tuple(torch.as_tensor(value).shape) for name, value in parameters.items()}
+        if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1:
+            raise ValueError(f"parameters must all have shape (B,), got {shapes}")
+        return next(iter(shapes.values()))[0]
+
     def natural_parameters(self, draws: int | None = None) -> dict[str, Tensor]:
         """The default parameters, each (draws,) (the model's `draws` unless given)."""
         count = self.draws if draws is None else draws
-        return {name: torch.full((count,), value) for name, value in self.defaults.items()}
+        return {name: torch.full((count,), value, device=self.device) for name, value in self.defaults.items()}
 
     def forward(self, parameters: Mapping[str, Tensor] | None = None, seed: int = 0,
                 controls: Mapping[str, Tensor] | None = None) -> Output:

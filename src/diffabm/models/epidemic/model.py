@@ -93,7 +93,7 @@ class EpidemicModel(Simulator):
         super().__init__(
             ParameterSpace({**{f"beta_{layer}": "nonnegative" for layer in layers}, "initial_fraction": "unit_interval",
                             "hospitalisation_odds_ratio": "positive", "fatality_odds_ratio": "positive"}),
-            parameters, draws)
+            parameters, draws, device)
         course = course if isinstance(course, DiseaseCourse) else disease_course(course)
         self.seeding = seeding
         self.max_memory_gb = max_memory_gb
@@ -155,14 +155,6 @@ class EpidemicModel(Simulator):
                                            + [f"{bands[-1]}+"]),
             "setting": as_object_strings(self.layers),
         }
-
-    def check_parameters(self, parameters: Mapping[str, Tensor]) -> int:
-        """Validate names, shapes and domains (β ≥ 0, odds ratios > 0, fractions in [0, 1]); return B."""
-        self.space.check_natural(parameters)
-        shapes = {name: tuple(torch.as_tensor(v).shape) for name, v in parameters.items()}
-        if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1:
-            raise ValueError(f"parameters must all have shape (B,), got {shapes}")
-        return next(iter(shapes.values()))[0]
 
     def _checked_daily(self, values: Tensor) -> Tensor:
         """A (B, days) non-negative daily series (shape and finiteness checked by `check_controls`)."""
