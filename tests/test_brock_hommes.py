@@ -151,18 +151,14 @@ def one_step_partials(x, eps, theta, t, h=1e-6):
     def f(th, lag):
         return step(lag[0], lag[1], lag[2], th, eps[t - 1])
 
-    d_theta = []
-    for i in range(4):
-        up, down = list(theta), list(theta)
+    def central(g, point, i):
+        up, down = list(point), list(point)
         up[i] += h
         down[i] -= h
-        d_theta.append((f(up, lags) - f(down, lags)) / (2 * h))
-    d_lag = []
-    for k in range(3):
-        up, down = list(lags), list(lags)
-        up[k] += h
-        down[k] -= h
-        d_lag.append((f(theta, up) - f(theta, down)) / (2 * h))
+        return (g(up) - g(down)) / (2 * h)
+
+    d_theta = [central(lambda th: f(th, lags), theta, i) for i in range(4)]
+    d_lag = [central(lambda lag: f(theta, lag), lags, k) for k in range(3)]
     return np.array(d_theta), d_lag
 
 

@@ -22,6 +22,11 @@ def calibration_targets(study):
     ]
 
 
+def calibration_threads(wildcards):
+    """Torch threads of a calibration job: `calibration.threads` (1 for a model of tiny tensors)."""
+    return study_config(wildcards.study).calibration.threads
+
+
 def variant_overrides(wildcards):
     """The run's overrides followed by those of the flow variant."""
     return [*OVERRIDES, *study_config(wildcards.study).calibration.variants[wildcards.variant]]
@@ -56,7 +61,7 @@ rule observe:
 
 
 rule calibrate:
-    threads: 2
+    threads: calibration_threads
     input:
         population=population_input,
         observed="results/{study}/observed.zarr",
@@ -76,7 +81,7 @@ rule calibrate:
 
 
 rule calibrate_variant:
-    threads: 2
+    threads: calibration_threads
     input:
         population=population_input,
         observed="results/{study}/observed.zarr",
@@ -96,7 +101,7 @@ rule calibrate_variant:
 
 
 rule loss_weight:
-    threads: 2
+    threads: calibration_threads
     input:
         population=population_input,
         observed="results/{study}/observed.zarr",
@@ -112,7 +117,7 @@ rule loss_weight:
 
 
 rule calibrate_ensemble_member:
-    threads: 2
+    threads: calibration_threads
     input:
         population=population_input,
         observed="results/{study}/observed.zarr",

@@ -45,8 +45,9 @@ class Prior:
             return torch.stack([self.unconstrained[name].sample((n,)) for name in self.names], dim=-1)
 
 
-def build_prior(config: Mapping[str, Mapping], space: ParameterSpace) -> Prior:
-    """A Prior from `{name: {distribution: LogNormal, <its arguments>...}}`."""
+def build_prior(config: Mapping[str, Mapping], space: ParameterSpace, device: torch.device | str = "cpu") -> Prior:
+    """A Prior from `{name: {distribution: LogNormal, <its arguments>...}}`, its arguments on `device` (the
+    model's, so that densities and draws live where the parameters do)."""
     natural = {}
     for name, spec in config.items():
         spec = dict(spec)
@@ -54,7 +55,7 @@ def build_prior(config: Mapping[str, Mapping], space: ParameterSpace) -> Prior:
         family = getattr(torch.distributions, kind, None)
         if not (isinstance(family, type) and issubclass(family, Distribution)):
             raise ValueError(f"calibration.prior.{name}: unknown distribution {kind!r} (torch.distributions)")
-        arguments = {key: torch.tensor(float(value)) for key, value in spec.items()}
+        arguments = {key: torch.tensor(float(value), device=device) for key, value in spec.items()}
         family(**arguments, validate_args=True)  # raises on invalid arguments
         natural[name] = family(**arguments, validate_args=False)  # log π = -inf outside the support
     return Prior(natural, space)

@@ -36,7 +36,7 @@ def build_target(cfg: DictConfig, model: Simulator, observed: xr.Dataset) -> tup
     settings = cfg.calibration
     loss = ObservationLoss(settings.loss, {name: torch.as_tensor(observed[name].values) for name in observed.data_vars},
                            list(settings.observables))
-    prior = build_prior(OmegaConf.to_container(settings.prior), model.space)
+    prior = build_prior(OmegaConf.to_container(settings.prior), model.space, model.device)
     target = CalibrationTarget(model, prior.names, model.defaults, loss, settings.get("replicates", 1))
     return target, prior
 
