@@ -355,3 +355,65 @@ def test_simulations_free_their_graph(small_population):
         model.simulate(parameters, seed=seed).new_infections.sum().backward()
     gc.collect()
     assert not [obj for obj in gc.get_objects() if type(obj) is _DayState]
+
+
+def test_interventions_act_on_their_own_days(small_population):
+    """Every layer closed on [5, 6): no infection on day 5 (the multiplier of day t acts on day t, not t + 1)."""
+    model = make_model(small_population, "model.draws=4", "model.parameters.initial_fraction=0.05",
+                       "+interventions=[{kind: contact_multiplier, layers: [household, school, workplace, community], "
+                       "start: 5, end: 6, multiplier: 0.0}]")
+    with torch.no_grad():
+        new = model.simulate(natural(model, initial_fraction=0.05), seed=1).new_infections
+    assert (new[:, 5] == 0).all()
+    assert (new[:, 4] > 0).all() and (new[:, 6] > 0).all()
+
+
+def test_agents_infect_before_symptom_onset(small_population):
+    """Everyone symptomatic and isolating from all layers at onset: only pre-symptomatic infectiousness transmits,
+    so with `presymptomatic_days: 0` no one is infected after the seeds, and with 2 days many are."""
+    everyone = "[1, 1, 1, 1, 1, 1, 1, 1]"
+    isolation = ("+interventions=[{kind: isolation, compliance: 1.0, delay_days: 0, layers: [household, school, "
+                 "workplace, community]}]")
+    after_seeds = {}
+    for days in (0, 2):
+        model = make_model(small_population, "model.draws=4", f"model.course.p_symptomatic={everyone}", isolation,
+                           f"model.course.presymptomatic_days={days}")
+        with torch.no_grad():
+            after_seeds[days] = model.simulate(natural(model, initial_fraction=0.05), seed=1).new_infections[:, 1:]
+    assert after_seeds[0].sum() == 0
+    assert (after_seeds[2].sum(1) > 0).all()
+
+
+@pytest.mark.parametrize("parameter, output", [("fatality_odds_ratio", "deaths"),
+                                               ("hospitalisation_odds_ratio", "hospitalisations")])
+def test_forward_mode_reaches_the_odds_ratios(small_population, parameter, output):
+    """torch.func.jvp of admissions and deaths in the odds ratios equals reverse mode (it was 0)."""
+    model = make_model(small_population, "model.days=40", "model.draws=2")
+    base = natural(model, initial_fraction=0.05)
+
+    def total(value):
+        return model.simulate({**base, parameter: value}, seed=2)[output].sum()
+
+    _, forward = torch.func.jvp(total, (base[parameter],), (torch.ones(2),))
+    value = base[parameter].clone().requires_grad_(True)
+    (reverse,) = torch.autograd.grad(total(value), value)
+    assert reverse.sum().abs() > 0
+    torch.testing.assert_close(forward, reverse.sum(), rtol=1e-4, atol=1e-4)
+
+
+def test_an_earlier_retained_backward_does_not_leak_into_a_later_one(small_population):
+    """Straight-through: gradients of outputs recorded by a first backward pass (retain_graph) that never reached
+    the transmission days must not be added to a second pass's."""
+    model = make_model(small_population, "model/estimator=straight_through", "model.draws=2")
+
+    def run():
+        parameters = {k: v.clone().requires_grad_(True) for k, v in natural(model, initial_fraction=0.05).items()}
+        return parameters, model.simulate(parameters, seed=3)
+
+    parameters, out = run()
+    torch.autograd.grad(out.deaths.sum() + out.hospitalisations.sum(), parameters["fatality_odds_ratio"],
+                        retain_graph=True)
+    (after,) = torch.autograd.grad(out.new_infections.sum(), parameters["beta_household"])
+    parameters, out = run()
+    (fresh,) = torch.autograd.grad(out.new_infections.sum(), parameters["beta_household"])
+    torch.testing.assert_close(after, fresh, rtol=0, atol=0)

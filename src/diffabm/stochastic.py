@@ -6,7 +6,10 @@ Every estimator maps `logits` and uniform noise `u` (same shape) to samples with
 for simulators that write their own adjoint. With the same noise the hard estimators give the
 same forward values (`u < p`), so estimators differ only in their gradients.
 
-`EventWeighted` (the default) is unbiased per draw; the straight-through estimators are not:
+`EventWeighted` (the default) credits each realised event with d log p; over an epidemic it is biased,
+d E[total infections]/dβ 1.18–1.38× the finite difference on the toy population (README), because a realised
+infection is credited with its whole effect against "never infected". The straight-through estimators are
+biased per draw:
 at temperature 1, E_u[d draw / d rate] of `StraightThroughGumbel` is 7× dp/d rate at p = 10⁻⁴
 and 0.67× at p = 0.5, which favours layers that spread many small infection probabilities.
 """
@@ -52,8 +55,8 @@ class _HardSample:
     def __call__(self, logits: Tensor, u: Tensor) -> Tensor:
         probs = torch.sigmoid(logits)
         hard = (u < probs).to(probs.dtype)
-        if not (torch.is_grad_enabled() and logits.requires_grad):
-            return hard
+        # Always through the surrogate (its value is `hard`): a shortcut on `requires_grad` would drop the
+        # tangents of forward mode (`torch.func.jvp`), whose inputs do not require grad.
         return self.with_gradient(hard, logits, probs, u)
 
     def with_gradient(self, hard: Tensor, logits: Tensor, probs: Tensor, u: Tensor) -> Tensor:

@@ -27,8 +27,8 @@ def merge_ensemble(cfg: DictConfig, member_posteriors: Sequence[str | Path], pop
     posterior = xr.concat([ds.drop_attrs() for ds in members], dim="draw")
     posterior = posterior.assign_coords(draw=np.arange(posterior.sizes["draw"]))
     posterior = posterior.assign_coords(member=("draw", np.arange(len(members))))
-    posterior.attrs.update(mode="ensemble", **{key: members[0].attrs[key] for key in ("truth",)
-                                               if key in members[0].attrs})
+    posterior.attrs.update(mode="ensemble", kind=f"spread of {len(members)} point fits (not a posterior)",
+                           **{key: members[0].attrs[key] for key in ("truth",) if key in members[0].attrs})
     target, _, observed = load_target(cfg, population_path, observed_path)
     theta = target.unconstrained({name: torch.as_tensor(posterior[name].values) for name in target.names})
     write_dataset(fit_dataset(target, theta, cfg.calibration.fit_draws, int(cfg.seed), observed), fit_path, cfg,

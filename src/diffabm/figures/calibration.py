@@ -78,7 +78,8 @@ def plot_calibration(cfg: DictConfig, posterior_path: str | Path, fit_path: str 
                 axis.axvline(truth[x_name], color="C3", lw=1, label="truth")
             if row == column == 0:
                 axis.legend(fontsize="x-small")
-    fig.suptitle(f"{cfg.study}: {posterior.attrs.get('mode', '')} calibration, {posterior.sizes['draw']} draws")
+    kind = posterior.attrs.get("kind", f"{posterior.sizes['draw']} draws")
+    fig.suptitle(f"{cfg.study}: {posterior.attrs.get('mode', '')} calibration, {kind}")
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output_path, dpi=110)

@@ -54,6 +54,7 @@ class DiseaseCourse:
     infectiousness_mean: float = 5.5
     infectiousness_sd: float = 2.4
     asymptomatic_relative_infectiousness: float = 0.5
+    presymptomatic_days: int = 2
     max_days_since_infection: int = 60
 
     def __post_init__(self) -> None:
@@ -81,6 +82,9 @@ class DiseaseCourse:
                              open_low=True)
         _check_finite_in("model.course.asymptomatic_relative_infectiousness",
                          np.asarray([self.asymptomatic_relative_infectiousness], dtype=float), 0.0, 1.0)
+        if not isinstance(self.presymptomatic_days, int) or self.presymptomatic_days < 0:
+            raise ValueError(f"model.course.presymptomatic_days is {self.presymptomatic_days!r}, must be a whole number "
+                             f">= 0")
         if not isinstance(self.max_days_since_infection, int) or self.max_days_since_infection < 1:
             raise ValueError(f"model.course.max_days_since_infection is {self.max_days_since_infection!r}, "
                              f"must be a whole number >= 1")

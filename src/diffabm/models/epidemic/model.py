@@ -198,6 +198,7 @@ class EpidemicModel(Simulator):
         (time-varying transmission, e.g. calibrated per week); gradients reach it.
         """
         draws = self.check_parameters(parameters)
+        parameters = self.on_device(parameters)
         transmission_multiplier = self.check_controls(controls, draws).get("transmission_multiplier")
         tracking = torch.is_grad_enabled() and any(torch.as_tensor(v).requires_grad for v in parameters.values())
         check_memory(self.n_agents, draws, self.days, tracking, self.max_memory_gb)
@@ -229,14 +230,17 @@ class EpidemicModel(Simulator):
         multiplier = multiplier.to(beta.dtype)
         if transmission_multiplier is not None:
             multiplier = multiplier * self._checked_daily(transmission_multiplier)[..., None]
-        day_state = _DayState(self, seed, relative, latent, latent + infectious_days, complies,
+        # Infectious from `presymptomatic_days` before onset (the latent period ends before symptoms do), at
+        # least one day after infection.
+        infectious_from = (latent - self.course.presymptomatic_days).clamp(min=1)
+        day_state = _DayState(self, seed, relative, infectious_from, latent + infectious_days, complies,
                               latent + self.interventions.isolation_delay)
         if tracking and infected.requires_grad:
             infected = _UnrealisedAtSeeding.apply(infected, day_state)
         daily_new = [infected.sum(-1)]
         by_setting = [beta.new_zeros(draws, len(self.layers))]
         for day in range(1, self.days):
-            weight = beta * multiplier[:, day - 1]
+            weight = beta * multiplier[:, day]  # the day's own contacts (interventions act from their first day)
             updated, _, total = _TransmissionDay.apply(infected, weight, infection_day, day, day_state)
             new = updated - infected
             infection_day = torch.where(new.detach() > 0.5, day, infection_day)

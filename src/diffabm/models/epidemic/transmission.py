@@ -47,14 +47,14 @@ class _DayState:
     model: _Model
     seed: int
     relative: Tensor
-    latent: Tensor
+    infectious_from: Tensor  # days after infection that infectiousness starts (before symptom onset)
     end: Tensor
     complies: Tensor
     isolated_from: Tensor
     final_infection_day: Tensor | None = None
     latest_day: tuple[Tensor, ...] = ()
     delays: dict[str, tuple[Tensor, Tensor, Tensor | int]] = field(default_factory=dict)
-    output_grads: dict[str, Tensor] = field(default_factory=dict)
+    output_grads: dict[str, tuple[int, Tensor]] = field(default_factory=dict)  # name: (backward pass, dL/d series)
     seeding_term: Tensor | None = None
 
     @property
@@ -64,7 +64,7 @@ class _DayState:
     def infectiousness_factor(self, infection_day: Tensor, day: int) -> tuple[Tensor, Tensor | None]:
         """Per-agent infectiousness if infected (profile × stage) and the share kept when isolating."""
         since = (day - infection_day).clamp_(max=self.model.course.max_days_since_infection + 1)
-        active = (since >= self.latent) & (since < self.end)
+        active = (since >= self.infectious_from) & (since < self.end)
         factor = self.relative * (self.model.profile[since.clamp_(min=0)] * active)
         keep = 1.0 - self.complies * (since >= self.isolated_from) if self.isolating else None
         return factor, keep
@@ -85,7 +85,10 @@ class _DayState:
         infection itself by age band, and the case, admission and death that would follow.
         """
         total = None
-        for name, grad in self.output_grads.items():
+        current = torch._C._current_graph_task_id()
+        for name, (graph_task, grad) in self.output_grads.items():
+            if graph_task != current:  # recorded by an earlier backward pass (retain_graph), not this one's
+                continue
             delay, weight, column = self.delays[name]
             days, columns = grad.shape[1], (grad.shape[2] if grad.dim() == 3 else 1)
             flat = torch.cat([grad.reshape(grad.shape[0], days * columns), grad.new_zeros(grad.shape[0], 1)], dim=1)
@@ -106,7 +109,7 @@ class _RecordOutputGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        ctx.state.output_grads[ctx.name] = grad
+        ctx.state.output_grads[ctx.name] = (torch._C._current_graph_task_id(), grad)
         return grad, None, None
 
 
