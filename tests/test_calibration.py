@@ -135,7 +135,8 @@ def expected_loss(target, theta: torch.Tensor, module=None, repeats: int = 12) -
 @pytest.mark.parametrize("mode, overrides", [
     ("point", ["calibration.point.epochs=12", "calibration.point.lr=0.05"]),
     ("ensemble", ["calibration.ensemble.epochs=12", "calibration.ensemble.lr=0.05"]),
-    ("calibnn", ["calibration.calibnn.epochs=12", "calibration.calibnn.lr=0.01"]),
+    ("calibnn", ["calibration.calibnn.epochs=12", "calibration.calibnn.lr=0.01",
+                 "calibration.calibnn.control=transmission_multiplier"]),
 ])
 def test_point_like_modes_lower_the_loss(study, tmp_path, mode, overrides):
     import lightning as L

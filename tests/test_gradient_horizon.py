@@ -96,3 +96,16 @@ def test_gradient_spread_grows_from_horizon_zero_to_the_score_estimator():
     spread = {name: float(np.mean(values.std(0, ddof=1))) for name, values in zip(study["estimators"],
                                                                                    study["estimates"])}
     assert spread["H0"] * 2 < spread["H2"] and spread["H2"] * 3 < spread["score"], spread
+
+
+@pytest.mark.parametrize("mode", ["point", "calibnn", "ensemble"])
+def test_every_calibration_mode_runs_on_brock_hommes(tiny_study, tmp_path, mode):
+    """The modes know no model: point, Calib-NN and an ensemble member run on Brock & Hommes unchanged (the flow runs
+    in the tiny study above)."""
+    from diffabm.calibration.stage import calibrate
+
+    cfg = compose_study("bh-gradient-horizon", [*TINY, f"calibration.{mode}.epochs=2"])
+    calibrate(cfg, mode, None, tiny_study / "observed.zarr", tmp_path, member=0 if mode == "ensemble" else None)
+    posterior = read_dataset(tmp_path / "posterior.zarr")
+    assert sorted(posterior.data_vars) == ["b2", "b3", "g2", "g3"]
+    assert np.isfinite(posterior.to_array().values).all()

@@ -75,3 +75,18 @@ def test_model_rejects_parameters_outside_their_domain_and_unknown_controls(name
         model.simulate({**parameters, positive: torch.full((2,), -1.0)})
     with pytest.raises(ValueError, match="control 'curfew' is not one of this model's controls"):
         model.simulate(parameters, controls={"curfew": torch.ones(2, 3)})
+
+
+def test_the_calibration_contract_names_every_model():
+    """import-linter forbids calibration to import each concrete model by name: a new model must be added."""
+    import tomllib
+
+    from omegaconf import OmegaConf
+
+    from diffabm.config import ROOT
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    forbidden = next(c for c in contracts if c["source_modules"] == ["diffabm.calibration"])["forbidden_modules"]
+    for name in MODELS:
+        target = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")["_target_"]
+        assert target.rsplit(".", 1)[0] in forbidden, target

@@ -71,13 +71,20 @@ def report_failure(stage: str, err: BaseException) -> int:
     return EXIT_FAILURE
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit 2, like every other failure."""
+
+    def error(self, message: str):
+        self.exit(EXIT_FAILURE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser: one sub-command per stage of `STAGES`."""
     from diffabm import __version__
 
-    root = argparse.ArgumentParser(prog="diffabm", description=__doc__)
+    root = OneLineParser(prog="diffabm", description=__doc__)
     root.add_argument("--version", action="version", version=f"diffabm {__version__}")
-    sub = root.add_subparsers(dest="stage", required=True)
+    sub = root.add_subparsers(dest="stage", required=True, parser_class=OneLineParser)
     for name, stage in STAGES.items():
         command = sub.add_parser(name)
         command.add_argument("--study", default="default")

@@ -3,7 +3,7 @@
 `hydra.utils.instantiate` imports and calls any dotted path (`builtins.open` truncates a file), and a
 prefix test is no guard (`diffabm.store.shutil.rmtree` resolves through a module's imports). So every
 `_target_` in a config tree must be one of `ALLOWED_TARGETS` (the project's models and estimators, the
-Lightning Trainer and loggers), or a `torch.distributions` family.
+Lightning Trainer and loggers).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ ALLOWED_TARGETS = frozenset({
     "diffabm.stochastic.StraightThroughGumbel",
     "diffabm.stochastic.GumbelSoftmax",
 })
-DISTRIBUTIONS = "torch.distributions."
 
 
 class TargetNotAllowed(ValueError):
@@ -45,24 +44,12 @@ def targets(config: Any, path: str = "") -> Iterator[tuple[str, object]]:
             yield from targets(value, f"{path}[{index}]")
 
 
-def is_allowed(target: object) -> bool:
-    """An allow-listed class, or a `torch.distributions` Distribution family by its plain name."""
-    if target in ALLOWED_TARGETS:
-        return True
-    if isinstance(target, str) and target.startswith(DISTRIBUTIONS) and target.count(".") == 2:
-        import torch.distributions
-
-        family = getattr(torch.distributions, target.removeprefix(DISTRIBUTIONS), None)
-        return isinstance(family, type) and issubclass(family, torch.distributions.Distribution)
-    return False
-
-
 def check_targets(config: Any, where: str = "config") -> None:
     """Raise TargetNotAllowed naming the field and value of the first `_target_` outside the allow-list."""
     for path, target in targets(config):
-        if not is_allowed(target):
+        if target not in ALLOWED_TARGETS:
             raise TargetNotAllowed(f"{where} field '{path}' is {target!r}: not an allowed _target_ "
-                               f"(allowed: {sorted(ALLOWED_TARGETS)} and torch.distributions families)")
+                               f"(allowed: {sorted(ALLOWED_TARGETS)})")
 
 
 def instantiate(config: DictConfig | dict, where: str = "config", **kwargs: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from diffabm.cli import report_failure
+from diffabm.cli import error_line, report_failure
 from diffabm.config import compose_study
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -52,7 +52,7 @@ def run_job(snakemake: Any, stage: Callable[[DictConfig], object]) -> None:
         code = report_failure(rule, err)
         sys.stderr.flush()
         with os.fdopen(console, "w") as stderr:
-            print(f"diffabm {rule}: error: {' '.join(str(err).split())} (log: {snakemake.log[0]})", file=stderr)
+            print(f"diffabm {rule}: error: {error_line(err)} (log: {snakemake.log[0]})", file=stderr)
         sys.exit(code)
     logging.getLogger(__name__).info("rule %s done", rule)
 
@@ -70,7 +70,14 @@ def workflow_config(config: dict) -> tuple[str, list[str]]:
         if not isinstance(overrides, list) or not all(isinstance(item, str) for item in overrides):
             raise ValueError(f"--config overrides={overrides!r} must be a list of Hydra overrides, e.g. "
                              f"'overrides=[\"model.days=30\"]'")
-        compose_study(study, overrides)
+        cfg = compose_study(study, overrides)
+        variants = dict(cfg.get("calibration", {}).get("variants") or {})
+        for name, variant in variants.items():  # each flow variant composes too, before any job runs
+            compose_study(study, [*overrides, *variant])
+        unknown = [name for name in (cfg.get("gradient_study") or {}).get("estimators", []) if name not in variants]
+        if unknown:
+            raise ValueError(f"study {study!r}: gradient_study.estimators {unknown} are not calibration.variants "
+                             f"{sorted(variants)}")
         return study, overrides
     except ValueError as err:
         sys.exit(report_failure("workflow", err))

@@ -24,8 +24,11 @@ DAYS_PER_WEEK = 7
 
 
 def observed_series(target: CalibrationTarget) -> Tensor:
-    """log1p of the observed series as (days, columns), standardised over all values."""
-    series = torch.cat([torch.log1p(values).reshape(values.shape[0], -1) for values in target.loss.observed.values()],
+    """log1p of the observed counts (values as they are for an observable that may be negative) as (days,
+    columns), standardised over all values."""
+    signed = target.model.signed_observables
+    series = torch.cat([(values if name in signed else torch.log1p(values)).reshape(values.shape[0], -1)
+                        for name, values in target.loss.observed.items()],
                        dim=1)
     return (series - series.mean()) / series.std().clamp_min(1e-6)
 

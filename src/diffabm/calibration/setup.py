@@ -34,7 +34,7 @@ MODES = {
 def build_target(cfg: DictConfig, model: Simulator, observed: xr.Dataset) -> tuple[CalibrationTarget, Prior]:
     """The calibration target and prior of a study's model and observed data."""
     settings = cfg.calibration
-    loss = ObservationLoss(settings.loss, {name: torch.as_tensor(observed[name].values) for name in observed.data_vars},
+    loss = ObservationLoss(settings.loss, {name: torch.as_tensor(observed[name].values) for name in settings.observables},
                            list(settings.observables))
     prior = build_prior(OmegaConf.to_container(settings.prior), model.space, model.device)
     target = CalibrationTarget(model, prior.names, model.defaults, loss, settings.get("replicates", 1))

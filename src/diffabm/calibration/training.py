@@ -113,5 +113,5 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
         default_root_dir=run_dir,
     )
     trainer.fit(module, ckpt_path=resume, weights_only=True)
-    merged_metrics(run_dir / "csv").to_csv(run_dir / "metrics.csv", index=False)
+    atomic_write_text(run_dir / "metrics.csv", merged_metrics(run_dir / "csv").to_csv(index=False))
     return module

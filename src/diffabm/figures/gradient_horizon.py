@@ -101,17 +101,18 @@ def plot_gradient_boxplots(estimates: Mapping, path: str | Path, provenance: Map
 
 
 def plot_training_loss(metrics: Mapping[str, pd.DataFrame], path: Path, provenance: Mapping[str, str]) -> Path:
-    """Fig. 1: the flow's objective by epoch per estimator: a moving average (solid) over the raw values (faint)."""
+    """Fig. 1: the loss (E_q[MMD²] over the step's draws) by epoch per estimator: a moving average (solid) over the
+    raw values (faint)."""
     fig, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
     for colour, (name, frame) in enumerate(metrics.items()):
-        rows = frame.dropna(subset=["objective_epoch"])
-        raw = rows["objective_epoch"].to_numpy()
+        rows = frame.dropna(subset=["loss_epoch"])
+        raw = rows["loss_epoch"].to_numpy()
         smooth = pd.Series(raw).rolling(MOVING_AVERAGE, min_periods=1).mean()
         axis.plot(rows["epoch"], raw, color=f"C{colour}", lw=0.5, alpha=0.35)
         axis.plot(rows["epoch"], smooth, color=f"C{colour}", lw=1.5, label=name)
-    axis.set_yscale("symlog", linthresh=1.0)
-    axis.set(xlabel="epoch (one step of 5 draws)", ylabel="w · E_q[MMD²] + KL(q ‖ π)",
-             title=f"Brock & Hommes: training objective ({MOVING_AVERAGE}-epoch moving average)")
+    axis.set_yscale("log")
+    axis.set(xlabel="epoch (one step of 5 draws)", ylabel="loss: mean MMD² of the step's draws",
+             title=f"Brock & Hommes: training loss ({MOVING_AVERAGE}-epoch moving average)")
     axis.legend(title="gradient estimator")
     return save(fig, path, provenance)
 

@@ -20,6 +20,8 @@ def plot_simulation(simulation_path: str | Path, output_path: str | Path) -> Pat
     """Plot every observable of `simulation.zarr` that has a `time` dimension; provenance in the PNG metadata."""
     ds = read_dataset(simulation_path)
     names = [name for name in ds.data_vars if ds[name].dims[:2] == ("draw", "time") and ds[name].ndim <= 3]
+    if not names:
+        raise ValueError(f"store {simulation_path}: no series with dimensions (draw, time) to plot")
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.4), constrained_layout=True, squeeze=False)
     time = ds.time.values
     for axis, name in zip(axes[0], names):

@@ -71,6 +71,10 @@ class Simulator(nn.Module, ABC):
     def coords(self) -> dict[str, np.ndarray]:
         """Coordinate values of every dimension of the observables (and controls) but `draw`."""
 
+    def on_device(self, parameters: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The parameters as tensors on the model's device (stages make them on the CPU; gradients pass)."""
+        return {name: torch.as_tensor(value).to(self.device) for name, value in parameters.items()}
+
     def check_parameters(self, parameters: Mapping[str, Tensor]) -> int:
         """Names, domains (finite, natural scale) and shapes (every parameter (B,)); returns B."""
         self.space.check_natural(parameters)

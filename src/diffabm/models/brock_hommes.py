@@ -137,6 +137,7 @@ class BrockHommes(Simulator):
                  controls: Mapping[str, Tensor] | None = None) -> Output:
         """x (B, steps), float64, for B draws (each parameter (B,), natural scale); noise from `seed`."""
         draws = self.check_parameters(parameters)
+        parameters = self.on_device(parameters)
         self.check_controls(controls, draws)
         values = {name: torch.as_tensor(parameters[name]) for name in self.space.names}
         # float64 always: a trend-chasing belief (g > R) makes x grow like g^t, beyond float32 within 100 steps
