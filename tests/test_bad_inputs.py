@@ -171,6 +171,8 @@ CASES: dict[str, Case] = {
                                  "simulation.zarr"),
     "negative memory limit": Case(simulate("resources.max_memory_gb=-1"), ("resources.max_memory_gb", "-1"),
                                   "simulation.zarr"),
+    "code as calibration module": Case(calibrate("calibration.point._target_=builtins.exec"),
+                                       ("calibration.point._target_", "builtins.exec"), "run"),
     "unknown mode on the command line": Case(calibrate(mode="pointy"), ("'pointy'",), "run"),
     # Interventions
     "end before start": Case(intervention("{kind:contact_multiplier,layers:[school],start:5,end:3,multiplier:0}"),

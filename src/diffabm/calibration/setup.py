@@ -1,9 +1,9 @@
 """What a calibration run is built from: the study's model, observed data, prior, loss and the
-LightningModule of its mode (`MODES`: one class per mode, no model named)."""
+LightningModule of its mode (built from its `_target_`; no model named)."""
 
 from __future__ import annotations
 
-import importlib
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,17 +18,12 @@ from diffabm.calibration.observe import read_observed
 from diffabm.calibration.priors import Prior, build_prior
 from diffabm.calibration.target import CalibrationTarget
 from diffabm.models.base import Simulator
+from diffabm.registry import instantiate
 
 if TYPE_CHECKING:
     from diffabm.calibration.module import CalibrationModule
 
-# mode: the LightningModule that fits it (imported when used: Lightning is slow to import)
-MODES = {
-    "point": "diffabm.calibration.point:PointCalibration",
-    "calibnn": "diffabm.calibration.calibnn:CalibNNCalibration",
-    "ensemble": "diffabm.calibration.point:PointCalibration",
-    "flow": "diffabm.calibration.flow:FlowCalibration",
-}
+MODES = ("point", "calibnn", "ensemble", "flow")  # each `cfg.calibration.<mode>` names its LightningModule by _target_
 
 
 def build_target(cfg: DictConfig, model: Simulator, observed: xr.Dataset) -> tuple[CalibrationTarget, Prior]:
@@ -61,19 +56,16 @@ def initial_point(prior: Prior, how: str, seed: int) -> Tensor:
 
 def build_module(mode: str, settings: DictConfig, target: CalibrationTarget, prior: Prior, seed: int
                  ) -> CalibrationModule:
-    """The LightningModule of `mode` with its settings (`cfg.calibration.<mode>`)."""
+    """The LightningModule of `mode`: `settings._target_` (`cfg.calibration.<mode>`, allow-listed) built with the
+    settings its constructor takes (the others, e.g. `epochs`, belong to the Trainer and the stage), the run's
+    target, prior and seed, and `initial` (`prior_mean` | `prior_sample`) as a starting θ."""
     if mode not in MODES:
-        raise ValueError(f"unknown calibration mode {mode!r}; choose from {sorted(MODES)}")
-    module, name = MODES[mode].split(":")
-    cls = getattr(importlib.import_module(module), name)
-    common = dict(target=target, seed=seed, draws_per_step=settings.draws_per_step,
-                  steps_per_epoch=settings.steps_per_epoch, lr=settings.lr, weight_decay=settings.weight_decay,
-                  lr_schedule=settings.lr_schedule)
-    if mode in ("point", "ensemble"):
-        return cls(initial=initial_point(prior, settings.initial, seed), **common)
-    if mode == "calibnn":
-        return cls(initial=initial_point(prior, settings.initial, seed), hidden_features=list(settings.hidden_features),
-                   control=settings.control, **common)
-    return cls(prior=prior, loss_weight=settings.loss_weight, transforms=settings.transforms,
-               hidden_features=list(settings.hidden_features), estimator=settings.estimator,
-               loss_weight_warmup=settings.loss_weight_warmup, kl_gradient=settings.kl_gradient, **common)
+        raise ValueError(f"unknown calibration mode {mode!r}; choose from {list(MODES)}")
+    factory = instantiate({"_target_": settings._target_}, f"calibration.{mode}", _partial_=True)
+    accepted = inspect.signature(factory.func).parameters
+    runtime = {"target": target, "prior": prior, "seed": seed}
+    if "initial" in accepted:
+        runtime["initial"] = initial_point(prior, settings.initial, seed)
+    chosen = {name: value for name, value in OmegaConf.to_container(settings, resolve=True).items()
+              if name in accepted and name not in runtime}
+    return factory(**chosen, **{name: value for name, value in runtime.items() if name in accepted})
