@@ -115,4 +115,6 @@ def _describe(error) -> str:
     if error.validator == "required":
         missing = [key for key in error.validator_value if key not in error.instance]
         return f"config field {_field([*path, missing[0]])!r} is required but missing"
-    return f"config field {_field(path)!r}: {error.message}"
+    value = _short.repr(error.instance)
+    shown = "" if value in error.message else f" (value {value})"
+    return f"config field {_field(path)!r}: {error.message}{shown}"
