@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from diffabm.build import build_model
 from diffabm.config import compose_study
 from diffabm.population.toy import toy_population
-from diffabm.build import build_model
 
 
 @pytest.fixture(scope="session")

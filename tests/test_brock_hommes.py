@@ -12,12 +12,6 @@ import torch
 from omegaconf import OmegaConf
 from torch.distributions import Independent, Normal
 
-from diffabm.calibration.gradient_study import (
-    diagonal_gaussian_estimates,
-    flow_gradient_spread,
-    initial_flow,
-    loss_of_draws,
-)
 from diffabm.calibration.priors import Prior
 from diffabm.figures.gradient_horizon import (
     plot_gradient_boxplots,
@@ -25,6 +19,12 @@ from diffabm.figures.gradient_horizon import (
 )
 from diffabm.models.base import stable_seed
 from diffabm.models.brock_hommes import BrockHommes, simulate_series
+from diffabm.studies.gradient_horizon import (
+    diagonal_gaussian_estimates,
+    flow_gradient_spread,
+    initial_flow,
+    loss_of_draws,
+)
 
 PAPER = {"g2": 0.9, "g3": 0.9, "b2": 0.2, "b3": -0.2, "beta": 120.0, "sigma": 0.04, "R": 1.01}
 TRUTH = (0.9, 0.9, 0.2, -0.2)

@@ -308,7 +308,11 @@ def test_replicated_losses_compare_the_mean_of_the_replicates(study):
 
 
 def test_calibnn_weekly_features_lag_the_data_and_multipliers_are_centred(study):
-    from diffabm.calibration.calibnn import CalibNNCalibration, observed_series, weekly_features
+    from diffabm.calibration.calibnn import (
+        CalibNNCalibration,
+        observed_series,
+        weekly_features,
+    )
 
     cfg = compose_study("default", TINY)
     target, prior = target_and_prior(cfg, study)
@@ -383,8 +387,8 @@ def test_flow_rejects_a_bad_setting(study, overrides, message):
 def test_merged_ensemble_keeps_members_as_a_coordinate(study, tmp_path):
     import pandas as pd
 
-    from diffabm.calibration.ensemble import merge_ensemble
     from diffabm.calibration.datasets import posterior_dataset
+    from diffabm.calibration.ensemble import merge_ensemble
 
     cfg = compose_study("default", [*TINY, "calibration.fit_draws=2"])
     observed = read_dataset(study[1])

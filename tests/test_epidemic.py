@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_model
+
 from diffabm.models.epidemic import STAGES, ContactLayers
-from diffabm.stochastic import EventWeighted, GumbelSoftmax, StraightThrough, StraightThroughGumbel, rate_to_logits
+from diffabm.stochastic import (
+    EventWeighted,
+    GumbelSoftmax,
+    StraightThrough,
+    StraightThroughGumbel,
+    rate_to_logits,
+)
 
 
 def natural(model, **values):

@@ -29,21 +29,21 @@ def test_the_study_dag_has_no_population_and_one_flow_per_estimator(tmp_path):
     assert "synthesize" not in run.stdout
     counts = dict(line.split()[:2] for line in run.stdout.splitlines() if line.split()[:1] and
                   line.split()[0] in ("calibrate_variant", "gradient_study", "gradient_horizon_report"))
-    assert counts == {"calibrate_variant": "5", "gradient_study": "1", "gradient_horizon_report": "1"}
+    assert counts == {"calibrate_variant": "6", "gradient_study": "1", "gradient_horizon_report": "1"}
 
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory) -> Path:
     """The study's stages in process on a tiny budget: (results folder)."""
-    from diffabm.calibration.gradient_study import write_gradient_study
     from diffabm.calibration.observe import observe
     from diffabm.calibration.stage import calibrate
     from diffabm.figures.gradient_horizon import gradient_horizon_report
+    from diffabm.studies.gradient_horizon import write_gradient_study
 
     root = tmp_path_factory.mktemp("bh")
     cfg = compose_study("bh-gradient-horizon", TINY)
     observe(cfg, None, root / "observed.zarr")
-    runs = {"H0": ["model.horizon=0"], "score": ["calibration.flow.estimator=score"]}
+    runs = {"H0": ["model.horizon=0"], "score": ["calibration.flow.estimator=score_plain"]}
     for name, overrides in runs.items():
         calibrate(compose_study("bh-gradient-horizon", [*TINY, *overrides]), "flow", None, root / "observed.zarr",
                   root / f"flow_{name}")
@@ -80,8 +80,8 @@ def test_gradient_spread_grows_from_horizon_zero_to_the_score_estimator():
     mean sd over φ_j is H0 < H2 < score (measured 0.039, 0.16, 1.46; each sd from 200 repeats has a relative
     standard error of about 5%, so the 4x and 9x gaps are far outside the noise)."""
     from diffabm.build import build_model
-    from diffabm.calibration.gradient_study import diagonal_gaussian_estimates
     from diffabm.config import compose_study
+    from diffabm.studies.gradient_horizon import diagonal_gaussian_estimates
 
     cfg = compose_study("bh-gradient-horizon")
 

@@ -9,10 +9,14 @@ def gradient_horizon_targets(study):
     return [f"results/{study}/gradient_horizon.csv"]
 
 
+def variants(wildcards):
+    """The study's flow variants (each estimator's flow; their names those of the gradient study's estimators)."""
+    return list(study_config(wildcards.study).calibration.variants)
+
+
 def variant_stores(wildcards, name):
-    """`name` (posterior.zarr or metrics.csv) of each estimator's flow."""
-    estimators = study_config(wildcards.study).gradient_study.estimators
-    return [f"results/{wildcards.study}/calibration/flow_{estimator}/{name}" for estimator in estimators]
+    """`name` (posterior.zarr or metrics.csv) of each variant's flow."""
+    return [f"results/{wildcards.study}/calibration/flow_{variant}/{name}" for variant in variants(wildcards)]
 
 
 rule gradient_study:
@@ -44,7 +48,7 @@ rule gradient_horizon_report:
                      category="Gradient horizon"),
     params:
         overrides=OVERRIDES,
-        estimators=lambda w: list(study_config(w.study).gradient_study.estimators),
+        variants=variants,
     log:
         "results/{study}/logs/gradient_horizon_report.log",
     script:

@@ -1,6 +1,6 @@
 """Snakemake script of rule `gradient_study`."""
 
-from diffabm.calibration.gradient_study import write_gradient_study
+from diffabm.studies.gradient_horizon import write_gradient_study
 from diffabm.snakemake_job import run_job
 
 smk = snakemake  # noqa: F821

@@ -6,7 +6,7 @@ whose gradient with respect to the variational parameters φ is the estimator
 
 - `pathwise`: reparameterisation, θ = T_φ(ε), backpropagated through the differentiable simulator.
 - `score`: score function (REINFORCE), E_q[(ℓ(θ) − b) ∇_φ log q_φ(θ)] with a leave-one-out
-  baseline b (Kool et al. 2019); needs no simulator gradient.
+  baseline b (Kool et al. 2019); needs no simulator gradient. `score_plain`: the same without b.
 - `forward`: the loss Jacobian J = ∂ℓ/∂θ by forward-mode AD (`torch.func.jvp`, one pass per
   parameter; Quera-Bofarull et al. 2023, "Some challenges of calibrating differentiable
   agent-based models", memory Fig. 3), chained into the flow by reverse mode:
@@ -62,7 +62,13 @@ def forward(theta: Tensor, q: Distribution, losses_of: LossOfDraws) -> tuple[Ten
     return surrogate, losses.detach()
 
 
-ESTIMATORS = {"pathwise": pathwise, "score": score, "forward": forward}
+def score_plain(theta: Tensor, q: Distribution, losses_of: LossOfDraws) -> tuple[Tensor, Tensor]:
+    """The score-function estimator without a baseline: (1/N) Σ_n ℓ(θ_n) ∇_φ log q_φ(θ_n) (Quera-Bofarull, Dyer et
+    al. 2023, eq. 28)."""
+    return score(theta, q, losses_of, baseline=False)
+
+
+ESTIMATORS = {"pathwise": pathwise, "score": score, "score_plain": score_plain, "forward": forward}
 
 
 def gradient_estimator(kind: str) -> Callable[[Tensor, Distribution, LossOfDraws], tuple[Tensor, Tensor]]:

@@ -43,10 +43,10 @@ from torch.distributions import AffineTransform
 
 from diffabm.calibration.losses import mmd_squared_values
 from diffabm.models.base import Simulator, stable_seed
+from diffabm.models.brock_hommes import CALIBRATED
 from diffabm.store import as_object_strings, write_dataset
 
 log = logging.getLogger(__name__)
-CALIBRATED = ("g2", "g3", "b2", "b3")
 PHI_NAMES = [f"mu_{name}" for name in CALIBRATED] + [f"sigma_{name}" for name in CALIBRATED]
 CHUNK_DRAWS = 256  # draws per simulator call (bounds the MMD's (B, T, T) kernel memory)
 ModelFactory = Callable[[int | None], Simulator]
@@ -318,6 +318,9 @@ def write_gradient_study(cfg: DictConfig, observed_path: str | Path, output_path
     from diffabm.calibration.priors import build_prior
 
     settings = cfg.gradient_study
+    if cfg.calibration.loss != "mmd_values":
+        raise ValueError(f"gradient_study measures the gradient of the squared MMD (calibration.loss: mmd_values), "
+                         f"but the study's flows use calibration.loss={cfg.calibration.loss!r}")
 
     def model_factory(horizon: int | None) -> Simulator:
         variant = cfg.copy()
