@@ -423,3 +423,30 @@ def test_an_earlier_retained_backward_does_not_leak_into_a_later_one(small_popul
     parameters, out = run()
     (fresh,) = torch.autograd.grad(out.new_infections.sum(), parameters["beta_household"])
     torch.testing.assert_close(after, fresh, rtol=0, atol=0)
+
+
+def test_stochastic_derivatives_agree_with_finite_differences():
+    """Arya et al. (2022) stochastic derivatives of E[total infections] in every β and the initial fraction are
+    unbiased: 512 draws (the estimate's standard error, SE, from their spread) against central finite differences
+    (step 5%, common random numbers, 1,024 draws), each within 3 combined SE. Measured with 1,024 draws: z = 0.5,
+    2.5, −1.7, 1.7, 0.7 (README); the event-weighted estimator is 10–30 SE off on the same problem."""
+    from diffabm.models.epidemic.derivatives import stochastic_derivatives
+    from diffabm.population.toy import toy_population
+
+    model = make_model(toy_population(3_000, seed=3), "model.draws=256", "model.parameters.initial_fraction=0.01")
+    base = natural(model)
+    names = [f"beta_{layer}" for layer in model.layers] + ["initial_fraction"]
+
+    def total(output):
+        return output.new_infections.sum(1)
+
+    estimates = torch.cat([stochastic_derivatives(model, base, seed, total, names)[1] for seed in range(2)])
+    for k, name in enumerate(names):
+        step = 0.05 * base[name][0].item()
+        with torch.no_grad():
+            differences = torch.cat([(total(model.simulate({**base, name: base[name] + step}, seed=100 + s))
+                                      - total(model.simulate({**base, name: base[name] - step}, seed=100 + s)))
+                                     / (2 * step) for s in range(4)])
+        se = (estimates[:, k].var() / len(estimates) + differences.var() / len(differences)).sqrt()
+        z = (estimates[:, k].mean() - differences.mean()) / se
+        assert abs(z) < 3, f"{name}: stochastic derivative {estimates[:, k].mean():.1f}, FD {differences.mean():.1f}, z {z:.2f}"
