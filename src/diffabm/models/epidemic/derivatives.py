@@ -32,9 +32,14 @@ from torch import Tensor
 
 from diffabm.models.base import stable_seed
 from diffabm.models.epidemic.outputs import EpidemicOutput, daily_outputs
-from diffabm.models.epidemic.transmission import NEVER, _DayState
+from diffabm.models.epidemic.transmission import NEVER
 
 Statistic = Callable[[EpidemicOutput], Tensor]  # outputs of R rows -> (R,)
+
+
+def hard_sample(logits: Tensor, u: Tensor) -> Tensor:
+    """The course's Bernoulli draws as they are, `u < p` (no surrogate: these derivatives need none)."""
+    return (u < torch.sigmoid(logits)).float()
 
 
 def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, statistic: Statistic,
@@ -60,22 +65,11 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
     with torch.no_grad():
         beta = torch.stack([parameters[f"beta_{layer}"] for layer in model.layers], dim=-1)
         fraction = parameters["initial_fraction"]
-        durations = {name: expand(value) for name, value in model._durations(seed, draws).items()}
-        symptomatic = (model._uniform(seed, "symptomatic", draws) < torch.sigmoid(model.logit_symptomatic)).float()
-        hospital_log_or = torch.log(parameters["hospitalisation_odds_ratio"])[:, None]
-        death_log_or = torch.log(parameters["fatality_odds_ratio"])[:, None]
-        hospitalised = (model._uniform(seed, "hospital", draws) < torch.sigmoid(model.logit_hospital + hospital_log_or))
-        dies = (model._uniform(seed, "death", draws) < torch.sigmoid(model.logit_death + death_log_or)).float()
-        symptomatic, dies, hospitalised = expand(symptomatic), expand(dies), expand(hospitalised)
-        latent = durations["latent"]
-        infectious_days = torch.where(symptomatic > 0, torch.where(hospitalised, durations["symptomatic_to_admission"],
-                                                                   durations["symptomatic_to_recovery"]),
-                                      durations["asymptomatic_infectious"])
-        relative = 1.0 - (1.0 - model.course.asymptomatic_relative_infectiousness) * (1.0 - symptomatic)
-        complies = (expand(model._uniform(seed, "isolation", draws)) < model.interventions.isolation_compliance
-                    ).float() * symptomatic
-        state = _DayState(model, seed, relative, (latent - model.course.presymptomatic_days).clamp(min=1),
-                          latent + infectious_days, complies, latent + model.interventions.isolation_delay)
+        course = model.course_draws(parameters, seed, draws, hard_sample)
+        course = {name: ({key: expand(v) for key, v in value.items()} if isinstance(value, dict) else expand(value))
+                  for name, value in course.items()}
+        durations, latent = course["durations"], course["durations"]["latent"]
+        state = model.day_state(course, seed)
         generator = torch.Generator(device=model.device).manual_seed(stable_seed(seed, "stochastic_derivatives"))
 
         # Day 0: seeding; the initial fraction's alternative gets one more seed (weight N_not_seeded / (1 − f)).
@@ -131,8 +125,9 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
         new_infections = torch.zeros(draws * rows, days + 1, device=model.device).scatter_add_(
             1, infection_day.long().clamp(max=days), torch.ones_like(infection_day, dtype=torch.float32))[:, :days]
         by_setting = new_infections.new_zeros(*new_infections.shape, len(model.layers))
-        output = daily_outputs(new_infections, by_setting, infected.float(), infection_day, symptomatic,
-                               hospitalised.float(), dies, latent, infectious_days, durations["hospital_stay"],
+        output = daily_outputs(new_infections, by_setting, infected.float(), infection_day, course["symptomatic"],
+                               course["hospitalised"], course["dies"], latent, course["infectious_days"],
+                               durations["hospital_stay"],
                                age_band=model.age_band, n_bands=len(model.course.age_bands))
         values = statistic(output).reshape(draws, rows)
         return values[:, 0], weight * (values[:, 1:] - values[:, :1])

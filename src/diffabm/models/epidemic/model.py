@@ -190,6 +190,36 @@ class EpidemicModel(Simulator):
             out[name] = days.int()
         return out
 
+    def course_draws(self, parameters: Mapping[str, Tensor], seed: int, draws: int, estimate) -> dict:
+        """Each agent's course if infected (B, N): stage `durations`, `symptomatic`, `hospitalised` and `dies` (drawn
+        by `estimate(logits, u)`, the odds ratios of `parameters` applied), the `infectious_days` after onset, the
+        `relative` infectiousness and whether it `complies` with isolation."""
+        durations = self._durations(seed, draws)
+        symptomatic = (self._uniform(seed, "symptomatic", draws) < torch.sigmoid(self.logit_symptomatic)).float()
+        hospital_log_or = torch.log(parameters["hospitalisation_odds_ratio"])[:, None]
+        death_log_or = torch.log(parameters["fatality_odds_ratio"])[:, None]
+        hospitalised = estimate(self.logit_hospital + hospital_log_or, self._uniform(seed, "hospital", draws))
+        dies = estimate(self.logit_death + death_log_or, self._uniform(seed, "death", draws))
+        infectious_days = torch.where(
+            symptomatic > 0,
+            torch.where(hospitalised.detach() > 0.5, durations["symptomatic_to_admission"],
+                        durations["symptomatic_to_recovery"]),
+            durations["asymptomatic_infectious"],
+        )
+        relative = 1.0 - (1.0 - self.course.asymptomatic_relative_infectiousness) * (1.0 - symptomatic)
+        complies = (self._uniform(seed, "isolation", draws) < self.interventions.isolation_compliance).float() \
+            * symptomatic
+        return {"durations": durations, "symptomatic": symptomatic, "hospitalised": hospitalised, "dies": dies,
+                "infectious_days": infectious_days, "relative": relative, "complies": complies}
+
+    def day_state(self, course: Mapping, seed: int) -> _DayState:
+        """The per-simulation constants of the transmission days. Infectious from `presymptomatic_days` before
+        onset (the latent period ends before symptoms do), at least one day after infection."""
+        latent = course["durations"]["latent"]
+        infectious_from = (latent - self.course.presymptomatic_days).clamp(min=1)
+        return _DayState(self, seed, course["relative"], infectious_from, latent + course["infectious_days"],
+                         course["complies"], latent + self.interventions.isolation_delay)
+
     def simulate(self, parameters: Mapping[str, Tensor], seed: int = 0,
                  controls: Mapping[str, Tensor] | None = None) -> EpidemicOutput:
         """Run the epidemic for B parameter draws (natural scale, each (B,)) with one seed.
@@ -204,24 +234,12 @@ class EpidemicModel(Simulator):
         check_memory(self.n_agents, draws, self.days, tracking, self.max_memory_gb)
         beta = torch.stack([parameters[f"beta_{layer}"] for layer in self.layers], dim=-1)
         fraction = parameters["initial_fraction"]
-        hospital_log_or = torch.log(parameters["hospitalisation_odds_ratio"])[:, None]
-        death_log_or = torch.log(parameters["fatality_odds_ratio"])[:, None]
 
-        durations = self._durations(seed, draws)
-        estimate = self.estimator
-        symptomatic = (self._uniform(seed, "symptomatic", draws) < torch.sigmoid(self.logit_symptomatic)).float()
-        hospitalised = estimate(self.logit_hospital + hospital_log_or, self._uniform(seed, "hospital", draws))
-        dies = estimate(self.logit_death + death_log_or, self._uniform(seed, "death", draws))
+        course = self.course_draws(parameters, seed, draws, self.estimator)
+        durations, symptomatic, hospitalised, dies = (course[k] for k in ("durations", "symptomatic", "hospitalised",
+                                                                          "dies"))
         hard_hospitalised = hospitalised.detach() > 0.5
-        latent = durations["latent"]
-        infectious_days = torch.where(
-            symptomatic > 0,
-            torch.where(hard_hospitalised, durations["symptomatic_to_admission"], durations["symptomatic_to_recovery"]),
-            durations["asymptomatic_infectious"],
-        )
-        relative = 1.0 - (1.0 - self.course.asymptomatic_relative_infectiousness) * (1.0 - symptomatic)
-        isolation_u = self._uniform(seed, "isolation", draws)
-        complies = (isolation_u < self.interventions.isolation_compliance).float() * symptomatic
+        latent, infectious_days = durations["latent"], course["infectious_days"]
 
         infected = self._seed(fraction, self._uniform(seed, "initial", draws, self.seeding == "systematic"))
         infection_day = torch.where(infected.detach() > 0.5, 0, NEVER).int()
@@ -230,11 +248,7 @@ class EpidemicModel(Simulator):
         multiplier = multiplier.to(beta.dtype)
         if transmission_multiplier is not None:
             multiplier = multiplier * self._checked_daily(transmission_multiplier)[..., None]
-        # Infectious from `presymptomatic_days` before onset (the latent period ends before symptoms do), at
-        # least one day after infection.
-        infectious_from = (latent - self.course.presymptomatic_days).clamp(min=1)
-        day_state = _DayState(self, seed, relative, infectious_from, latent + infectious_days, complies,
-                              latent + self.interventions.isolation_delay)
+        day_state = self.day_state(course, seed)
         if tracking and infected.requires_grad:
             infected = _UnrealisedAtSeeding.apply(infected, day_state)
         daily_new = [infected.sum(-1)]
