@@ -137,6 +137,7 @@ def expected_loss(target, theta: torch.Tensor, module=None, repeats: int = 12) -
     ("ensemble", ["calibration.ensemble.epochs=12", "calibration.ensemble.lr=0.05"]),
     ("calibnn", ["calibration.calibnn.epochs=12", "calibration.calibnn.lr=0.01",
                  "calibration.calibnn.control=transmission_multiplier"]),
+    ("point", ["calibration.point.epochs=12", "calibration.point.lr=0.05", "calibration.gradients=stochastic"]),
 ])
 def test_point_like_modes_lower_the_loss(study, tmp_path, mode, overrides):
     import lightning as L
@@ -403,3 +404,28 @@ def test_merged_ensemble_keeps_members_as_a_coordinate(study, tmp_path):
                                          tmp_path / "fit.zarr", tmp_path / "metrics.csv"))
     assert sorted(merged.data_vars) == sorted(target.names)
     assert merged["member"].values.tolist() == [0, 1] and merged.sizes["draw"] == 2
+
+
+def test_stochastic_gradients_reach_theta_through_the_bijections(study):
+    """The surrogate's gradient in θ (unconstrained) is the model's stochastic derivative in the natural parameters
+    times d natural / d θ; replicates and the by-setting observable are refused."""
+    cfg = compose_study("default", [*TINY, "calibration.gradients=stochastic"])
+    target, prior = target_and_prior(cfg, study)
+    theta = prior.sample(3, 0).requires_grad_(True)
+    losses = target.losses(theta, 7)
+    (gradient,) = torch.autograd.grad(losses.sum(), theta)
+    natural = target.natural(theta.detach())
+    values, estimates = target.model.derivative_estimates(
+        natural, 7, lambda output: target.loss({name: output[name] for name in target.loss.observed}), target.names)
+    torch.testing.assert_close(losses.detach(), values)
+    chain = torch.stack([torch.autograd.functional.jacobian(target.model.space.bijections[name], theta[:, k].detach()
+                                                            ).diagonal() for k, name in enumerate(target.names)], -1)
+    torch.testing.assert_close(gradient, estimates * chain)
+    with pytest.raises(ValueError, match="stochastic needs calibration.replicates: 1"):
+        target_and_prior(compose_study("default", [*TINY, "calibration.gradients=stochastic",
+                                                   "calibration.replicates=3"]), study)
+    by_setting = compose_study("default", [*TINY, "calibration.gradients=stochastic",
+                                           "calibration.observables=[infections_by_setting]"])
+    target, prior = target_and_prior(by_setting, study)
+    with pytest.raises(ValueError, match="infections_by_setting is not counted"):
+        target.losses(prior.sample(2, 0).requires_grad_(True), 7)

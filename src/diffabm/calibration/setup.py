@@ -32,7 +32,8 @@ def build_target(cfg: DictConfig, model: Simulator, observed: xr.Dataset) -> tup
     loss = ObservationLoss(settings.loss, {name: torch.as_tensor(observed[name].values) for name in settings.observables},
                            list(settings.observables))
     prior = build_prior(OmegaConf.to_container(settings.prior), model.space, model.device)
-    target = CalibrationTarget(model, prior.names, model.defaults, loss, settings.get("replicates", 1))
+    target = CalibrationTarget(model, prior.names, model.defaults, loss, settings.get("replicates", 1),
+                               settings.get("gradients", "autograd"))
     return target, prior
 
 

@@ -12,6 +12,7 @@ from diffabm.calibration.losses import ObservationLoss
 from diffabm.models.base import Output, Simulator
 
 Controls = Mapping[str, Tensor]  # control name -> (B, *dims)
+GRADIENTS = ("autograd", "stochastic")  # through the simulator's graph | stochastic derivatives (unbiased)
 
 
 class CalibrationTarget:
@@ -22,7 +23,7 @@ class CalibrationTarget:
     """
 
     def __init__(self, model: Simulator, names: Sequence[str], fixed: Mapping[str, float],
-                 loss: ObservationLoss, replicates: int = 1):
+                 loss: ObservationLoss, replicates: int = 1, gradients: str = "autograd"):
         unknown = [name for name in names if name not in model.space.domains]
         if unknown:
             raise ValueError(f"calibrated parameters {unknown} are not model parameters {model.space.names}")
@@ -37,6 +38,11 @@ class CalibrationTarget:
         if replicates < 1:
             raise ValueError(f"calibration.replicates must be >= 1, got {replicates}")
         self.replicates = replicates
+        if gradients not in GRADIENTS:
+            raise ValueError(f"calibration.gradients: unknown {gradients!r}; choose from {GRADIENTS}")
+        if gradients == "stochastic" and replicates != 1:
+            raise ValueError(f"calibration.gradients: stochastic needs calibration.replicates: 1, got {replicates}")
+        self.gradients = gradients
 
     @property
     def dimension(self) -> int:
@@ -63,7 +69,22 @@ class CalibrationTarget:
 
         Averaging removes the pull of a point-wise loss towards parameters whose simulations vary less.
         """
+        if self.gradients == "stochastic" and torch.is_grad_enabled() and theta.requires_grad:
+            return self.stochastic_losses(theta, seed, controls)
         return self.loss(self.replicate_means(theta, seed, controls))
+
+    def stochastic_losses(self, theta: Tensor, seed: int, controls: Controls | None = None) -> Tensor:
+        """ℓ(θ_b) (B,) whose gradient is the model's unbiased stochastic derivative of E[ℓ] (one simulation per
+        draw), chained to θ through the bijections: ℓ + Σ_k (dE[ℓ]/dθ_k) (θ_k − θ_k.detach()) on the natural scale."""
+        if controls:
+            raise ValueError("calibration.gradients: stochastic takes no controls (e.g. calibnn.control: null)")
+        natural = self.natural(theta)
+        with torch.no_grad():
+            values, derivatives = self.model.derivative_estimates(
+                {name: value.detach() for name, value in natural.items()}, seed,
+                lambda output: self.loss({name: output[name] for name in self.loss.observed}), self.names)
+        calibrated = torch.stack([natural[name] for name in self.names], dim=-1)
+        return values + (derivatives * (calibrated - calibrated.detach())).sum(-1)
 
     def replicate_means(self, theta: Tensor, seed: int, controls: Controls | None = None) -> dict[str, Tensor]:
         """Each observable (B, ...) of the draws θ (B, d), averaged over `replicates` simulations."""

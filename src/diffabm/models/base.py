@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -82,6 +82,13 @@ class Simulator(nn.Module, ABC):
         if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1:
             raise ValueError(f"parameters must all have shape (B,), got {shapes}")
         return next(iter(shapes.values()))[0]
+
+    def derivative_estimates(self, parameters: Mapping[str, Tensor], seed: int,
+                             statistic: Callable[[Output], Tensor], names: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """(statistic of B simulations (B,), unbiased estimates of d E[statistic]/dθ (B, d) for θ in `names`), for a
+        model with stochastic derivatives through its discrete draws; others raise NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} has no stochastic derivatives (calibration.gradients: "
+                                  f"autograd)")
 
     def natural_parameters(self, draws: int | None = None) -> dict[str, Tensor]:
         """The default parameters, each (draws,) (the model's `draws` unless given)."""

@@ -124,7 +124,8 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
         days = model.days
         new_infections = torch.zeros(draws * rows, days + 1, device=model.device).scatter_add_(
             1, infection_day.long().clamp(max=days), torch.ones_like(infection_day, dtype=torch.float32))[:, :days]
-        by_setting = new_infections.new_zeros(*new_infections.shape, len(model.layers))
+        # Not counted here: NaN, so that a statistic that reads it is not silently wrong.
+        by_setting = new_infections.new_full((*new_infections.shape, len(model.layers)), float("nan"))
         output = daily_outputs(new_infections, by_setting, infected.float(), infection_day, course["symptomatic"],
                                course["hospitalised"], course["dies"], latent, course["infectious_days"],
                                durations["hospital_stay"],

@@ -190,6 +190,17 @@ class EpidemicModel(Simulator):
             out[name] = days.int()
         return out
 
+    def derivative_estimates(self, parameters: Mapping[str, Tensor], seed: int, statistic, names) -> tuple[Tensor, Tensor]:
+        """Stochastic derivatives (Arya et al. 2022) in β and the initial fraction
+        (`diffabm.models.epidemic.derivatives`); `infections_by_setting` is not counted there."""
+        from diffabm.models.epidemic.derivatives import stochastic_derivatives
+
+        values, estimates = stochastic_derivatives(self, parameters, seed, statistic, list(names))
+        if not torch.isfinite(values).all():
+            raise ValueError("stochastic derivatives: the statistic is not finite (infections_by_setting is not "
+                             "counted there; take it out of calibration.observables)")
+        return values, estimates
+
     def course_draws(self, parameters: Mapping[str, Tensor], seed: int, draws: int, estimate) -> dict:
         """Each agent's course if infected (B, N): stage `durations`, `symptomatic`, `hospitalised` and `dies` (drawn
         by `estimate(logits, u)`, the odds ratios of `parameters` applied), the `infectious_days` after onset, the
