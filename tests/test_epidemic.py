@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 from conftest import make_model
 
 from diffabm.models.epidemic import STAGES, ContactLayers
@@ -91,61 +92,82 @@ def test_hospitalisation_odds_ratio_gradient_is_positive(small_population):
     assert params["hospitalisation_odds_ratio"].grad.sum() > 0
 
 
-def autograd_and_finite_differences(name: str, series, *overrides: str) -> tuple[float, float]:
-    """d E[Σ series(output)] / dθ_name by autograd and by central differences with common random numbers.
-
-    Toy population of 3,000 agents, 30 days, initial fraction 0.01, 64 draws × 3 seeds.
-    """
+def autograd_and_finite_differences(name: str, series, *overrides: str) -> tuple[Tensor, Tensor]:
+    """Per-draw d Σ series(output) / dθ_name by autograd and by central differences with common random numbers
+    (step 10%), each (192,): toy population of 3,000 agents, 30 days, initial fraction 0.01, 64 draws × 3 seeds."""
     from diffabm.population.toy import toy_population
 
     model = make_model(toy_population(3_000, seed=3), "model.draws=64", "model.parameters.initial_fraction=0.01",
                        *overrides)
     base = natural(model)
-    seeds = range(3)
-
-    def mean_total(params, seed):
-        return series(model.simulate(params, seed)).sum(1).mean()
-
-    grad = 0.0
-    for seed in seeds:
-        params = {k: v.clone().requires_grad_(k == name) for k, v in base.items()}
-        grad += torch.autograd.grad(mean_total(params, seed), params[name])[0].sum().item()
     step = 0.1 * base[name][0].item()
-    with torch.no_grad():
-        fd = sum(
-            (mean_total({**base, name: base[name] + step}, s) - mean_total({**base, name: base[name] - step}, s)).item()
-            / (2 * step)
-            for s in seeds
-        )
-    return grad / len(seeds), fd / len(seeds)
+    autograd, differences = [], []
+    for seed in range(3):
+        params = {k: v.clone().requires_grad_(k == name) for k, v in base.items()}
+        autograd.append(torch.autograd.grad(series(model.simulate(params, seed)).sum(), params[name])[0])
+        with torch.no_grad():
+            up = series(model.simulate({**base, name: base[name] + step}, seed)).sum(1)
+            down = series(model.simulate({**base, name: base[name] - step}, seed)).sum(1)
+        differences.append((up - down) / (2 * step))
+    return torch.cat(autograd), torch.cat(differences)
 
 
-@pytest.mark.parametrize("output", ["new_infections", "cases"])
-@pytest.mark.parametrize(("name", "seeding"), [
-    *((name, "bernoulli") for name in ("beta_household", "beta_school", "beta_workplace", "beta_community",
-                                       "initial_fraction")),
-    ("initial_fraction", "systematic"),
-])
-def test_autograd_agrees_with_finite_differences(name, seeding, output):
-    """d E[total output] / dθ: autograd vs central differences with common random numbers.
-
-    Stated tolerance for the default estimator (EventWeighted): the sign agrees and autograd / FD
-    lies in [0.8, 1.5] for every parameter. The event weighting is unbiased per draw; what is
-    left is high: a realised infection is credited with its whole effect, although without it the
-    agent might have been infected a little later (depletion; measured ratios in README.md).
-    """
-    grad, fd = autograd_and_finite_differences(name, lambda out: getattr(out, output), f"model.seeding={seeding}")
-    assert fd > 0
-    assert 0.8 <= grad / fd <= 1.5, f"{name}: autograd {grad:.2f} vs FD {fd:.2f}"
+def ratio_and_standard_error(autograd: Tensor, differences: Tensor) -> tuple[float, float]:
+    """mean(autograd) / mean(FD) and its standard error by the delta method (the two means taken as independent,
+    which overstates the error a little: common random numbers correlate them positively)."""
+    n = autograd.numel()
+    mean_a, mean_f = autograd.mean().item(), differences.mean().item()
+    ratio = mean_a / mean_f
+    relative = ((autograd.var().item() / n) / mean_a**2 + (differences.var().item() / n) / mean_f**2) ** 0.5
+    return ratio, abs(ratio) * relative
 
 
-@pytest.mark.parametrize("setting", ["workplace", "community"])
-def test_infections_by_setting_autograd_agrees_with_finite_differences(setting):
-    """d E[infections in a setting] / dβ of that setting, within the tolerance above."""
-    grad, fd = autograd_and_finite_differences(
-        f"beta_{setting}", lambda out: out.infections_by_setting[..., ["household", "school", "workplace", "community"].index(setting)])
-    assert fd > 0
-    assert 0.8 <= grad / fd <= 1.5, f"{setting}: autograd {grad:.2f} vs FD {fd:.2f}"
+# The event-weighted estimator's measured bias, autograd / FD with its standard error (SE) from 192 draws
+# (README, "Gradients through discrete randomness"): every ratio lies 3-9 SE above 1.
+EVENT_WEIGHTED_BIAS = {
+    ("beta_household", "bernoulli", "new_infections"): (1.379, 0.044),
+    ("beta_school", "bernoulli", "new_infections"): (1.184, 0.071),
+    ("beta_workplace", "bernoulli", "new_infections"): (1.317, 0.040),
+    ("beta_community", "bernoulli", "new_infections"): (1.208, 0.032),
+    ("initial_fraction", "bernoulli", "new_infections"): (1.168, 0.054),
+    ("initial_fraction", "systematic", "new_infections"): (1.331, 0.049),
+    ("beta_household", "bernoulli", "cases"): (1.335, 0.052),
+    ("beta_school", "bernoulli", "cases"): (1.228, 0.100),
+    ("beta_workplace", "bernoulli", "cases"): (1.256, 0.045),
+    ("beta_community", "bernoulli", "cases"): (1.151, 0.037),
+    ("initial_fraction", "bernoulli", "cases"): (1.075, 0.052),
+    ("initial_fraction", "systematic", "cases"): (1.210, 0.048),
+}
+BY_SETTING_BIAS = {"workplace": (1.266, 0.031), "community": (1.142, 0.028)}
+
+
+def assert_pinned(ratio: float, se: float, pinned: tuple[float, float], what: str) -> None:
+    """The ratio equals its pinned value within 3 standard errors of the two measurements combined."""
+    expected, expected_se = pinned
+    assert abs(ratio - expected) < 3 * (se**2 + expected_se**2) ** 0.5, f"{what}: {ratio:.3f} ± {se:.3f}, pinned {pinned}"
+
+
+@pytest.mark.parametrize(("name", "seeding", "output"), sorted(EVENT_WEIGHTED_BIAS))
+def test_the_event_weighted_bias_is_as_measured(name, seeding, output):
+    """d E[total output] / dθ: the default estimator (EventWeighted) against central differences with common
+    random numbers. It is biased (issue 13): a realised infection is credited with its whole effect, although
+    without it the agent might have been infected a little later. The test pins the measured ratio within 3
+    combined SE, so a change of the estimator's bias either way fails; the unbiased stochastic derivatives are
+    tested against the same kind of finite differences below."""
+    autograd, differences = autograd_and_finite_differences(name, lambda out: getattr(out, output),
+                                                            f"model.seeding={seeding}")
+    ratio, se = ratio_and_standard_error(autograd, differences)
+    assert_pinned(ratio, se, EVENT_WEIGHTED_BIAS[(name, seeding, output)], f"{name} ({seeding}) on {output}")
+
+
+@pytest.mark.parametrize("setting", sorted(BY_SETTING_BIAS))
+def test_the_bias_on_infections_by_setting_is_as_measured(setting):
+    """d E[infections in a setting] / dβ of that setting, pinned as above."""
+    column = ["household", "school", "workplace", "community"].index(setting)
+    autograd, differences = autograd_and_finite_differences(f"beta_{setting}",
+                                                            lambda out: out.infections_by_setting[..., column])
+    ratio, se = ratio_and_standard_error(autograd, differences)
+    assert_pinned(ratio, se, BY_SETTING_BIAS[setting], f"infections in {setting}")
 
 
 def test_infections_by_setting_split_each_day_infections_and_their_gradients(small_population):
