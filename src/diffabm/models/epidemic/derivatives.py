@@ -91,11 +91,7 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
         one_hot = torch.eye(len(model.layers), device=model.device)
         for day in range(1, model.days):
             day_weight = beta * multiplier[:, day]  # (B, L)
-            factor, keep = state.infectiousness_factor(infection_day, day)
-            infectiousness = infected.float() * factor
-            isolated = infectiousness * keep if keep is not None else None
-            total = contacts.group_totals(infectiousness, isolated, model.isolating)  # (B·R, G)
-            rate = model.susceptibility * contacts.spread(total * contacts.group_scale(expand(day_weight)))
+            rate, total = state.force(infected.float(), expand(day_weight), infection_day, day)  # total: (B·R, G)
             u = expand(state.noise(day, draws))
             new = (~infected) & (u < -torch.expm1(-rate))
 

@@ -69,6 +69,15 @@ class _DayState:
         keep = 1.0 - self.complies * (since >= self.isolated_from) if self.isolating else None
         return factor, keep
 
+    def force(self, infected: Tensor, weight: Tensor, infection_day: Tensor, day: int) -> tuple[Tensor, Tensor]:
+        """The day's infection rate of every agent (B, N) and the groups' infectiousness totals (B, G)."""
+        contacts, model = self.model.contacts, self.model
+        factor, keep = self.infectiousness_factor(infection_day, day)
+        infectiousness = infected * factor
+        isolated = infectiousness * keep if keep is not None else None
+        total = contacts.group_totals(infectiousness, isolated, model.isolating)
+        return model.susceptibility * contacts.spread(total * contacts.group_scale(weight)), total
+
     def noise(self, day: int, draws: int) -> Tensor:
         return self.model._uniform(self.seed, f"day{day}", draws)
 
@@ -144,12 +153,8 @@ class _TransmissionDay(torch.autograd.Function):
     @staticmethod
     def forward(infected: Tensor, weight: Tensor, infection_day: Tensor, day: int, state: _DayState
                 ) -> tuple[Tensor, Tensor, Tensor]:
-        contacts, model = state.model.contacts, state.model
-        factor, keep = state.infectiousness_factor(infection_day, day)
-        infectiousness = infected * factor
-        isolated = infectiousness * keep if keep is not None else None
-        total = contacts.group_totals(infectiousness, isolated, model.isolating)
-        rate = model.susceptibility * contacts.spread(total * contacts.group_scale(weight))
+        model = state.model
+        rate, total = state.force(infected, weight, infection_day, day)
         draw = model.estimator.rate_sample(rate, state.noise(day, infected.shape[0]))
         state.latest_day = (infected, weight, infection_day, rate, total)  # for `jvp`, which follows at once
         return infected + (1.0 - infected) * draw, rate, total
