@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from diffabm.figures import provenance_of, save_figure  # noqa: E402
 from diffabm.store import read_dataset  # noqa: E402
 
 
@@ -80,8 +81,4 @@ def plot_calibration(cfg: DictConfig, posterior_path: str | Path, fit_path: str 
                 axis.legend(fontsize="x-small")
     kind = posterior.attrs.get("kind", f"{posterior.sizes['draw']} draws")
     fig.suptitle(f"{cfg.study}: {posterior.attrs.get('mode', '')} calibration, {kind}")
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output_path, dpi=110)
-    plt.close(fig)
-    return output_path
+    return save_figure(fig, output_path, provenance_of(posterior, Source=str(posterior_path)), dpi=110)

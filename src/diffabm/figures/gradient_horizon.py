@@ -22,21 +22,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from diffabm.figures import provenance_of, save_figure  # noqa: E402
 from diffabm.store import atomic_write_text, read_dataset  # noqa: E402
 
 MOVING_AVERAGE = 10
-
-
-def save(fig, path: Path, provenance: Mapping[str, str]) -> Path:
-    """Save `fig` as PNG (with provenance metadata) and PDF beside it, atomically; close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, metadata in ((".png", {key: str(value) for key, value in provenance.items()}), (".pdf", None)):
-        target = path.with_suffix(suffix)
-        tmp = target.with_name(f".{target.stem}.tmp{suffix}")
-        fig.savefig(tmp, dpi=120, metadata=metadata)
-        tmp.replace(target)
-    plt.close(fig)
-    return path
+BOTH = (".png", ".pdf")
 
 
 def study_arrays(ds: xr.Dataset, prefix: str) -> dict:
@@ -63,7 +53,7 @@ def plot_gradient_spread(spread: Mapping, path: str | Path, provenance: Mapping[
              ylabel=r"number of flow parameters $\phi_j$",
              title=f"Brock & Hommes: spread of gradient estimates ({int(active.sum())} flow parameters)")
     axis.legend(title="estimator")
-    return save(fig, Path(path), provenance or {})
+    return save_figure(fig, path, provenance or {}, BOTH)
 
 
 def plot_gradient_boxplots(estimates: Mapping, path: str | Path, provenance: Mapping[str, str] | None = None) -> Path:
@@ -97,7 +87,7 @@ def plot_gradient_boxplots(estimates: Mapping, path: str | Path, provenance: Map
     fig.legend(handles=handles, loc="outside lower center", ncols=3)
     fig.suptitle(f"Brock & Hommes: {values.shape[1]} gradient estimates per estimator, "
                  f"N = {estimates.get('samples', '?')} draws each; ref: score, N = {estimates.get('reference_samples', '?')}")
-    return save(fig, Path(path), provenance or {})
+    return save_figure(fig, path, provenance or {}, BOTH)
 
 
 def plot_training_loss(metrics: Mapping[str, pd.DataFrame], path: Path, provenance: Mapping[str, str]) -> Path:
@@ -114,7 +104,7 @@ def plot_training_loss(metrics: Mapping[str, pd.DataFrame], path: Path, provenan
     axis.set(xlabel="epoch (one step of 5 draws)", ylabel="loss: mean MMD² of the step's draws",
              title=f"Brock & Hommes: training loss ({MOVING_AVERAGE}-epoch moving average)")
     axis.legend(title="gradient estimator")
-    return save(fig, path, provenance)
+    return save_figure(fig, path, provenance, BOTH)
 
 
 def plot_posterior(posterior: xr.Dataset, names: list[str], truth: Mapping[str, float], path: Path,
@@ -140,7 +130,7 @@ def plot_posterior(posterior: xr.Dataset, names: list[str], truth: Mapping[str, 
             if column == 0 and row > 0:
                 axis.set_ylabel(y_name)
     fig.suptitle(f"Brock & Hommes: posterior of the H = 0 flow ({posterior.sizes['draw']} draws; red: truth)")
-    return save(fig, path, provenance)
+    return save_figure(fig, path, provenance, BOTH)
 
 
 def summary_table(study: xr.Dataset, posteriors: Mapping[str, xr.Dataset], metrics: Mapping[str, pd.DataFrame],
@@ -173,7 +163,7 @@ def gradient_horizon_report(cfg, study_path: str | Path, posteriors: Mapping[str
     """Stage `gradient_horizon_report`: Figs. 1, 2, 5 and 6 (PNG and PDF) in `figures_dir` and the table as CSV.
     `posteriors` and `metrics` map each estimator (the study's `calibration.variants`) to its flow's stores."""
     study = read_dataset(study_path)
-    provenance = {key: str(study.attrs.get(key, "")) for key in ("config", "seed", "git_commit", "diffabm_version")}
+    provenance = provenance_of(study)
     frames = {name: pd.read_csv(path) for name, path in metrics.items()}
     stores = {name: read_dataset(path) for name, path in posteriors.items()}
     names = list(cfg.calibration.prior)

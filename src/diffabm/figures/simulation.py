@@ -11,9 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from diffabm.figures import provenance_of, save_figure  # noqa: E402
 from diffabm.store import read_dataset  # noqa: E402
-
-PROVENANCE = ("config", "seed", "git_commit", "diffabm_version")
 
 
 def plot_simulation(simulation_path: str | Path, output_path: str | Path) -> Path:
@@ -41,11 +40,4 @@ def plot_simulation(simulation_path: str | Path, output_path: str | Path) -> Pat
         axis.tick_params(axis="x", labelrotation=45)
         axis.legend(fontsize="x-small")
     fig.suptitle(f"{ds.sizes['draw']} draws")
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(f".{output_path.stem}.tmp{output_path.suffix}")
-    provenance = {key: str(ds.attrs.get(key, "")) for key in PROVENANCE}
-    fig.savefig(tmp, dpi=110, metadata={"Source": str(simulation_path), **provenance})
-    plt.close(fig)
-    tmp.replace(output_path)
-    return output_path
+    return save_figure(fig, output_path, provenance_of(ds, Source=str(simulation_path)), dpi=110)
