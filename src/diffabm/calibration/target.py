@@ -23,7 +23,7 @@ class CalibrationTarget:
     """
 
     def __init__(self, model: Simulator, names: Sequence[str], fixed: Mapping[str, float],
-                 loss: ObservationLoss, replicates: int = 1, gradients: str = "autograd"):
+                 loss: ObservationLoss, replicates: int = 1, gradients: str = "autograd", alternatives: int = 1):
         unknown = [name for name in names if name not in model.space.domains]
         if unknown:
             raise ValueError(f"calibrated parameters {unknown} are not model parameters {model.space.names}")
@@ -40,9 +40,9 @@ class CalibrationTarget:
         self.replicates = replicates
         if gradients not in GRADIENTS:
             raise ValueError(f"calibration.gradients: unknown {gradients!r}; choose from {GRADIENTS}")
-        if gradients == "stochastic" and replicates != 1:
-            raise ValueError(f"calibration.gradients: stochastic needs calibration.replicates: 1, got {replicates}")
-        self.gradients = gradients
+        if alternatives < 1:
+            raise ValueError(f"calibration.alternatives must be >= 1, got {alternatives}")
+        self.gradients, self.alternatives = gradients, alternatives
 
     @property
     def dimension(self) -> int:
@@ -74,15 +74,17 @@ class CalibrationTarget:
         return self.loss(self.replicate_means(theta, seed, controls))
 
     def stochastic_losses(self, theta: Tensor, seed: int, controls: Controls | None = None) -> Tensor:
-        """ℓ(θ_b) (B,) whose gradient is the model's unbiased stochastic derivative of E[ℓ] (one simulation per
-        draw), chained to θ through the bijections: ℓ + Σ_k (dE[ℓ]/dθ_k) (θ_k − θ_k.detach()) on the natural scale."""
+        """ℓ(θ_b) (B,) of the mean of `replicates` simulations, whose gradient is the model's unbiased stochastic
+        derivative of E[ℓ] (with `alternatives` coupled runs per simulation), chained to θ through the bijections:
+        ℓ + Σ_k (dE[ℓ]/dθ_k) (θ_k − θ_k.detach()) on the natural scale."""
         if controls:
             raise ValueError("calibration.gradients: stochastic takes no controls (e.g. calibnn.control: null)")
         natural = self.natural(theta)
         with torch.no_grad():
             values, derivatives = self.model.derivative_estimates(
                 {name: value.detach() for name, value in natural.items()}, seed,
-                lambda output: self.loss({name: output[name] for name in self.loss.observed}), self.names)
+                lambda output: self.loss({name: output[name] for name in self.loss.observed}), self.names,
+                self.alternatives, self.replicates)
         calibrated = torch.stack([natural[name] for name in self.names], dim=-1)
         return values + (derivatives * (calibrated - calibrated.detach())).sum(-1)
 

@@ -84,9 +84,11 @@ class Simulator(nn.Module, ABC):
         return next(iter(shapes.values()))[0]
 
     def derivative_estimates(self, parameters: Mapping[str, Tensor], seed: int,
-                             statistic: Callable[[Output], Tensor], names: Sequence[str]) -> tuple[Tensor, Tensor]:
+                             statistic: Callable[[Output], Tensor], names: Sequence[str],
+                             alternatives: int = 1, replicates: int = 1) -> tuple[Tensor, Tensor]:
         """(statistic of B simulations (B,), unbiased estimates of d E[statistic]/dθ (B, d) for θ in `names`), for a
-        model with stochastic derivatives through its discrete draws; others raise NotImplementedError."""
+        model with stochastic derivatives through its discrete draws (`alternatives` coupled runs per draw, each
+        cutting the variance; the statistic of the mean of `replicates` runs); others raise NotImplementedError."""
         raise NotImplementedError(f"{type(self).__name__} has no stochastic derivatives (calibration.gradients: "
                                   f"autograd)")
 

@@ -102,6 +102,13 @@ class ContactLayers:
             target += per_group.index_select(1, group)
         return spread + kept * keep if kept is not None else spread
 
+    def spread_by_layer(self, per_group: Tensor, n_layers: int) -> Tensor:
+        """`spread` kept apart by layer (B, N, L): Σ over each agent's groups of layer L."""
+        spread = per_group.new_zeros(per_group.shape[0], self.slot_group.shape[1], n_layers)
+        for group, layer in zip(self.slot_group, self.slot_layer):
+            spread[..., layer] += per_group.index_select(1, group)
+        return spread
+
     def gather(self, per_agent: Tensor) -> Tensor:
         """Σ over members of each group of a per-agent value (B, G): the transpose of `spread`."""
         return self.group_totals(per_agent, None, ())

@@ -1,31 +1,41 @@
 """Stochastic derivatives of the epidemic (Arya, Schauer, Schäfer & Rackauckas 2022, "Automatic differentiation
-of programs with discrete randomness", NeurIPS; StochasticAD.jl): unbiased derivatives of E[f(outputs)] in
-the contact intensities β_L and the initial fraction, through the discrete infection draws.
+of programs with discrete randomness", NeurIPS; StochasticAD.jl): unbiased estimates of d E[f(outputs)] / dθ for
+every parameter at once, through all the model's Bernoulli draws.
 
-Every Bernoulli draw x = 1[u < p(θ)] with ∂p/∂θ ≥ 0 has a right stochastic derivative: with weight
-(∂p/∂θ)/(1 − p) a non-event becomes an event. For an infection draw, p = 1 − exp(−rate) with rate =
-ψ_i Σ_L β_L m_L(t) E_iL(t), so the weight of a flip in β_L is ψ_i m_L(t) E_iL(t): agent i's exposure in
-layer L. Beside the primal simulation, one alternative per (draw, parameter) is carried, advanced with the
-same noise; each day's candidate flips (every agent not infected that day) are pruned into it: with
-probability w_t / (W + w_t) the alternative restarts from the primal with one new flip (agent chosen ∝ its
-weight), and W ← W + w_t. Then W · (f(alternative) − f(primal)) is an unbiased estimate of d E[f] / dθ
-(Arya et al. 2022, §3 and the pruning of Appendix B). For the seeding, each agent not seeded flips with
-weight 1 / (1 − f).
+A Bernoulli draw x = 1[u < p(θ)] with ∂p/∂θ ≥ 0 flips from 0 to 1, as θ grows by ε, with probability
+ε (∂p/∂θ)/(1 − p) (its right stochastic derivative); events never vanish, for every parameter here raises its p.
+So d E[f] / dθ_k = E[Σ_j w_jk (f(x with flip j) − f(x))], the sum over every draw j that did not fire, run on
+with the same noise after the flip. The flips and their weights w_jk:
 
-Prototype (issue 13): β and the initial fraction with Bernoulli seeding; the course's own Bernoulli draws
-(hospitalisation, death: the odds ratios) are not yet covered, and the cost is 1 + d forward runs for d
-parameters, with (1 + d) × the memory of one.
+- seeding: an agent not seeded, w = 1/(1 − f) in the initial fraction f ("bernoulli"); with "systematic"
+  seeding only the next agent in the systematic order can join, with w = N/(1 − r), r = frac(fN), and only
+  when ⌊fN⌋ agents were seeded;
+- infection of a susceptible agent i on day t: p = 1 − exp(−rate), rate = ψ_i Σ_L β_L m_L(t) E_iL(t), so
+  w = ψ_i m_L(t) E_iL(t) in β_L, agent i's exposure in layer L;
+- hospitalisation and death of an infected agent: p = σ(logit p₀ + log OR), w = p / OR in the odds ratio
+  (a flip of an agent never infected changes nothing, so only infected agents are candidates).
+
+The sum is pruned (Arya et al. 2022, §3, Appendix B) into `alternatives` coupled runs carried beside the
+primal: each is a weighted reservoir sample of size one over all flips j with mass q_j = Σ_k w_jk / W_k, W_k
+the running total of parameter k's weights (so every parameter has a share and early flips, which matter
+most, are favoured; any q that the primal determines keeps the estimate unbiased). When day t's candidates
+are offered, an alternative restarts from the primal with one of them flipped with probability q_t / Q
+(Q = Σ q so far), the flip chosen ∝ q_j. With j the final flip, Q (w_jk / q_j) (f(alternative) − f(primal))
+is an unbiased estimate of d E[f]/dθ_k for every k at once; the alternatives are averaged. Where f depends on
+θ smoothly with the draws held (the shares of `infections_by_setting` in β), that pathwise term is added by
+reverse mode through the primal. Cost: the primal
+and the alternatives as one batch of (1 + alternatives) rows, plus one exposure per layer; memory
+O(agents × rows), independent of the days and of the number of parameters.
 
 References:
     Arya, Schauer, Schäfer, Rackauckas (2022), NeurIPS 35, arXiv:2210.08572.
-
-Example:
-    >>> from diffabm.build import build_model  # doctest: +SKIP
+    Efraimidis & Spirakis (2006), "Weighted random sampling with a reservoir", IPL 97 (reservoir of size one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -35,6 +45,8 @@ from diffabm.models.epidemic.outputs import EpidemicOutput, daily_outputs
 from diffabm.models.epidemic.transmission import NEVER
 
 Statistic = Callable[[EpidemicOutput], Tensor]  # outputs of R rows -> (R,)
+FLIPS = ("infection", "hospital", "death")  # kinds of flip; seeding is an infection on day 0
+ODDS_RATIOS = {"hospital": "hospitalisation_odds_ratio", "death": "fatality_odds_ratio"}
 
 
 def hard_sample(logits: Tensor, u: Tensor) -> Tensor:
@@ -42,89 +54,214 @@ def hard_sample(logits: Tensor, u: Tensor) -> Tensor:
     return (u < torch.sigmoid(logits)).float()
 
 
+def supported(name: str) -> bool:
+    return name.startswith("beta_") or name == "initial_fraction" or name in ODDS_RATIOS.values()
+
+
+@dataclass
+class _Reservoir:
+    """For each draw, `alternatives` weighted reservoir samples of one flip, over all flips offered so far."""
+
+    totals: Tensor  # W (B, d): each parameter's weights so far
+    mass: Tensor  # Q (B,): Σ q_j so far
+    ratio: Tensor  # w_jk / q_j of each alternative's flip (B, A, d)
+    generator: torch.Generator
+
+    def offer(self, kinds: list[tuple[Tensor, list[int]]]) -> tuple[Tensor, Tensor, Tensor]:
+        """Offer one day's flips: per kind, weights (B, N, c) in the parameter columns c. Returns (draw,
+        alternative, flip index into the kinds' agents laid end to end) of the alternatives that switch."""
+        for weights, columns in kinds:
+            self.totals[:, columns] += weights.sum(1)
+        inverse = torch.where(self.totals > 0, 1.0 / self.totals, 0.0)
+        q = torch.cat([(weights @ inverse[:, columns, None]).squeeze(-1) for weights, columns in kinds], dim=1)
+        cumulative = q.cumsum(1)
+        day = cumulative[:, -1]
+        self.mass += day
+        draws, alternatives = self.ratio.shape[:2]
+        u = torch.rand(draws, alternatives, generator=self.generator, device=q.device)
+        draw, alternative = ((u * self.mass[:, None] < day[:, None]) & (day[:, None] > 0)).nonzero(as_tuple=True)
+        if draw.numel() == 0:
+            return draw, alternative, draw
+        level = torch.rand(draw.shape[0], 1, generator=self.generator, device=q.device) * day[draw, None]
+        chosen = torch.searchsorted(cumulative[draw], level, right=True).squeeze(1).clamp_(max=q.shape[1] - 1)
+        self.ratio[draw, alternative] = 0.0
+        offset = 0
+        for weights, columns in kinds:
+            n = weights.shape[1]
+            mine = (chosen >= offset) & (chosen < offset + n)
+            at = draw[mine], chosen[mine] - offset
+            self.ratio[draw[mine][:, None], alternative[mine][:, None], torch.tensor(columns, dtype=torch.long, device=q.device)] = \
+                weights[at] / q[draw[mine], chosen[mine], None]
+            offset += n
+        return draw, alternative, chosen
+
+    def estimates(self, change: Tensor) -> Tensor:
+        """(B, d) from f(alternative) − f(primal) (B, A), averaged over the alternatives."""
+        return (self.mass[:, None, None] * self.ratio * change[..., None]).mean(1)
+
+
 def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, statistic: Statistic,
-                           names: list[str]) -> tuple[Tensor, Tensor]:
+                           names: list[str], alternatives: int = 1, replicates: int = 1) -> tuple[Tensor, Tensor]:
     """(f of the primal runs (B,), unbiased estimates of d E[f]/dθ (B, d) for θ in `names`), one per draw.
 
-    `names` are `beta_<layer>` and `initial_fraction`; `statistic` maps outputs to one value per row.
+    `names` are any of `beta_<layer>`, `initial_fraction` and the two odds ratios; `statistic` maps outputs to
+    one value per row. More `alternatives` cut the variance at (1 + alternatives) rows of work. With
+    `replicates` R, each draw runs R independent simulations and f is the statistic of their mean outputs; its
+    derivative is the sum over replicates of each one's flips, the others held (product rule).
     """
-    if model.seeding != "bernoulli":
-        raise ValueError("stochastic derivatives support model.seeding: bernoulli only")
-    unknown = [name for name in names if not (name.startswith("beta_") or name == "initial_fraction")]
+    unknown = [name for name in names if not supported(name)]
     if unknown:
-        raise ValueError(f"stochastic derivatives: parameters {unknown} are not supported yet")
-    draws = model.check_parameters(parameters)
-    parameters = model.on_device(parameters)
-    rows = 1 + len(names)  # per draw: the primal, then one alternative per parameter
-    layer_of = {k: model.layers.index(name.removeprefix("beta_")) for k, name in enumerate(names)
-                if name.startswith("beta_")}
+        raise ValueError(f"stochastic derivatives: parameters {unknown} are not supported")
+    if alternatives < 1:
+        raise ValueError(f"stochastic derivatives: alternatives must be >= 1, got {alternatives}")
+    if replicates < 1:
+        raise ValueError(f"stochastic derivatives: replicates must be >= 1, got {replicates}")
+    draws = model.check_parameters(parameters) * replicates
+    parameters = {name: value.repeat_interleave(replicates) for name, value in model.on_device(parameters).items()}
+    rows, device, n_agents = 1 + alternatives, model.device, model.n_agents
+    column = {name: k for k, name in enumerate(names)}
+    layer_columns = [column.get(f"beta_{layer}") for layer in model.layers]
 
     def expand(x: Tensor) -> Tensor:
         return x.repeat_interleave(rows, dim=0)
+
+    def primal(x: Tensor) -> Tensor:
+        return x.view(draws, rows, *x.shape[1:])[:, 0]
 
     with torch.no_grad():
         beta = torch.stack([parameters[f"beta_{layer}"] for layer in model.layers], dim=-1)
         fraction = parameters["initial_fraction"]
         course = model.course_draws(parameters, seed, draws, hard_sample)
-        course = {name: ({key: expand(v) for key, v in value.items()} if isinstance(value, dict) else expand(value))
-                  for name, value in course.items()}
+        durations = course["durations"]
+        course = {name: expand(course[name]) for name in ("symptomatic", "hospitalised", "dies", "infectious_days",
+                                                          "relative", "complies")} \
+            | {"durations": {name: expand(value) for name, value in durations.items()}}
         durations, latent = course["durations"], course["durations"]["latent"]
         state = model.day_state(course, seed)
-        generator = torch.Generator(device=model.device).manual_seed(stable_seed(seed, "stochastic_derivatives"))
-
-        # Day 0: seeding; the initial fraction's alternative gets one more seed (weight N_not_seeded / (1 − f)).
-        u0 = model._uniform(seed, "initial", draws)
-        seeded = u0 < fraction[:, None]
-        infected = expand(seeded)
-        weight = torch.zeros(draws, len(names), device=model.device)
-        if "initial_fraction" in names:
-            k = names.index("initial_fraction")
-            candidates = (~seeded).float()
-            chosen = torch.multinomial(candidates + 1e-30, 1, generator=generator).squeeze(1)
-            infected.view(draws, rows, -1)[torch.arange(draws), 1 + k, chosen] = True
-            weight[:, k] = candidates.sum(1) / (1.0 - fraction)
-        infection_day = torch.where(infected, 0, NEVER).int()
-
+        # Weight of each course flip (B, N): p / OR for agents whose draw did not fire.
+        course_weight = {}
+        for kind, logits in (("hospital", model.logit_hospital), ("death", model.logit_death)):
+            if ODDS_RATIOS[kind] in column:
+                odds_ratio = parameters[ODDS_RATIOS[kind]][:, None]
+                course_weight[kind] = torch.sigmoid(logits + odds_ratio.log()) / odds_ratio
+        reservoir = _Reservoir(torch.zeros(draws, len(names), device=device), torch.zeros(draws, device=device),
+                               torch.zeros(draws, alternatives, len(names), device=device),
+                               torch.Generator(device=device).manual_seed(stable_seed(seed, "stochastic_derivatives")))
         multiplier = model.contact_multiplier.expand(draws, -1, -1) if model.contact_multiplier.dim() == 2 \
             else model.contact_multiplier
-        contacts = model.contacts
-        one_hot = torch.eye(len(model.layers), device=model.device)
-        for day in range(1, model.days):
-            day_weight = beta * multiplier[:, day]  # (B, L)
-            rate, total = state.force(infected.float(), expand(day_weight), infection_day, day)  # total: (B·R, G)
-            u = expand(state.noise(day, draws))
-            new = (~infected) & (u < -torch.expm1(-rate))
 
-            # Candidate flips of the primal: agents it leaves uninfected today, weight ψ_i m_L(t) E_iL(t).
-            primal = slice(None, None, rows)
-            susceptible = ~(infected[primal] | new[primal])
-            for k, layer in layer_of.items():
-                scale = contacts.group_scale((multiplier[:, day] * one_hot[layer]))  # m_L(t) / |g| on layer L
-                exposure = model.susceptibility * contacts.spread(total[primal] * scale)
-                candidates = exposure * susceptible
-                day_total = candidates.sum(1)
-                switch = torch.rand(draws, generator=generator, device=model.device) * (weight[:, k] + day_total) \
-                    < day_total
-                if switch.any():
-                    chosen = torch.multinomial(candidates[switch] + 1e-30, 1, generator=generator).squeeze(1)
-                    alternative = torch.arange(draws, device=model.device)[switch] * rows + 1 + k
-                    infected[alternative] = infected[primal][switch]
-                    infection_day[alternative] = infection_day[primal][switch]
-                    new[alternative] = new[primal][switch]
-                    new[alternative, chosen] = True
-                weight[:, k] += day_total
+        infected = torch.zeros(draws * rows, n_agents, dtype=torch.bool, device=device)
+        infection_day = torch.full((draws * rows, n_agents), NEVER, dtype=torch.int32, device=device)
+        by_setting = torch.zeros(draws * rows, model.days, len(model.layers), device=device)
+        # The primal's infections by setting keep their graph to β: their shares are smooth in β (pathwise term).
+        beta_leaf = beta.clone().requires_grad_(True)
+        primal_by_setting = [torch.zeros(draws, len(model.layers), device=device)]
+        beta_columns = [k for k in layer_columns if k is not None]
+        for day in range(model.days):
+            kinds = []  # per kind of flip: its weights (B, N, c) in parameter columns c
+            if day == 0:
+                u = model._uniform(seed, "initial", draws, model.seeding == "systematic")
+                new = expand(u < fraction[:, None])
+                infection = (_seeding_weight(model.seeding, u, fraction)[..., None], [column["initial_fraction"]]) \
+                    if "initial_fraction" in column else None
+            else:
+                rate, total = state.force(infected.float(), expand(beta * multiplier[:, day]), infection_day, day)
+                new = ~infected & (expand(state.noise(day, draws)) < -torch.expm1(-rate))
+                infection = None
+                if beta_columns:
+                    susceptible = ~(primal(infected) | primal(new))
+                    exposure = model.contacts.spread_by_layer(
+                        primal(total) * model.contacts.group_scale(multiplier[:, day]), len(model.layers))
+                    exposure *= (model.susceptibility * susceptible)[..., None]
+                    chosen_layers = [layer for layer, k in enumerate(layer_columns) if k is not None]
+                    infection = (exposure if len(chosen_layers) == len(model.layers) else exposure[..., chosen_layers],
+                                 beta_columns)
+            kinds.append(infection or (torch.zeros(draws, n_agents, 0, device=device), []))
+            symptomatic_new = primal(new) & (primal(course["symptomatic"]) > 0)
+            hospitalised = primal(course["hospitalised"]) > 0
+            candidates = {"hospital": symptomatic_new & ~hospitalised,
+                          "death": symptomatic_new & hospitalised & ~(primal(course["dies"]) > 0)}
+            for kind in ("hospital", "death"):
+                if kind in course_weight:
+                    kinds.append(((course_weight[kind] * candidates[kind])[..., None], [column[ODDS_RATIOS[kind]]]))
+                else:
+                    kinds.append((torch.zeros(draws, n_agents, 0, device=device), []))
+
+            draw, alternative, chosen = reservoir.offer(kinds)
+            if draw.numel():  # restart the switched alternatives from the primal, with their flip
+                source, target = draw * rows, draw * rows + 1 + alternative
+                for x in (infected, new, infection_day, by_setting, course["hospitalised"], course["dies"],
+                          course["infectious_days"], state.end):
+                    x[target] = x[source]
+                kind, agent = chosen // n_agents, chosen % n_agents
+                flip = kind == FLIPS.index("infection")
+                new[target[flip], agent[flip]] = True
+                flip = kind == FLIPS.index("hospital")
+                course["hospitalised"][target[flip], agent[flip]] = 1.0
+                admission = durations["symptomatic_to_admission"][target[flip], agent[flip]]
+                course["infectious_days"][target[flip], agent[flip]] = admission
+                state.end[target[flip], agent[flip]] = latent[target[flip], agent[flip]] + admission
+                flip = kind == FLIPS.index("death")
+                course["dies"][target[flip], agent[flip]] = 1.0
+            if day > 0:
+                by_setting[:, day] = model.infections_by_setting(new.float(), expand(beta * multiplier[:, day]), total)
+                with torch.enable_grad():
+                    primal_by_setting.append(model.infections_by_setting(
+                        primal(new).float(), beta_leaf * multiplier[:, day], primal(total)))
             infection_day = torch.where(new, day, infection_day)
             infected = infected | new
 
-        # Daily counts from the infection days: an alternative restarted from the primal takes its past too.
         days = model.days
-        new_infections = torch.zeros(draws * rows, days + 1, device=model.device).scatter_add_(
+        new_infections = torch.zeros(draws * rows, days + 1, device=device).scatter_add_(
             1, infection_day.long().clamp(max=days), torch.ones_like(infection_day, dtype=torch.float32))[:, :days]
-        # Not counted here: NaN, so that a statistic that reads it is not silently wrong.
-        by_setting = new_infections.new_full((*new_infections.shape, len(model.layers)), float("nan"))
         output = daily_outputs(new_infections, by_setting, infected.float(), infection_day, course["symptomatic"],
                                course["hospitalised"], course["dies"], latent, course["infectious_days"],
                                durations["hospital_stay"],
                                age_band=model.age_band, n_bands=len(model.course.age_bands))
-        values = statistic(output).reshape(draws, rows)
-        return values[:, 0], weight * (values[:, 1:] - values[:, :1])
+        with torch.enable_grad():
+            output.infections_by_setting = output.infections_by_setting.clone()
+            primal(output.infections_by_setting)[:] = torch.stack(primal_by_setting, dim=1)
+            primal_value, alternative_values = statistic(_replicate_means(output, replicates, rows)).split(
+                [draws // replicates, draws * alternatives], dim=0)
+            # The pathwise term E[∂f/∂β] with the draws held: only the shares by setting depend on β smoothly.
+            (pathwise,) = torch.autograd.grad(primal_value.sum(), beta_leaf, allow_unused=True) \
+                if primal_value.requires_grad else (None,)
+        change = alternative_values.view(draws, alternatives) - primal_value.detach().repeat_interleave(replicates)[:, None]
+        estimates = reservoir.estimates(change)
+        if pathwise is not None:
+            for layer, k in enumerate(layer_columns):
+                if k is not None:
+                    estimates[:, k] += pathwise[:, layer]
+        return primal_value.detach(), estimates.view(-1, replicates, len(names)).sum(1)
+
+
+def _replicate_means(output: EpidemicOutput, replicates: int, rows: int) -> EpidemicOutput:
+    """The mean over each draw's replicates of the primal outputs (B rows), then for every replicate r and
+    alternative a that mean with replicate r's primal replaced by its alternative (B·R·A rows)."""
+
+    def means(series: Tensor) -> Tensor:
+        series = series.view(-1, replicates, rows, *series.shape[1:])
+        primal = series[:, :, 0]
+        mean = primal.mean(1)
+        replaced = mean[:, None, None] + (series[:, :, 1:] - primal[:, :, None]) / replicates
+        return torch.cat([mean, replaced.flatten(0, 2)])
+
+    return EpidemicOutput(**{name: means(series) for name, series in output.items()})
+
+
+def _seeding_weight(seeding: str, u: Tensor, fraction: Tensor) -> Tensor:
+    """Weights (B, N) of the seeding flips in the initial fraction f, for uniforms `u` and seeds u < f.
+
+    Bernoulli: each agent not seeded, 1/(1 − f). Systematic (u_i = (k_i + v)/N): with fN = a + r, the next
+    agent in the order joins as f grows iff v ∈ [r, 1), i.e. iff a (not a + 1) agents were seeded; given that,
+    at rate N/(1 − r).
+    """
+    seeded = u < fraction[:, None]
+    if seeding == "bernoulli":
+        return (~seeded).float() / (1.0 - fraction[:, None])
+    n_agents = u.shape[1]
+    expected = fraction * n_agents
+    whole, remainder = expected.floor(), expected - expected.floor()
+    weight = torch.where(seeded.sum(1) == whole, n_agents / (1.0 - remainder), 0.0)
+    following = torch.where(seeded, 2.0, u).argmin(1)
+    return torch.zeros_like(u).scatter_(1, following[:, None], weight[:, None])
