@@ -7,11 +7,12 @@ for simulators that write their own adjoint. With the same noise the hard estima
 same forward values (`u < p`), so estimators differ only in their gradients.
 
 `EventWeighted` (the default) credits each realised event with d log p; over an epidemic it is biased,
-d E[total infections]/dβ 1.18–1.38× the finite difference on the toy population (README), because a realised
-infection is credited with its whole effect against "never infected". The straight-through estimators are
-biased per draw:
-at temperature 1, E_u[d draw / d rate] of `StraightThroughGumbel` is 7× dp/d rate at p = 10⁻⁴
-and 0.67× at p = 0.5, which favours layers that spread many small infection probabilities.
+d E[total infections]/dβ 1.40–1.69× the finite difference on the toy population (README; 2 pre-symptomatic
+days), because a realised infection is credited with its whole effect against "never infected". The
+straight-through estimators are biased per draw, and over the epidemic too (`StraightThroughGumbel` 0.26–0.88×,
+`StraightThrough` 0.09–0.37× on the same problem): at temperature 1, E_u[d draw / d rate] of
+`StraightThroughGumbel` is 7× dp/d rate at p = 10⁻⁴ and 0.67× at p = 0.5, which favours layers that spread
+many small infection probabilities. Unbiased derivatives: `diffabm.models.epidemic.derivatives`.
 """
 
 from __future__ import annotations
