@@ -32,6 +32,14 @@ def variant_overrides(wildcards):
     return [*OVERRIDES, *study_config(wildcards.study).calibration.variants[wildcards.variant]]
 
 
+@functools.cache
+def run_config(study, variant=None):
+    """The composed config of a calibration run: the study's, with the flow variant's overrides if any."""
+    if variant is None:
+        return study_config(study)
+    return compose_study(study, [*OVERRIDES, *study_config(study).calibration.variants[variant]])
+
+
 def ensemble_members(wildcards):
     """Posteriors of the ensemble's `calibration.ensemble.members` point calibrations."""
     members = study_config(wildcards.study).calibration.ensemble.members
@@ -40,7 +48,7 @@ def ensemble_members(wildcards):
 
 def flow_loss_weight(wildcards):
     """The loss-weight file a flow with `calibration.flow.loss_weight: auto` reads; nothing otherwise."""
-    cfg = study_config(wildcards.study)
+    cfg = run_config(wildcards.study, wildcards.get("variant"))
     if wildcards.get("mode", "flow") == "flow" and cfg.calibration.flow.loss_weight == "auto":
         return f"results/{wildcards.study}/calibration/loss_weight.json"
     return []
