@@ -426,3 +426,22 @@ def test_stochastic_gradients_reach_theta_through_the_bijections(study, override
     torch.testing.assert_close(gradient, estimates * chain)
     with torch.no_grad():
         torch.testing.assert_close(losses.detach(), target.losses(theta, 7))  # the loss is the plain loss
+
+
+def test_finite_difference_gradients_are_central_differences_with_common_random_numbers(study):
+    """calibration.gradients: finite_differences: the surrogate's value is the plain loss and its gradient the central
+    difference in each unconstrained coordinate with the same seed; controls are refused, as for stochastic."""
+    cfg = compose_study("default", [*TINY, "calibration.gradients=finite_differences", "calibration.step=0.1",
+                                    "calibration.replicates=2"])
+    target, prior = target_and_prior(cfg, study)
+    theta = prior.sample(3, 0).requires_grad_(True)
+    losses = target.losses(theta, 7)
+    (gradient,) = torch.autograd.grad(losses.sum(), theta)
+    with torch.no_grad():
+        torch.testing.assert_close(losses.detach(), target.losses(theta, 7))
+        for k in range(target.dimension):
+            shift = 0.1 * torch.eye(target.dimension)[k]
+            expected = (target.losses(theta + shift, 7) - target.losses(theta - shift, 7)) / 0.2
+            torch.testing.assert_close(gradient[:, k], expected)
+    with pytest.raises(ValueError, match="takes no controls"):
+        target.losses(theta, 7, {"transmission_multiplier": torch.ones(3, cfg.model.days)})

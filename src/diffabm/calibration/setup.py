@@ -33,7 +33,8 @@ def build_target(cfg: DictConfig, model: Simulator, observed: xr.Dataset) -> tup
                            list(settings.observables))
     prior = build_prior(OmegaConf.to_container(settings.prior), model.space, model.device)
     target = CalibrationTarget(model, prior.names, model.defaults, loss, settings.get("replicates", 1),
-                               settings.get("gradients", "autograd"), settings.get("alternatives", 1))
+                               settings.get("gradients", "autograd"), settings.get("alternatives", 1),
+                               settings.get("step", 0.05))
     return target, prior
 
 

@@ -12,7 +12,8 @@ from diffabm.calibration.losses import ObservationLoss
 from diffabm.models.base import Output, Simulator
 
 Controls = Mapping[str, Tensor]  # control name -> (B, *dims)
-GRADIENTS = ("autograd", "stochastic")  # through the simulator's graph | stochastic derivatives (unbiased)
+# through the simulator's graph | stochastic derivatives (unbiased) | central differences, common random numbers
+GRADIENTS = ("autograd", "stochastic", "finite_differences")
 
 
 class CalibrationTarget:
@@ -23,7 +24,8 @@ class CalibrationTarget:
     """
 
     def __init__(self, model: Simulator, names: Sequence[str], fixed: Mapping[str, float],
-                 loss: ObservationLoss, replicates: int = 1, gradients: str = "autograd", alternatives: int = 1):
+                 loss: ObservationLoss, replicates: int = 1, gradients: str = "autograd", alternatives: int = 1,
+                 step: float = 0.05):
         unknown = [name for name in names if name not in model.space.domains]
         if unknown:
             raise ValueError(f"calibrated parameters {unknown} are not model parameters {model.space.names}")
@@ -42,7 +44,9 @@ class CalibrationTarget:
             raise ValueError(f"calibration.gradients: unknown {gradients!r}; choose from {GRADIENTS}")
         if alternatives < 1:
             raise ValueError(f"calibration.alternatives must be >= 1, got {alternatives}")
-        self.gradients, self.alternatives = gradients, alternatives
+        if not step > 0:
+            raise ValueError(f"calibration.step must be > 0, got {step}")
+        self.gradients, self.alternatives, self.step = gradients, alternatives, step
 
     @property
     def dimension(self) -> int:
@@ -69,16 +73,29 @@ class CalibrationTarget:
 
         Averaging removes the pull of a point-wise loss towards parameters whose simulations vary less.
         """
-        if self.gradients == "stochastic" and torch.is_grad_enabled() and theta.requires_grad:
-            return self.stochastic_losses(theta, seed, controls)
+        if self.gradients != "autograd" and torch.is_grad_enabled() and theta.requires_grad:
+            if controls:
+                raise ValueError(f"calibration.gradients: {self.gradients} takes no controls (e.g. calibnn.control: "
+                                 f"null)")
+            estimate = self.stochastic_losses if self.gradients == "stochastic" else self.finite_difference_losses
+            return estimate(theta, seed)
         return self.loss(self.replicate_means(theta, seed, controls))
 
-    def stochastic_losses(self, theta: Tensor, seed: int, controls: Controls | None = None) -> Tensor:
+    def finite_difference_losses(self, theta: Tensor, seed: int) -> Tensor:
+        """ℓ(θ_b) (B,) whose gradient is the central difference (ℓ(θ + h e_k) − ℓ(θ − h e_k)) / 2h in each
+        unconstrained coordinate, h = `step`, with the same seed (common random numbers): 2d + 1 batched runs."""
+        with torch.no_grad():
+            values = self.loss(self.replicate_means(theta.detach(), seed))
+            shifts = self.step * torch.eye(self.dimension, device=theta.device, dtype=theta.dtype)
+            gradient = torch.stack([(self.loss(self.replicate_means(theta.detach() + shift, seed))
+                                     - self.loss(self.replicate_means(theta.detach() - shift, seed))) / (2 * self.step)
+                                    for shift in shifts], dim=-1)
+        return values + (gradient * (theta - theta.detach())).sum(-1)
+
+    def stochastic_losses(self, theta: Tensor, seed: int) -> Tensor:
         """ℓ(θ_b) (B,) of the mean of `replicates` simulations, whose gradient is the model's unbiased stochastic
         derivative of E[ℓ] (with `alternatives` coupled runs per simulation), chained to θ through the bijections:
         ℓ + Σ_k (dE[ℓ]/dθ_k) (θ_k − θ_k.detach()) on the natural scale."""
-        if controls:
-            raise ValueError("calibration.gradients: stochastic takes no controls (e.g. calibnn.control: null)")
         natural = self.natural(theta)
         with torch.no_grad():
             values, derivatives = self.model.derivative_estimates(
