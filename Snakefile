@@ -12,6 +12,7 @@ include: "workflow/rules/population.smk"
 include: "workflow/rules/simulation.smk"
 include: "workflow/rules/calibration.smk"
 include: "workflow/rules/gradient_horizon.smk"
+include: "workflow/rules/sensitivity.smk"
 include: "workflow/rules/sbc.smk"
 
 
@@ -22,4 +23,5 @@ rule all:
         f"{RESULTS}/figures/simulation.png",
         calibration_targets(STUDY),
         gradient_horizon_targets(STUDY),
+        sensitivity_targets(STUDY),
         sbc_targets(STUDY),

@@ -57,6 +57,12 @@ def calibrate(*overrides: str, observed: str = "observed", mode: str = "point", 
                       *(arg.format(**p) for arg in extra), *CALIBRATION, *overrides]
 
 
+def sensitivity(*overrides: str, posterior: str | None = None) -> Callable[[dict[str, Path]], list[str]]:
+    return lambda p: ["sensitivity", "--study", "default", "--population", str(p["population"]), "--output",
+                      str(p["case"] / "sensitivity.zarr"), *(["--posterior", str(p["case"] / posterior)] if posterior
+                                                             else []), *CALIBRATION, *overrides]
+
+
 def intervention(spec: str) -> Callable[[dict[str, Path]], list[str]]:
     return simulate(f"+interventions=[{spec}]")
 
@@ -267,6 +273,14 @@ CASES: dict[str, Case] = {
                                                            "--population", str(p["population"]), "--output",
                                                            str(p["case"] / "simulation.zarr")],
                                                 ("no population section", "population.zarr"), "simulation.zarr"),
+    "unknown sensitivity method": Case(sensitivity("sensitivity.methods=[adjoint]"),
+                                       ("sensitivity.methods[0]", "'adjoint'"), "sensitivity.zarr"),
+    "sensitivity of an unknown observable": Case(sensitivity("sensitivity.outputs=[{observable: infections_by_pet, "
+                                                             "summary: total}]"),
+                                                 ("sensitivity.outputs[0].observable", "infections_by_pet"),
+                                                 "sensitivity.zarr"),
+    "missing posterior for the sensitivity": Case(sensitivity(posterior="nowhere.zarr"), ("nowhere.zarr",),
+                                                  "sensitivity.zarr"),
     # Census tables
     "census column missing": Case(synthesize_census, ("household_composition.parquet", "'num'"), "population.zarr",
                                   census_with("household_composition", lambda df: df.drop(columns="num"))),

@@ -44,6 +44,7 @@ STAGES = {
                        ("mode", "population?", "observed", "run-dir", "loss-weight?")),
     "loss-weight": Stage("diffabm.calibration.weight:loss_weight_cli",
                          ("population?", "observed", "posterior", "output?")),
+    "sensitivity": Stage("diffabm.sensitivity:write_sensitivity", ("population?", "posterior?", "output")),
     "config": Stage("diffabm.cli:print_config", ()),
 }
 
