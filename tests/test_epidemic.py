@@ -531,3 +531,23 @@ def test_stochastic_derivatives_primal_is_the_simulation(small_population):
     for name, series in expected.items():
         values, _ = stochastic_derivatives(model, base, 5, lambda output: output[name].flatten(1).sum(1), BETAS)
         torch.testing.assert_close(values, series.flatten(1).sum(1), msg=name)
+
+
+def test_stochastic_derivatives_of_several_statistics_come_from_one_run():
+    """A vector statistic (rows, K) gives the same values and estimates as K runs with each statistic alone (the
+    same seed, so the same primal, alternatives and flips), with replicates and by-setting shares."""
+    from diffabm.models.epidemic.derivatives import stochastic_derivatives
+    from diffabm.population.toy import toy_population
+
+    model = make_model(toy_population(1_000, seed=3), "model.draws=4")
+    base = natural(model)
+    names = ["beta_household", "beta_school", "initial_fraction"]
+    statistics = [lambda o: o.new_infections.sum(1), lambda o: o.infections_by_setting[..., 1].sum(1),
+                  lambda o: o.cases.max(1).values]
+    values, estimates = stochastic_derivatives(model, base, 3, lambda o: torch.stack([f(o) for f in statistics], 1),
+                                               names, 2, 2)
+    assert estimates.shape == (4, 3, 3)
+    for k, statistic in enumerate(statistics):
+        alone = stochastic_derivatives(model, base, 3, statistic, names, 2, 2)
+        torch.testing.assert_close(values[:, k], alone[0])
+        torch.testing.assert_close(estimates[:, k], alone[1])

@@ -96,8 +96,8 @@ class _Reservoir:
         return draw, alternative, chosen
 
     def estimates(self, change: Tensor) -> Tensor:
-        """(B, d) from f(alternative) − f(primal) (B, A), averaged over the alternatives."""
-        return (self.mass[:, None, None] * self.ratio * change[..., None]).mean(1)
+        """(B, K, d) from f(alternative) − f(primal) (B, A, K) of K statistics, averaged over the alternatives."""
+        return (self.mass[:, None, None, None] * self.ratio[:, :, None, :] * change[..., None]).mean(1)
 
 
 def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, statistic: Statistic,
@@ -105,7 +105,7 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
     """(f of the primal runs (B,), unbiased estimates of d E[f]/dθ (B, d) for θ in `names`), one per draw.
 
     `names` are any of `beta_<layer>`, `initial_fraction` and the two odds ratios; `statistic` maps outputs to
-    one value per row. More `alternatives` cut the variance at (1 + alternatives) rows of work. With
+    one value per row, or K values (rows, K): then (B, K) and (B, K, d) are returned, all from one run. More `alternatives` cut the variance at (1 + alternatives) rows of work. With
     `replicates` R, each draw runs R independent simulations and f is the statistic of their mean outputs; its
     derivative is the sum over replicates of each one's flips, the others held (product rule).
     """
@@ -221,18 +221,25 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
         with torch.enable_grad():
             output.infections_by_setting = output.infections_by_setting.clone()
             primal(output.infections_by_setting)[:] = torch.stack(primal_by_setting, dim=1)
-            primal_value, alternative_values = statistic(_replicate_means(output, replicates, rows)).split(
-                [draws // replicates, draws * alternatives], dim=0)
+            values = statistic(_replicate_means(output, replicates, rows))
+            vector = values.dim() == 2  # K statistics at once: (rows, K)
+            values = values if vector else values[:, None]
+            primal_value, alternative_values = values.split([draws // replicates, draws * alternatives], dim=0)
             # The pathwise term E[∂f/∂β] with the draws held: only the shares by setting depend on β smoothly.
-            (pathwise,) = torch.autograd.grad(primal_value.sum(), beta_leaf, allow_unused=True) \
-                if primal_value.requires_grad else (None,)
-        change = alternative_values.view(draws, alternatives) - primal_value.detach().repeat_interleave(replicates)[:, None]
-        estimates = reservoir.estimates(change)
+            pathwise = [torch.autograd.grad(column.sum(), beta_leaf, retain_graph=True, allow_unused=True)[0]
+                        for column in primal_value.unbind(1)] if primal_value.requires_grad else None
+            if pathwise is not None:
+                pathwise = [torch.zeros_like(beta_leaf) if g is None else g for g in pathwise]
+        change = alternative_values.view(draws, alternatives, -1) \
+            - primal_value.detach().repeat_interleave(replicates, dim=0)[:, None]
+        estimates = reservoir.estimates(change)  # (B·R, K, d)
         if pathwise is not None:
             for layer, k in enumerate(layer_columns):
                 if k is not None:
-                    estimates[:, k] += pathwise[:, layer]
-        return primal_value.detach(), estimates.view(-1, replicates, len(names)).sum(1)
+                    estimates[:, :, k] += torch.stack(pathwise, dim=1)[:, :, layer]
+        estimates = estimates.view(-1, replicates, *estimates.shape[1:]).sum(1)
+        primal_value = primal_value.detach()
+        return (primal_value, estimates) if vector else (primal_value[:, 0], estimates[:, 0])
 
 
 def _replicate_means(output: EpidemicOutput, replicates: int, rows: int) -> EpidemicOutput:
