@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 CORES ?= all
 STUDY ?= default
 export WANDB_MODE ?= offline
+# torch's OpenMP threads sleep instead of spinning while they wait: on a loaded machine spinning made runs 4×
+# (the test suite's epidemic tests up to 4×) slower (BENCHMARKS.md)
+export OMP_WAIT_POLICY ?= PASSIVE
 PIP := $(PY) -m pip --disable-pip-version-check --quiet
 
 .PHONY: install run test test-all lint bench clean
