@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from diffabm.figures import provenance_of, save_figure  # noqa: E402
 from diffabm.store import read_dataset  # noqa: E402
 
-PREFERENCE = ("stochastic", "finite_difference", "reverse_mode", "forward_mode")  # whose elasticities to rank
+PREFERENCE = ("finite_difference", "stochastic", "reverse_mode", "forward_mode")  # whose elasticities to rank
 
 
 def plot_sensitivity(sensitivity_path: str | Path, output_path: str | Path) -> Path:
