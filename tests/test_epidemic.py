@@ -551,3 +551,14 @@ def test_stochastic_derivatives_of_several_statistics_come_from_one_run():
         alone = stochastic_derivatives(model, base, 3, statistic, names, 2, 2)
         torch.testing.assert_close(values[:, k], alone[0])
         torch.testing.assert_close(estimates[:, k], alone[1])
+
+
+def test_stochastic_derivatives_refuse_replicates_of_common_random_numbers(small_population):
+    """With common random numbers every replicate is the same run: the product rule over replicates would be
+    wrong, so it is an error."""
+    from diffabm.models.epidemic.derivatives import stochastic_derivatives
+
+    model = make_model(small_population, "model.common_random_numbers=true")
+    with pytest.raises(ValueError, match="common_random_numbers"):
+        stochastic_derivatives(model, natural(model), 0, lambda output: output.new_infections.sum(1), BETAS,
+                               replicates=2)

@@ -142,14 +142,16 @@ def sensitivity(model: Simulator, point: Mapping[str, float], outputs: list[Outp
     names = list(point)
     base = {name: torch.full((model.draws,), value) for name, value in point.items()}
     with torch.no_grad():
-        values = torch.cat([torch.stack([f(model.simulate(base, seed)) for f in outputs], dim=1) for seed in seeds])
+        values = torch.cat([torch.stack([f(model.simulate(base, seed)) for f in outputs], dim=1).cpu()
+                            for seed in seeds])
         started = time.perf_counter()  # one forward run, timed after the first (warm) ones
         model.simulate(base, seeds[0])
         forward_seconds = time.perf_counter() - started
     mean, se, nonzero, cost = [], [], [], []
     for method in methods:
         started = time.perf_counter()
-        estimates = torch.cat([derivatives(model, point, outputs, method, seed, step) for seed in seeds]).double()
+        estimates = torch.cat([derivatives(model, point, outputs, method, seed, step).cpu() for seed in seeds]
+                              ).double()
         cost.append((time.perf_counter() - started) / len(seeds) / forward_seconds)
         mean.append(estimates.mean(0))
         se.append(estimates.std(0) / estimates.shape[0] ** 0.5)

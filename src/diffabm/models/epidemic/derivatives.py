@@ -83,6 +83,7 @@ class _Reservoir:
         if draw.numel() == 0:
             return draw, alternative, draw
         level = torch.rand(draw.shape[0], 1, generator=self.generator, device=q.device) * day[draw, None]
+        level = torch.minimum(level, torch.nextafter(day[draw, None], torch.zeros_like(level)))  # never the total
         chosen = torch.searchsorted(cumulative[draw], level, right=True).squeeze(1).clamp_(max=q.shape[1] - 1)
         self.ratio[draw, alternative] = 0.0
         offset = 0
@@ -116,6 +117,9 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
         raise ValueError(f"stochastic derivatives: alternatives must be >= 1, got {alternatives}")
     if replicates < 1:
         raise ValueError(f"stochastic derivatives: replicates must be >= 1, got {replicates}")
+    if replicates > 1 and model.common_random_numbers:
+        raise ValueError("stochastic derivatives: replicates > 1 need independent draws (model.common_random_numbers: "
+                         "false), or every replicate is the same run")
     draws = model.check_parameters(parameters) * replicates
     parameters = {name: value.repeat_interleave(replicates) for name, value in model.on_device(parameters).items()}
     rows, device, n_agents = 1 + alternatives, model.device, model.n_agents
@@ -191,8 +195,8 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
             if draw.numel():  # restart the switched alternatives from the primal, with their flip
                 source, target = draw * rows, draw * rows + 1 + alternative
                 for x in (infected, new, infection_day, by_setting, course["hospitalised"], course["dies"],
-                          course["infectious_days"], state.end):
-                    x[target] = x[source]
+                          course["infectious_days"], state.end, *([total] if day > 0 else [])):
+                    x[target] = x[source]  # the day's group totals too: they split the day's infections by setting
                 kind, agent = chosen // n_agents, chosen % n_agents
                 flip = kind == FLIPS.index("infection")
                 new[target[flip], agent[flip]] = True
