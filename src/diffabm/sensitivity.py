@@ -8,8 +8,8 @@ posterior's mean, or the configured values), by up to four methods side by side:
 - `forward_mode`: `torch.func.jvp`, one tangent per parameter, all outputs per pass (Quera-Bofarull et al.
   2023, GradABM-JUNE, Fig. 3: memory independent of the days);
 - `stochastic`: the model's unbiased stochastic derivatives (Arya et al. 2022), where it has them;
-- `finite_difference`: central differences, step `step` × |θ|, the same seed up and down (common random
-  numbers).
+- `finite_difference`: central differences of about ± `step` × |θ|, taken in θ's unconstrained coordinate so
+  that they never leave its domain, the same seed up and down (common random numbers).
 
 Each is a mean over `seeds` × the model's draws, with its Monte-Carlo standard error (SE) and the number of
 nonzero estimates (stochastic derivatives are heavy-tailed: with few nonzero estimates their SE means little);
@@ -124,13 +124,17 @@ def derivatives(model: Simulator, point: Mapping[str, float], outputs: list[Outp
     if method == "stochastic":  # all outputs from one run: a vector statistic
         return model.derivative_estimates(base, seed, lambda output: torch.stack([f(output) for f in outputs], 1),
                                           names)[1]
-    if method == "finite_difference":
+    if method == "finite_difference":  # steps ± `step` in the unconstrained coordinate: never out of the domain
         columns = []
         with torch.no_grad():
             for name in names:
-                h = step * (abs(point[name]) or 1.0)
-                up, down = ({**base, name: base[name] + sign * h} for sign in (1, -1))
-                columns.append((statistics(up) - statistics(down)) / (2 * h))
+                bijection, value = model.space.bijections[name], torch.tensor(point[name], dtype=torch.float64)
+                unconstrained = bijection.inv(value)
+                slope = bijection.log_abs_det_jacobian(unconstrained, value).exp()  # dθ/du
+                h = step * value.abs() / slope if value != 0 else torch.tensor(step)  # about step × |θ| in θ
+                up, down = (bijection(unconstrained + sign * h).item() for sign in (1, -1))
+                columns.append((statistics({**base, name: torch.full_like(base[name], up)})
+                                - statistics({**base, name: torch.full_like(base[name], down)})) / (up - down))
         return torch.stack(columns, dim=-1)
     raise ValueError(f"sensitivity.methods: unknown '{method}', expected some of {list(METHODS)}")
 
