@@ -72,3 +72,28 @@ def test_the_methods_agree_on_a_small_epidemic(small_population):
     checked = [names.index(f"beta_{layer}") for layer in model.layers]
     assert np.all(np.abs(z[checked]) < 3), dict(zip(names, z))
     assert (ds.cost.values > 0).all()
+
+
+class Share(Simulator):
+    """y_t = p t for a share p in (0, 1): d Σ y / dp = Σ t, whatever p's distance from the boundary."""
+
+    observables = {"y": ("time",)}
+
+    def __init__(self):
+        super().__init__(ParameterSpace({"p": "unit_interval"}), {"p": 0.99}, draws=2)
+
+    def simulate(self, parameters, seed=0, controls=None):
+        self.check_parameters(parameters)
+        return {"y": parameters["p"][:, None] * torch.arange(5.0)}
+
+    def coords(self):
+        return {"time": np.arange(5)}
+
+
+def test_finite_differences_stay_in_the_parameter_domain():
+    """At p = 0.99 a 5% step each way would leave (0, 1) (and fail its check); steps in the unconstrained
+    coordinate stay inside and still give the derivative."""
+    model = Share()
+    ds = sensitivity(model, {"p": 0.99}, outputs_of_interest(model, [{"observable": "y", "summary": "total"}]),
+                     ["finite_difference"], seeds=[0])
+    assert ds.derivative.values[0, 0, 0] == pytest.approx(10.0, rel=1e-4)
