@@ -91,7 +91,8 @@ class _Reservoir:
             n = weights.shape[1]
             mine = (chosen >= offset) & (chosen < offset + n)
             at = draw[mine], chosen[mine] - offset
-            self.ratio[draw[mine][:, None], alternative[mine][:, None], torch.tensor(columns, dtype=torch.long, device=q.device)] = \
+            parameters = torch.tensor(columns, dtype=torch.long, device=q.device)
+            self.ratio[draw[mine][:, None], alternative[mine][:, None], parameters] = \
                 weights[at] / q[draw[mine], chosen[mine], None]
             offset += n
         return draw, alternative, chosen
@@ -106,9 +107,10 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
     """(f of the primal runs (B,), unbiased estimates of d E[f]/dθ (B, d) for θ in `names`), one per draw.
 
     `names` are any of `beta_<layer>`, `initial_fraction` and the two odds ratios; `statistic` maps outputs to
-    one value per row, or K values (rows, K): then (B, K) and (B, K, d) are returned, all from one run. More `alternatives` cut the variance at (1 + alternatives) rows of work. With
-    `replicates` R, each draw runs R independent simulations and f is the statistic of their mean outputs; its
-    derivative is the sum over replicates of each one's flips, the others held (product rule).
+    one value per row, or K values (rows, K): then (B, K) and (B, K, d) are returned, all from one run. More
+    `alternatives` cut the variance at (1 + alternatives) rows of work. With `replicates` R, each draw runs R
+    independent simulations and f is the statistic of their mean outputs; its derivative is the sum over
+    replicates of each one's flips, the others held (product rule).
     """
     unknown = [name for name in names if not supported(name)]
     if unknown:
@@ -161,6 +163,8 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
         beta_leaf = beta.clone().requires_grad_(True)
         primal_by_setting = [torch.zeros(draws, len(model.layers), device=device)]
         beta_columns = [k for k in layer_columns if k is not None]
+        beta_layers = [layer for layer, k in enumerate(layer_columns) if k is not None]
+        no_flips = (torch.zeros(draws, n_agents, 0, device=device), [])  # a kind of flip no parameter has
         for day in range(model.days):
             kinds = []  # per kind of flip: its weights (B, N, c) in parameter columns c
             if day == 0:
@@ -169,7 +173,8 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
                 infection = (_seeding_weight(model.seeding, u, fraction)[..., None], [column["initial_fraction"]]) \
                     if "initial_fraction" in column else None
             else:
-                rate, total = state.force(infected.float(), expand(beta * multiplier[:, day]), infection_day, day)
+                day_weight = beta * multiplier[:, day]  # (B, L)
+                rate, total = state.force(infected.float(), expand(day_weight), infection_day, day)
                 new = ~infected & (expand(state.noise(day, draws)) < -torch.expm1(-rate))
                 infection = None
                 if beta_columns:
@@ -177,10 +182,9 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
                     exposure = model.contacts.spread_by_layer(
                         primal(total) * model.contacts.group_scale(multiplier[:, day]), len(model.layers))
                     exposure *= (model.susceptibility * susceptible)[..., None]
-                    chosen_layers = [layer for layer, k in enumerate(layer_columns) if k is not None]
-                    infection = (exposure if len(chosen_layers) == len(model.layers) else exposure[..., chosen_layers],
+                    infection = (exposure if len(beta_layers) == len(model.layers) else exposure[..., beta_layers],
                                  beta_columns)
-            kinds.append(infection or (torch.zeros(draws, n_agents, 0, device=device), []))
+            kinds.append(infection or no_flips)
             symptomatic_new = primal(new) & (primal(course["symptomatic"]) > 0)
             hospitalised = primal(course["hospitalised"]) > 0
             candidates = {"hospital": symptomatic_new & ~hospitalised,
@@ -189,7 +193,7 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
                 if kind in course_weight:
                     kinds.append(((course_weight[kind] * candidates[kind])[..., None], [column[ODDS_RATIOS[kind]]]))
                 else:
-                    kinds.append((torch.zeros(draws, n_agents, 0, device=device), []))
+                    kinds.append(no_flips)
 
             draw, alternative, chosen = reservoir.offer(kinds)
             if draw.numel():  # restart the switched alternatives from the primal, with their flip
@@ -208,7 +212,7 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
                 flip = kind == FLIPS.index("death")
                 course["dies"][target[flip], agent[flip]] = 1.0
             if day > 0:
-                by_setting[:, day] = model.infections_by_setting(new.float(), expand(beta * multiplier[:, day]), total)
+                by_setting[:, day] = model.infections_by_setting(new.float(), expand(day_weight), total)
                 with torch.enable_grad():
                     primal_by_setting.append(model.infections_by_setting(
                         primal(new).float(), beta_leaf * multiplier[:, day], primal(total)))
