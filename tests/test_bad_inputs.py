@@ -281,6 +281,14 @@ CASES: dict[str, Case] = {
                                                  "sensitivity.zarr"),
     "missing posterior for the sensitivity": Case(sensitivity(posterior="nowhere.zarr"), ("nowhere.zarr",),
                                                   "sensitivity.zarr"),
+    "posterior draws without a posterior": Case(sensitivity("sensitivity.posterior_draws=2"),
+                                                ("sensitivity.posterior_draws", "2", "sensitivity.posterior is null"),
+                                                "sensitivity.zarr"),
+    "unknown AD mode": Case(sensitivity("ad.mode=adjoint"), ("ad.mode", "'adjoint'"), "sensitivity.zarr"),
+    "checkpoints of zero days": Case(sensitivity("ad.segment_days=0"), ("ad.segment_days", "0"), "sensitivity.zarr"),
+    "forward mode through a Calib-NN's control": Case(
+        calibrate("ad.mode=forward", "calibration.calibnn.control=transmission_multiplier", mode="calibnn"),
+        ("ad.mode: forward", "transmission_multiplier"), "run"),
     # Census tables
     "census column missing": Case(synthesize_census, ("household_composition.parquet", "'num'"), "population.zarr",
                                   census_with("household_composition", lambda df: df.drop(columns="num"))),

@@ -45,6 +45,61 @@ def test_nobody_returns_to_susceptible_and_flows_are_consistent(model):
     assert (out.hospitalisations.cumsum(1) <= out.cases.cumsum(1)).all()
 
 
+def test_events_by_group_sum_to_their_totals(model, small_population):
+    """Infections, hospitalisations and deaths by age group, ethnicity and region (where the population has them)
+    sum over groups to the daily totals; each group holds exactly its agents' events."""
+    out = model(seed=2)
+    assert set(model.group_labels) >= {"age", "ethnicity"}
+    for grouping in model.group_labels:
+        assert torch.equal(out[f"infections_by_{grouping}"].sum(-1), out.new_infections)
+        assert torch.equal(out[f"hospitalisations_by_{grouping}"].sum(-1), out.hospitalisations)
+        assert torch.equal(out[f"deaths_by_{grouping}"].sum(-1), out.deaths)
+    assert model.coords()["ethnicity"].tolist() == list(small_population.ethnicity_labels)
+    alone = make_model(small_population)  # only the agents of one ethnicity can be infected: no one else is
+    alone.susceptibility[torch.as_tensor(small_population.ethnicity) != 1] = 0.0
+    by_ethnicity = alone(seed=2).infections_by_ethnicity[:, 1:]
+    assert by_ethnicity[..., 1].sum() > 0 and by_ethnicity.sum() == by_ethnicity[..., 1].sum()
+
+
+def test_regions_are_the_populations_own(small_population):
+    """With `extra["region"]` (SA2 → region), the regions present become a grouping with their labels."""
+    import dataclasses
+
+    region = np.where(np.arange(small_population.n_agents) % 3 == 0, 7, 3)
+    population = dataclasses.replace(small_population, extra={"region": region},
+                                     attrs={"region_labels": [f"R{k}" for k in range(9)]})
+    model = make_model(population)
+    assert model.coords()["region"].tolist() == ["R3", "R7"]
+    out = model(seed=1)
+    assert torch.equal(out.infections_by_region.sum(-1), out.new_infections)
+    assert model.observables["deaths_by_region"] == ("time", "region")
+
+
+@pytest.mark.parametrize("segment_days", [1, 4, 7, 100])
+def test_checkpointed_reverse_mode_gives_the_plain_gradients_exactly(small_population, segment_days):
+    """Gradients of several outputs (with the unrealised-outcome terms) through checkpointed segments of any length
+    equal plain reverse mode bit for bit; forward mode (`AutoDiff("forward")`) equals them to 1e-4."""
+    from diffabm.models.autodiff import AutoDiff
+
+    model = make_model(small_population, "model.draws=3")
+    base = natural(model, initial_fraction=0.02)
+
+    def gradients(ad: AutoDiff) -> list[Tensor]:
+        leaves = {name: value.clone().requires_grad_(True) for name, value in base.items()}
+        out = ad.simulate(model, leaves, 4)
+        y = out["new_infections"].sum() + 3 * out["hospitalisations"].sum() + out["deaths_by_age"][..., -1].sum() \
+            + out["infections_by_ethnicity"][..., 2].sum()
+        return list(torch.autograd.grad(y, list(leaves.values())))
+
+    plain = gradients(AutoDiff("reverse"))
+    checkpointed = gradients(AutoDiff("checkpointed", segment_days))
+    for name, a, b in zip(base, plain, checkpointed):
+        assert torch.equal(a, b), name
+    for name, a, b in zip(base, plain, gradients(AutoDiff("forward"))):
+        if name != "hospitalisation_odds_ratio":  # forward mode has no unrealised-outcome term (transmission.py)
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-3, msg=name)
+
+
 def test_zero_beta_gives_no_infections_after_the_seeds(model):
     zero = {name: 0.0 for name in model.space.names if name.startswith("beta_")}
     out = model.simulate(natural(model, initial_fraction=0.05, **zero), seed=3)

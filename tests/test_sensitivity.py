@@ -38,7 +38,7 @@ def test_every_method_recovers_an_analytic_derivative():
     """Reverse mode, forward mode and finite differences of E[total y] equal the analytic derivatives within
     3 SE (and to 1e-4 relative between the two AD modes); a method the model lacks is a clear error."""
     model = Growth()
-    outputs = outputs_of_interest(model, [{"observable": "y", "summary": "total"}])
+    outputs = outputs_of_interest(model, [{"observable": "y", "summary": summary} for summary in ("total", "peak")])
     methods = ["reverse_mode", "forward_mode", "finite_difference"]
     ds = sensitivity(model, {"a": 2.0, "r": 0.1}, outputs, methods, seeds=[0, 1])
     t = np.arange(10)
@@ -52,6 +52,23 @@ def test_every_method_recovers_an_analytic_derivative():
     assert math.isclose(elasticity_r, 0.1 * ds.derivative.values[0, 0, 1] / ds.output_value.values[0], rel_tol=1e-6)
     with pytest.raises(NotImplementedError, match="no stochastic derivatives"):
         sensitivity(model, {"a": 2.0, "r": 0.1}, outputs, ["stochastic"], seeds=[0])
+    with pytest.raises(ValueError, match="Growth has no checkpointed reverse mode"):
+        sensitivity(model, {"a": 2.0, "r": 0.1}, outputs, ["checkpointed_reverse_mode"], seeds=[0])
+
+
+def test_sensitivities_at_posterior_draws_are_those_of_each_point():
+    """`derivative_by_draw` at K posterior draws equals the sensitivity taken at each draw on its own, and its
+    draws are the ones given."""
+    model = Growth(draws=8)
+    outputs = outputs_of_interest(model, [{"observable": "y", "summary": "total"}])
+    draws = {"a": np.array([1.0, 3.0]), "r": np.array([0.05, 0.2])}
+    ds = sensitivity(model, {"a": 2.0, "r": 0.1}, outputs, ["reverse_mode"], seeds=[0, 1], posterior_draws=draws)
+    assert ds.derivative_by_draw.dims == ("posterior_draw", "output", "parameter")
+    np.testing.assert_array_equal(ds.parameter_by_draw.values, [[1.0, 0.05], [3.0, 0.2]])
+    for k in range(2):
+        alone = sensitivity(model, {"a": draws["a"][k], "r": draws["r"][k]}, outputs, ["reverse_mode"], seeds=[0, 1])
+        np.testing.assert_allclose(ds.derivative_by_draw.values[k], alone.derivative.values[0], rtol=1e-6)
+        np.testing.assert_allclose(ds.standard_error_by_draw.values[k], alone.standard_error.values[0], rtol=1e-5)
 
 
 def test_the_methods_agree_on_a_small_epidemic(small_population):
@@ -59,7 +76,7 @@ def test_the_methods_agree_on_a_small_epidemic(small_population):
     relative; the unbiased stochastic derivatives agree with central differences within 3 SE for total
     infections in every β (the initial fraction's estimates are too heavy-tailed for an SE from 96 draws:
     2–10% of them are nonzero; tests/test_epidemic.py checks it with 512); outputs per age group get one row
-    per group."""
+    per group, labelled by grouping and group."""
     model = make_model(small_population, "model.draws=48", "model.parameters.initial_fraction=0.02")
     point = {name: float(value[0]) for name, value in model.natural_parameters(1).items()}
     outputs = outputs_of_interest(model, [{"observable": "new_infections", "summary": "total"},
@@ -67,11 +84,16 @@ def test_the_methods_agree_on_a_small_epidemic(small_population):
     assert len(outputs) == 1 + len(model.course.age_bands)
     ds = sensitivity(model, point, outputs[:1], list(METHODS), seeds=[0, 1])
     np.testing.assert_allclose(ds.derivative.values[0], ds.derivative.values[1], rtol=1e-4, atol=1e-3)
+    checkpointed = list(METHODS).index("checkpointed_reverse_mode")
+    np.testing.assert_array_equal(ds.derivative.values[checkpointed], ds.derivative.values[0])  # exactly
     z = ds.z_against_finite_difference.values[list(METHODS).index("stochastic"), 0]
     names = list(ds.parameter.values)
     checked = [names.index(f"beta_{layer}") for layer in model.layers]
     assert np.all(np.abs(z[checked]) < 3), dict(zip(names, z))
     assert (ds.cost.values > 0).all()
+    grouped = sensitivity(model, point, outputs[1:3], ["reverse_mode"], seeds=[0])
+    assert list(grouped.grouping.values) == ["age_group"] * 2
+    assert list(grouped.group.values) == list(model.coords()["age_group"][:2])
 
 
 class Share(Simulator):

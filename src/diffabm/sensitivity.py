@@ -32,12 +32,13 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffabm.build import build_model
+from diffabm.models.autodiff import AutoDiff
 from diffabm.models.base import Output, Simulator
 from diffabm.store import as_object_strings, read_dataset, write_dataset
 
 log = logging.getLogger(__name__)
 
-METHODS = ("reverse_mode", "forward_mode", "stochastic", "finite_difference")
+METHODS = ("reverse_mode", "forward_mode", "checkpointed_reverse_mode", "stochastic", "finite_difference")
 SUMMARIES: dict[str, Callable[[Tensor], Tensor]] = {  # over time, the first dimension after `draw`
     "total": lambda series: series.sum(1),
     "peak": lambda series: series.max(1).values,
@@ -95,54 +96,82 @@ def parameter_point(model: Simulator, posterior_path: str | Path | None) -> dict
     return point
 
 
-def derivatives(model: Simulator, point: Mapping[str, float], outputs: list[OutputOfInterest], method: str,
-                seed: int, step: float = 0.05) -> Tensor:
-    """Per-draw estimates (B, outputs, parameters) of d y/dθ at `point` by `method`, one simulation seed."""
-    names = list(point)
-    base = {name: torch.full((model.draws,), value) for name, value in point.items()}
+AD_METHODS = {"reverse_mode": AutoDiff("reverse"), "forward_mode": AutoDiff("forward"),
+              "checkpointed_reverse_mode": AutoDiff("checkpointed")}
 
-    def statistics(parameters: Mapping[str, Tensor]) -> Tensor:
-        output = model.simulate(parameters, seed)
+
+def posterior_points(point: Mapping[str, float], posterior_path: str | Path | None, count: int
+                     ) -> dict[str, np.ndarray]:
+    """`count` posterior draws spread evenly over the stored ones (calibrated parameters; the others at `point`)."""
+    if posterior_path is None:
+        raise ValueError(f"sensitivity.posterior_draws is {count}, but sensitivity.posterior is null: no posterior "
+                         "to draw from")
+    posterior = read_dataset(posterior_path)
+    stored = posterior.sizes["draw"]
+    index = np.unique(np.linspace(0, stored - 1, min(count, stored)).round().astype(int))
+    return {name: posterior[name].values[index].astype(float) if name in posterior.data_vars
+            else np.full(index.size, value) for name, value in point.items()}
+
+
+def derivatives(model: Simulator, parameters: Mapping[str, Tensor], outputs: list[OutputOfInterest], method: str,
+                seed: int, step: float = 0.05, ad: AutoDiff | None = None) -> Tensor:
+    """Per-row estimates (B, outputs, parameters) of d y/dθ at `parameters` (each (B,)) by `method`, one seed.
+
+    The AD methods take all outputs from one simulation: reverse mode one backward pass per output, forward mode
+    one pass per parameter (`diffabm.models.autodiff`); `ad` replaces the method's mode (e.g. with its segments).
+    """
+    names = list(parameters)
+
+    def statistics(values: Mapping[str, Tensor], mode: AutoDiff = AutoDiff()) -> Tensor:
+        output = mode.simulate(model, values, seed)
         return torch.stack([f(output) for f in outputs], dim=1)  # (B, outputs)
 
-    if method == "reverse_mode":
-        leaves = {name: value.clone().requires_grad_(True) for name, value in base.items()}
-        values = statistics(leaves)
+    if method in AD_METHODS:
+        leaves = {name: value.detach().clone().requires_grad_(True) for name, value in parameters.items()}
+        values = statistics(leaves, ad or AD_METHODS[method])
         rows = []
         for k in range(len(outputs)):
             gradients = torch.autograd.grad(values[:, k].sum(), list(leaves.values()), retain_graph=True,
                                             allow_unused=True)
             rows.append(torch.stack([torch.zeros_like(values[:, k]) if g is None else g for g in gradients], -1))
         return torch.stack(rows, dim=1).detach()
-    if method == "forward_mode":
-        columns = []
-        for name in names:
-            _, tangent = torch.func.jvp(lambda value, name=name: statistics({**base, name: value}),
-                                        (base[name],), (torch.ones_like(base[name]),))
-            columns.append(tangent)
-        return torch.stack(columns, dim=-1).detach()
     if method == "stochastic":  # all outputs from one run: a vector statistic
-        return model.derivative_estimates(base, seed, lambda output: torch.stack([f(output) for f in outputs], 1),
+        return model.derivative_estimates(parameters, seed, lambda output: torch.stack([f(output) for f in outputs], 1),
                                           names)[1]
     if method == "finite_difference":  # steps ± `step` in the unconstrained coordinate: never out of the domain
         columns = []
         with torch.no_grad():
             for name in names:
-                bijection, value = model.space.bijections[name], torch.tensor(point[name], dtype=torch.float64)
+                bijection, value = model.space.bijections[name], parameters[name].double()
                 unconstrained = bijection.inv(value)
                 slope = bijection.log_abs_det_jacobian(unconstrained, value).exp()  # dθ/du
-                h = step * value.abs() / slope if value != 0 else torch.tensor(step)  # about step × |θ| in θ
-                up, down = (bijection(unconstrained + sign * h).item() for sign in (1, -1))
-                columns.append((statistics({**base, name: torch.full_like(base[name], up)})
-                                - statistics({**base, name: torch.full_like(base[name], down)})) / (up - down))
+                h = torch.where(value != 0, step * value.abs() / slope, step)  # about step × |θ| in θ
+                up, down = (bijection(unconstrained + sign * h) for sign in (1, -1))
+                change = statistics({**parameters, name: up.to(parameters[name].dtype)}) \
+                    - statistics({**parameters, name: down.to(parameters[name].dtype)})
+                columns.append(change / (up - down).to(change.dtype)[:, None])
         return torch.stack(columns, dim=-1)
     raise ValueError(f"sensitivity.methods: unknown '{method}', expected some of {list(METHODS)}")
 
 
+MODE_METHODS = {"reverse": "reverse_mode", "forward": "forward_mode", "checkpointed": "checkpointed_reverse_mode"}
+
+
+def estimates_over_seeds(model: Simulator, parameters: Mapping[str, Tensor], outputs: list[OutputOfInterest],
+                         method: str, seeds: list[int], step: float, ad: AutoDiff) -> Tensor:
+    """Estimates (seeds, B, outputs, parameters), float64 on the CPU; the AD method of `ad.mode` runs in `ad`."""
+    mode = ad if MODE_METHODS[ad.mode] == method else None
+    return torch.stack([derivatives(model, parameters, outputs, method, seed, step, mode).cpu() for seed in seeds]
+                       ).double()
+
+
 def sensitivity(model: Simulator, point: Mapping[str, float], outputs: list[OutputOfInterest], methods: list[str],
-                seeds: list[int], step: float = 0.05) -> xr.Dataset:
+                seeds: list[int], step: float = 0.05, posterior_draws: Mapping[str, np.ndarray] | None = None,
+                ad: AutoDiff = AutoDiff()) -> xr.Dataset:
     """Means and SE of d y/dθ per method over seeds × draws, agreement with finite differences (in SE),
-    elasticities and each method's cost in forward runs; dimensions (method, output, parameter)."""
+    elasticities and each method's cost in forward runs; dimensions (method, output, parameter). With
+    `posterior_draws` (each parameter (K,)), also the derivatives at each of those K points by the AD method of
+    `ad.mode` (`derivative_by_draw`, dimensions (posterior_draw, output, parameter))."""
     names = list(point)
     base = {name: torch.full((model.draws,), value) for name, value in point.items()}
     with torch.no_grad():
@@ -154,8 +183,7 @@ def sensitivity(model: Simulator, point: Mapping[str, float], outputs: list[Outp
     mean, se, nonzero, cost = [], [], [], []
     for method in methods:
         started = time.perf_counter()
-        estimates = torch.cat([derivatives(model, point, outputs, method, seed, step).cpu() for seed in seeds]
-                              ).double()
+        estimates = estimates_over_seeds(model, base, outputs, method, seeds, step, ad).flatten(0, 1)
         cost.append((time.perf_counter() - started) / len(seeds) / forward_seconds)
         mean.append(estimates.mean(0))
         se.append(estimates.std(0) / estimates.shape[0] ** 0.5)
@@ -171,15 +199,48 @@ def sensitivity(model: Simulator, point: Mapping[str, float], outputs: list[Outp
          "parameter_value": (("parameter",), np.array([point[name] for name in names])),
          "cost": (("method",), np.array(cost))},
         coords={"method": as_object_strings(methods), "output": as_object_strings([f.name for f in outputs]),
-                "parameter": as_object_strings(names)})
+                "parameter": as_object_strings(names), **output_coords(model, outputs)})
     ds["elasticity"] = ds.derivative * ds.parameter_value / ds.output_value.where(ds.output_value != 0)
     if "finite_difference" in methods:
         reference = ds.isel(method=methods.index("finite_difference")).drop_vars("method")
         ds["z_against_finite_difference"] = (ds.derivative - reference.derivative) / np.sqrt(
             ds.standard_error**2 + reference.standard_error**2).where(lambda x: x > 0)
-    ds.attrs.update(seeds=list(seeds), draws=model.draws, step=step,
+    if posterior_draws is not None:
+        ds = ds.merge(by_posterior_draw(model, posterior_draws, outputs, seeds, ad, names))
+    ds.attrs.update(seeds=list(seeds), draws=model.draws, step=step, ad_mode=ad.mode,
                     forward_seconds=forward_seconds, model=type(model).__name__)
     return ds
+
+
+def by_posterior_draw(model: Simulator, posterior_draws: Mapping[str, np.ndarray], outputs: list[OutputOfInterest],
+                      seeds: list[int], ad: AutoDiff, names: list[str]) -> xr.Dataset:
+    """d y/dθ at each posterior draw θ_k (mean and SE over seeds × the model's draws) by the AD method of
+    `ad.mode`: how the sensitivities vary over the posterior."""
+    count = len(next(iter(posterior_draws.values())))
+    mean, se = [], []
+    for k in range(count):
+        parameters = {name: torch.full((model.draws,), float(posterior_draws[name][k])) for name in names}
+        estimates = estimates_over_seeds(model, parameters, outputs, MODE_METHODS[ad.mode], seeds, 0.0, ad
+                                         ).flatten(0, 1)
+        mean.append(estimates.mean(0))
+        se.append(estimates.std(0) / estimates.shape[0] ** 0.5)
+    dims = ("posterior_draw", "output", "parameter")
+    return xr.Dataset({
+        "derivative_by_draw": (dims, torch.stack(mean).numpy()),
+        "standard_error_by_draw": (dims, torch.stack(se).numpy()),
+        "parameter_by_draw": (("posterior_draw", "parameter"),
+                              np.stack([np.asarray(posterior_draws[name], dtype=float) for name in names], -1)),
+    }, coords={"posterior_draw": np.arange(count)})
+
+
+def output_coords(model: Simulator, outputs: list[OutputOfInterest]) -> dict[str, tuple]:
+    """Per output: its observable, summary, grouping (the observable's group dimension, e.g. `ethnicity`; "" for
+    none) and group label, so that stores and figures can reshape outputs by group."""
+    grouping = [model.observables[f.observable][1] if f.group is not None else "" for f in outputs]
+    return {"observable": ("output", as_object_strings([f.observable for f in outputs])),
+            "summary": ("output", as_object_strings([f.summary for f in outputs])),
+            "grouping": ("output", as_object_strings(grouping)),
+            "group": ("output", as_object_strings([f.label for f in outputs]))}
 
 
 def write_sensitivity(cfg: DictConfig, population_path: str | Path | None, posterior_path: str | Path | None,
@@ -193,7 +254,9 @@ def write_sensitivity(cfg: DictConfig, population_path: str | Path | None, poste
     outputs = outputs_of_interest(model, list(settings.outputs))
     point = parameter_point(model, posterior_path)
     seeds = [cfg.seed + k for k in range(settings.seeds)]
-    ds = sensitivity(model, point, outputs, list(settings.methods), seeds, settings.step)
+    draws = posterior_points(point, posterior_path, settings.posterior_draws) if settings.posterior_draws else None
+    ds = sensitivity(model, point, outputs, list(settings.methods), seeds, settings.step, draws,
+                     AutoDiff.from_config(cfg.get("ad")))
     if posterior_path is not None:
         ds.attrs["posterior"] = str(posterior_path)
     return write_dataset(ds, output_path, cfg, cfg.seed)

@@ -7,10 +7,10 @@ whose gradient with respect to the variational parameters φ is the estimator
 - `pathwise`: reparameterisation, θ = T_φ(ε), backpropagated through the differentiable simulator.
 - `score`: score function (REINFORCE), E_q[(ℓ(θ) − b) ∇_φ log q_φ(θ)] with a leave-one-out
   baseline b (Kool et al. 2019); needs no simulator gradient. `score_plain`: the same without b.
-- `forward`: the loss Jacobian J = ∂ℓ/∂θ by forward-mode AD (`torch.func.jvp`, one pass per
-  parameter; Quera-Bofarull et al. 2023, "Some challenges of calibrating differentiable
-  agent-based models", memory Fig. 3), chained into the flow by reverse mode:
-  ∇_φ E_q[ℓ] ≈ mean_b J_b · ∂θ_b/∂φ.
+
+The simulator's own derivatives in `pathwise` come in the study's `ad.mode` (`diffabm.models.autodiff`): with
+`forward`, the loss Jacobian ∂ℓ/∂θ comes from forward-mode AD, one pass per parameter, chained into the flow by
+reverse mode (Quera-Bofarull et al. 2023, "Some challenges of calibrating differentiable agent-based models").
 """
 
 from __future__ import annotations
@@ -44,35 +44,17 @@ def score(theta: Tensor, q: Distribution, losses_of: LossOfDraws, baseline: bool
     return losses.mean() + (weighted - weighted.detach()).mean(), losses
 
 
-def forward(theta: Tensor, q: Distribution, losses_of: LossOfDraws) -> tuple[Tensor, Tensor]:
-    """Surrogate and losses (B,) with ∂ℓ_b/∂θ_b from forward-mode AD, one jvp per parameter.
-
-    Draws are simulated independently, so one jvp with tangent e_i in every row gives column i
-    of all B per-draw gradients.
-    """
-    point = theta.detach()
-    columns = []
-    for i in range(point.shape[-1]):
-        tangent = torch.zeros_like(point)
-        tangent[:, i] = 1.0
-        losses, derivative = torch.func.jvp(losses_of, (point,), (tangent,))
-        columns.append(derivative)
-    jacobian = torch.stack(columns, dim=-1)
-    surrogate = losses.mean() + (jacobian * (theta - point)).sum(-1).mean()
-    return surrogate, losses.detach()
-
-
 def score_plain(theta: Tensor, q: Distribution, losses_of: LossOfDraws) -> tuple[Tensor, Tensor]:
     """The score-function estimator without a baseline: (1/N) Σ_n ℓ(θ_n) ∇_φ log q_φ(θ_n) (Quera-Bofarull, Dyer et
     al. 2023, eq. 28)."""
     return score(theta, q, losses_of, baseline=False)
 
 
-ESTIMATORS = {"pathwise": pathwise, "score": score, "score_plain": score_plain, "forward": forward}
+ESTIMATORS = {"pathwise": pathwise, "score": score, "score_plain": score_plain}
 
 
 def gradient_estimator(kind: str) -> Callable[[Tensor, Distribution, LossOfDraws], tuple[Tensor, Tensor]]:
-    """The estimator named `kind` (pathwise | score | forward)."""
+    """The estimator named `kind` (pathwise | score | score_plain)."""
     if kind not in ESTIMATORS:
         raise ValueError(f"calibration.flow.estimator: unknown {kind!r}; choose from {sorted(ESTIMATORS)}")
     return ESTIMATORS[kind]

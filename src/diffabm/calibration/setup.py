@@ -17,6 +17,7 @@ from diffabm.calibration.losses import ObservationLoss
 from diffabm.calibration.observe import read_observed
 from diffabm.calibration.priors import Prior, build_prior
 from diffabm.calibration.target import CalibrationTarget
+from diffabm.models.autodiff import AutoDiff
 from diffabm.models.base import Simulator
 from diffabm.registry import instantiate
 
@@ -34,7 +35,7 @@ def build_target(cfg: DictConfig, model: Simulator, observed: xr.Dataset) -> tup
     prior = build_prior(OmegaConf.to_container(settings.prior), model.space, model.device)
     target = CalibrationTarget(model, prior.names, model.defaults, loss, settings.get("replicates", 1),
                                settings.get("gradients", "autograd"), settings.get("alternatives", 1),
-                               settings.get("step", 0.05))
+                               settings.get("step", 0.05), AutoDiff.from_config(cfg.get("ad")))
     return target, prior
 
 

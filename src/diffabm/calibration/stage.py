@@ -50,6 +50,8 @@ def calibrate(cfg: DictConfig, mode: str, population_path: str | Path | None, ob
     run_dir = Path(run_dir)
     cfg = with_loss_weight(cfg, mode, loss_weight_path)
     target, prior, observed = load_target(cfg, population_path, observed_path)
+    if mode == "calibnn" and cfg.calibration.calibnn.get("control"):
+        target.ad.check_controls([cfg.calibration.calibnn.control])
     seed = int(cfg.seed) + (member or 0)
     run_name = f"{cfg.study}-{mode}" + (f"-{member}" if member is not None else "")
     log.info("calibrating %s (run seed %d) of study %s in %s", mode, seed, cfg.study, run_dir)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from diffabm.calibration.losses import ObservationLoss
+from diffabm.models.autodiff import AutoDiff
 from diffabm.models.base import Output, Simulator
 
 Controls = Mapping[str, Tensor]  # control name -> (B, *dims)
@@ -25,7 +26,7 @@ class CalibrationTarget:
 
     def __init__(self, model: Simulator, names: Sequence[str], fixed: Mapping[str, float],
                  loss: ObservationLoss, replicates: int = 1, gradients: str = "autograd", alternatives: int = 1,
-                 step: float = 0.05):
+                 step: float = 0.05, ad: AutoDiff = AutoDiff()):
         unknown = [name for name in names if name not in model.space.domains]
         if unknown:
             raise ValueError(f"calibrated parameters {unknown} are not model parameters {model.space.names}")
@@ -46,7 +47,7 @@ class CalibrationTarget:
             raise ValueError(f"calibration.alternatives must be >= 1, got {alternatives}")
         if not step > 0:
             raise ValueError(f"calibration.step must be > 0, got {step}")
-        self.gradients, self.alternatives, self.step = gradients, alternatives, step
+        self.gradients, self.alternatives, self.step, self.ad = gradients, alternatives, step, ad
 
     @property
     def dimension(self) -> int:
@@ -65,8 +66,9 @@ class CalibrationTarget:
         return torch.stack(torch.broadcast_tensors(*columns), dim=-1).reshape(-1, self.dimension)
 
     def simulate(self, theta: Tensor, seed: int, controls: Controls | None = None) -> Output:
-        """One batched simulation of the B draws θ (B, d), with optional controls (each (B, ...))."""
-        return self.model.simulate(self.natural(theta), seed, controls)
+        """One batched simulation of the B draws θ (B, d), with optional controls (each (B, ...)), differentiable in
+        the mode `ad`."""
+        return self.ad.simulate(self.model, self.natural(theta), seed, controls)
 
     def losses(self, theta: Tensor, seed: int, controls: Controls | None = None) -> Tensor:
         """ℓ(θ_b) for each draw (B,), comparing the mean of `replicates` simulations with the data.

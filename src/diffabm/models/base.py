@@ -12,7 +12,9 @@ A model has
   counts (≥ 0) unless listed in `signed_observables`;
 - `controls`: names and dimensions of optional time-varying inputs (e.g. a daily multiplier of
   transmission that a Calib-NN emits), each (B, *dims) when given;
-- `to_dataset(output, parameters)`: the outputs as an xarray Dataset with dimensions (draw, ...).
+- `to_dataset(output, parameters)`: the outputs as an xarray Dataset with dimensions (draw, ...);
+- optionally `checkpointed(segment_days)`: a context for reverse mode with gradient checkpointing over time
+  (`diffabm.models.autodiff`).
 
 Example:
     >>> import torch
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
@@ -91,6 +94,13 @@ class Simulator(nn.Module, ABC):
         cutting the variance; the statistic of the mean of `replicates` runs); others raise NotImplementedError."""
         raise NotImplementedError(f"{type(self).__name__} has no stochastic derivatives (calibration.gradients: "
                                   f"autograd)")
+
+    def checkpointed(self, segment_days: int | None = None) -> AbstractContextManager[None]:
+        """A context in which `simulate` is reverse-mode differentiable with gradient checkpointing over time:
+        only each segment's first state is kept, the segment recomputed in the backward pass (`segment_days`
+        steps; None: about √T); for models whose memory grows with the steps, others raise ValueError."""
+        raise ValueError(f"ad.mode: checkpointed, but {type(self).__name__} has no checkpointed reverse mode "
+                         f"(its memory does not grow with the steps; use ad.mode: reverse)")
 
     def natural_parameters(self, draws: int | None = None) -> dict[str, Tensor]:
         """The default parameters, each (draws,) (the model's `draws` unless given)."""

@@ -1,4 +1,4 @@
-"""A seeded toy population: households, school classes and workplaces in areas of ~2,000 agents."""
+"""A seeded toy population: households, school classes and workplaces in areas of ~2,000 agents, 5 areas a region."""
 
 from __future__ import annotations
 
@@ -26,11 +26,13 @@ def toy_population(
     seed: int = 0,
     area_size: int = 2_000,
     areas_per_school: int = 3,
+    areas_per_region: int = 5,
     class_size: int = 25,
     employment_rate: float = 0.75,
     mean_company_size: float = 12.0,
 ) -> Population:
-    """Generate `n_agents` agents in households, school classes and companies, in areas."""
+    """Generate `n_agents` agents in households, school classes and companies, in areas and regions
+    (`extra["region"]`, `areas_per_region` areas each)."""
     if n_agents < 1:
         raise ValueError(f"toy population: n_agents must be >= 1, got {n_agents}")
     rng = np.random.default_rng(seed)
@@ -66,5 +68,7 @@ def toy_population(
         ethnicity=ethnicity.astype(np.int64),
         area=area.astype(np.int64),
         groups={"household": household, "school": school, "workplace": workplace},
-        attrs={"generator": "diffabm.population.toy.toy_population"},
+        extra={"region": (area_index // areas_per_region).astype(np.int64)},
+        attrs={"generator": "diffabm.population.toy.toy_population",
+               "region_labels": [f"toy region {k}" for k in range(area_index.max() // areas_per_region + 1)]},
     )

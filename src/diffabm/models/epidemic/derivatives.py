@@ -225,9 +225,10 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
         output = daily_outputs(new_infections, by_setting, infected.float(), infection_day, course["symptomatic"],
                                course["hospitalised"], course["dies"], latent, course["infectious_days"],
                                durations["hospital_stay"],
-                               age_band=model.age_band, n_bands=len(model.course.age_bands))
+                               groupings={name: (getattr(model, f"group_{name}"), len(labels))
+                                          for name, labels in model.group_labels.items()})
         with torch.enable_grad():
-            output.infections_by_setting = output.infections_by_setting.clone()
+            output["infections_by_setting"] = output.infections_by_setting.clone()
             primal(output.infections_by_setting)[:] = torch.stack(primal_by_setting, dim=1)
             values = statistic(_replicate_means(output, replicates, rows))
             vector = values.dim() == 2  # K statistics at once: (rows, K)
@@ -261,7 +262,7 @@ def _replicate_means(output: EpidemicOutput, replicates: int, rows: int) -> Epid
         replaced = mean[:, None, None] + (series[:, :, 1:] - primal[:, :, None]) / replicates
         return torch.cat([mean, replaced.flatten(0, 2)])
 
-    return EpidemicOutput(**{name: means(series) for name, series in output.items()})
+    return EpidemicOutput({name: means(series) for name, series in output.items()})
 
 
 def _seeding_weight(seeding: str, u: Tensor, fraction: Tensor) -> Tensor:

@@ -8,11 +8,13 @@ the interventions (`interventions`), and counts the daily outputs (`outputs`)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 from diffabm.models.base import Simulator, stable_seed
@@ -25,10 +27,13 @@ from diffabm.models.epidemic.course import (
 )
 from diffabm.models.epidemic.interventions import Interventions, build_interventions
 from diffabm.models.epidemic.outputs import (
+    EVENTS,
+    GROUPINGS,
     OBSERVABLES,
     STAGES,
     EpidemicOutput,
     daily_outputs,
+    grouped_observables,
 )
 from diffabm.models.epidemic.transmission import (
     NEVER,
@@ -60,7 +65,6 @@ class EpidemicModel(Simulator):
     stops with a MemoryError before it allocates (`diffabm.resources`).
     """
 
-    observables = OBSERVABLES
     controls = {"transmission_multiplier": ("time",)}
 
     def __init__(
@@ -96,6 +100,7 @@ class EpidemicModel(Simulator):
             parameters, draws, device)
         course = course if isinstance(course, DiseaseCourse) else disease_course(course)
         self.seeding = seeding
+        self._segment_days: int | None = None  # set while `checkpointed`
         self.max_memory_gb = max_memory_gb
         self.n_agents = population.n_agents
         self.days = days
@@ -115,6 +120,8 @@ class EpidemicModel(Simulator):
         bands = np.asarray(course.age_bands)
         band = np.clip(np.searchsorted(bands, population.age, side="right") - 1, 0, len(bands) - 1)
         self.register_buffer("age_band", torch.as_tensor(band, dtype=torch.long, device=device))
+        self.group_labels = self._group_labels(population, band)  # grouping: labels; group ids in `group_<name>`
+        self.observables = {**OBSERVABLES, **grouped_observables(list(self.group_labels))}
 
         def per_agent(values) -> Tensor:
             by_band = np.broadcast_to(np.asarray(values, dtype=np.float32), (len(bands),)).copy()
@@ -127,6 +134,31 @@ class EpidemicModel(Simulator):
         self.register_buffer("profile", course.infectiousness_profile().to(device))
         self.register_buffer("contact_multiplier", self.interventions.contact_multiplier.float().to(device))
         self.durations = {name: self._lognormal_parameters(getattr(course, name), per_agent) for name in DURATIONS}
+
+    def _group_labels(self, population: Agents, age_band: np.ndarray) -> dict[str, list[str]]:
+        """Groupings of agents for the `<event>_by_<grouping>` observables: age bands always, ethnicity and region
+        (`extra["region"]`, SA2 → region) where the population has them; registers each agent's group."""
+        bands = list(self.course.age_bands)
+        groupings = {"age": (age_band, [f"{lo}-{hi - 1}" for lo, hi in zip(bands[:-1], bands[1:])]
+                             + [f"{bands[-1]}+"])}
+        ethnicity = getattr(population, "ethnicity", None)
+        if ethnicity is not None:
+            groupings["ethnicity"] = (ethnicity, list(getattr(population, "ethnicity_labels", ())))
+        region = population.extra.get("region")
+        if region is not None:  # only the regions present
+            names = list(getattr(population, "attrs", {}).get("region_labels", ()))
+            present, region = np.unique(region, return_inverse=True)
+            groupings["region"] = (region, [names[k] if 0 <= k < len(names) else str(k) for k in present])
+        labels = {}
+        for name, (group, names) in groupings.items():
+            group = np.asarray(group, dtype=np.int64)
+            count = int(group.max(initial=-1)) + 1
+            names = names if len(names) >= count else [str(k) for k in range(count)]
+            if group.size and group.min() < 0:
+                raise ValueError(f"population: field '{name}' has group {group.min()}, expected codes >= 0")
+            self.register_buffer(f"group_{name}", torch.as_tensor(group, device=self.age_band.device))
+            labels[name] = [str(label) for label in names]
+        return labels
 
     @staticmethod
     def _lognormal_parameters(duration: Duration, per_agent) -> tuple[Tensor, Tensor]:
@@ -147,13 +179,11 @@ class EpidemicModel(Simulator):
 
     def coords(self) -> dict[str, np.ndarray]:
         """Days from `start_date`, stages, age bands ("0-9", ..., "70+") and settings (the contact layers)."""
-        bands = list(self.course.age_bands)
         return {
             "time": np.datetime64(self.start_date, "ns") + np.arange(self.days) * np.timedelta64(1, "D"),
             "stage": as_object_strings(STAGES),
-            "age_group": as_object_strings([f"{lo}-{hi - 1}" for lo, hi in zip(bands[:-1], bands[1:])]
-                                           + [f"{bands[-1]}+"]),
             "setting": as_object_strings(self.layers),
+            **{GROUPINGS[name]: as_object_strings(labels) for name, labels in self.group_labels.items()},
         }
 
     def _checked_daily(self, values: Tensor) -> Tensor:
@@ -258,35 +288,73 @@ class EpidemicModel(Simulator):
         day_state = self.day_state(course, seed)
         if tracking and infected.requires_grad:
             infected = _UnrealisedAtSeeding.apply(infected, day_state)
-        daily_new = [infected.sum(-1)]
-        by_setting = [beta.new_zeros(draws, len(self.layers))]
-        for day in range(1, self.days):
-            weight = beta * multiplier[:, day]  # the day's own contacts (interventions act from their first day)
+        daily_new, by_setting = [infected.sum(-1)[:, None]], [beta.new_zeros(draws, 1, len(self.layers))]
+        weights = beta[:, None] * multiplier  # (B, days, L): the day's own contacts (interventions act from day 1)
+        segment = self._segment_days if tracking and self._segment_days else self.days
+        with torch.utils.checkpoint.set_checkpoint_early_stop(False):  # recompute whole segments (see below)
+            for first in range(1, self.days, segment):
+                days = (first, min(first + segment, self.days))
+                if segment < self.days:
+                    infected, infection_day, new, by_layer = torch.utils.checkpoint.checkpoint(
+                        self._transmission_days, infected, infection_day, weights, day_state, *days,
+                        use_reentrant=False, preserve_rng_state=False)
+                else:
+                    infected, infection_day, new, by_layer = self._transmission_days(
+                        infected, infection_day, weights, day_state, *days)
+                daily_new.append(new)
+                by_setting.append(by_layer)
+        day_state.final_infection_day = infection_day
+        output = daily_outputs(torch.cat(daily_new, dim=1), torch.cat(by_setting, dim=1), infected, infection_day,
+                               symptomatic, hospitalised, dies, latent, infectious_days, durations["hospital_stay"],
+                               groupings={name: (getattr(self, f"group_{name}"), len(labels))
+                                          for name, labels in self.group_labels.items()})
+        if tracking:
+            admitted = symptomatic * hard_hospitalised
+            onset, stay = latent.long(), durations["hospital_stay"].long()
+            admission = onset + infectious_days.long()
+            events = {  # event: (days after infection, weight) per agent
+                "infections": (torch.zeros_like(onset), torch.ones_like(symptomatic)),
+                "hospitalisations": (admission, admitted),
+                "deaths": (admission + stay, admitted * (dies.detach() > 0.5)),
+            }
+            day_state.delays = {  # name: (days after infection, weight, column) per agent
+                "cases": (onset, symptomatic, 0),
+                "hospitalisations": (*events["hospitalisations"], 0),
+                "deaths": (*events["deaths"], 0),
+                **{f"{event}_by_{name}": (*events[event], getattr(self, f"group_{name}"))
+                   for event in EVENTS for name in self.group_labels},
+            }
+            for name in day_state.delays:
+                output[name] = _RecordOutputGradient.apply(output[name], day_state, name)
+        return output
+
+    def _transmission_days(self, infected: Tensor, infection_day: Tensor, weights: Tensor, day_state: _DayState,
+                           first: int, last: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Days `first`..`last` − 1 of transmission with the days' layer weights (B, days, L): the infected (B, N) and
+        infection days after them, and each day's new infections (B, k) and infections by setting (B, k, L).
+        A checkpointed simulation recomputes this in the backward pass, to its end, which clears the day kept for
+        `jvp` (it would hold the cycle state → tensors → graph → state, which leaks the graph)."""
+        daily_new, by_setting = [], []
+        for day in range(first, last):
+            weight = weights[:, day]
             updated, _, total = _TransmissionDay.apply(infected, weight, infection_day, day, day_state)
             new = updated - infected
             infection_day = torch.where(new.detach() > 0.5, day, infection_day)
             infected = updated
             daily_new.append(new.sum(-1))
             by_setting.append(self.infections_by_setting(new, weight, total))
-        new_infections = torch.stack(daily_new, dim=1)
-        day_state.latest_day = ()  # break the cycle state → tensors → graph → state, or the graph leaks
-        day_state.final_infection_day = infection_day
-        output = daily_outputs(new_infections, torch.stack(by_setting, dim=1), infected, infection_day, symptomatic,
-                               hospitalised, dies, latent, infectious_days, durations["hospital_stay"],
-                               age_band=self.age_band, n_bands=len(self.course.age_bands))
-        if tracking:
-            admitted = symptomatic * hard_hospitalised
-            onset, stay = latent.long(), durations["hospital_stay"].long()
-            admission = onset + infectious_days.long()
-            day_state.delays = {  # name: (days after infection, weight, column) per agent
-                "infections_by_age": (torch.zeros_like(onset), torch.ones_like(symptomatic), self.age_band),
-                "cases": (onset, symptomatic, 0),
-                "hospitalisations": (admission, admitted, 0),
-                "deaths": (admission + stay, admitted * (dies.detach() > 0.5), 0),
-            }
-            for name in day_state.delays:
-                setattr(output, name, _RecordOutputGradient.apply(getattr(output, name), day_state, name))
-        return output
+        day_state.latest_day = ()
+        return infected, infection_day, torch.stack(daily_new, dim=1), torch.stack(by_setting, dim=1)
+
+    @contextlib.contextmanager
+    def checkpointed(self, segment_days: int | None = None) -> Iterator[None]:
+        """Reverse mode with gradient checkpointing over days (`diffabm.models.autodiff`): only the infected and
+        infection days at the start of each segment of `segment_days` days (None: ≈ √days) are kept."""
+        self._segment_days = max(1, round(self.days**0.5)) if segment_days is None else int(segment_days)
+        try:
+            yield
+        finally:
+            self._segment_days = None
 
     @staticmethod
     def _seed(fraction: Tensor, u: Tensor) -> Tensor:

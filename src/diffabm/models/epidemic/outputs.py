@@ -3,8 +3,7 @@ and how they are counted, as histograms over days of each agent's infection day 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -18,59 +17,56 @@ STAGES = (
     "recovered",
     "dead",
 )
-OBSERVABLES = {  # name: dimensions after `draw`
+OBSERVABLES = {  # name: dimensions after `draw`; grouped observables (`grouped_observables`) come besides
     "new_infections": ("time",),
     "cases": ("time",),
     "hospitalisations": ("time",),
     "deaths": ("time",),
     "stage_counts": ("time", "stage"),
-    "infections_by_age": ("time", "age_group"),
     "infections_by_setting": ("time", "setting"),
 }
+EVENTS = ("infections", "hospitalisations", "deaths")  # counted per group of agents
+GROUPINGS = {"age": "age_group", "ethnicity": "ethnicity", "region": "region"}  # name in observables: dimension
 
 
-@dataclass
-class EpidemicOutput(Mapping):
-    """Daily series for B draws: counts (B, T), stage counts (B, T, S), infections by age (B, T, A)
-    and by setting, the contact layer where they happened (B, T, L; the seeds of day 0 have none).
-    A mapping from each name of `OBSERVABLES` to its tensor."""
+def grouped_observables(groupings: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """`<event>_by_<grouping>` (e.g. `deaths_by_ethnicity`): dimensions (time, group) for each event and grouping."""
+    return {f"{event}_by_{grouping}": ("time", GROUPINGS[grouping]) for event in EVENTS for grouping in groupings}
 
-    new_infections: Tensor
-    cases: Tensor
-    hospitalisations: Tensor
-    deaths: Tensor
-    stage_counts: Tensor
-    infections_by_age: Tensor
-    infections_by_setting: Tensor
 
-    def __getitem__(self, name: str) -> Tensor:
-        if name not in OBSERVABLES:
-            raise KeyError(name)
-        return getattr(self, name)
+class EpidemicOutput(dict):
+    """Daily series for B draws by observable name: counts (B, T), stage counts (B, T, S), infections by setting,
+    the contact layer where they happened (B, T, L; the seeds of day 0 have none), and each event by group of
+    agents (B, T, G). Series are also attributes (`output.new_infections`)."""
 
-    def __iter__(self):
-        return iter(OBSERVABLES)
-
-    def __len__(self) -> int:
-        return len(OBSERVABLES)
+    def __getattr__(self, name: str) -> Tensor:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def daily_outputs(new_infections: Tensor, infections_by_setting: Tensor, infected: Tensor, infection_day: Tensor,
                   symptomatic: Tensor, hospitalised: Tensor, dies: Tensor, latent: Tensor, infectious_days: Tensor,
-                  stay: Tensor, *, age_band: Tensor, n_bands: int) -> EpidemicOutput:
+                  stay: Tensor, *, groupings: Mapping[str, tuple[Tensor, int]]) -> EpidemicOutput:
     """Daily outputs from each agent's infection day and course, as histograms over days.
 
     Per agent (B, N): `infected` and the course drawn for it (`symptomatic`, `hospitalised`, `dies`,
-    and the days `latent`, `infectious_days` and hospital `stay`); `age_band` (N,) of `n_bands`.
-    `new_infections` (B, T) and `infections_by_setting` (B, T, L) are counted during the days.
+    and the days `latent`, `infectious_days` and hospital `stay`); `groupings`: name: (group of each agent (N,),
+    number of groups). `new_infections` (B, T) and `infections_by_setting` (B, T, L) are counted during the days.
     """
     draws, days = new_infections.shape
-    n_agents = age_band.shape[0]
+    n_agents = infected.shape[1]
     infection_day, latent, infectious_days, stay = (x.long() for x in (infection_day, latent, infectious_days, stay))
 
     def daily(day: Tensor, weight: Tensor) -> Tensor:
         index = day.clamp(max=days)
         return weight.new_zeros(draws, days + 1).scatter_add_(1, index, weight)[:, :days]
+
+    def daily_by_group(day: Tensor, weight: Tensor, group: Tensor, groups: int) -> Tensor:
+        index = (day.clamp(max=days) * groups + group).clamp(max=days * groups)
+        counts = weight.new_zeros(draws, days * groups + 1).scatter_add_(1, index, weight)
+        return counts[:, : days * groups].reshape(draws, days, groups)
 
     onset = infection_day + latent
     end = onset + infectious_days
@@ -96,14 +92,15 @@ def daily_outputs(new_infections: Tensor, infections_by_setting: Tensor, infecte
         ],
         dim=-1,
     )
-    index = (infection_day.clamp(max=days) * n_bands + age_band).clamp(max=days * n_bands)
-    by_age = infected.new_zeros(draws, days * n_bands + 1).scatter_add_(1, index, infected)
+    events = {"infections": (infection_day, infected), "hospitalisations": (end, admitted),
+              "deaths": (discharge, admitted * dies)}
     return EpidemicOutput(
         new_infections=new_infections,
         cases=cases,
         hospitalisations=hospitalisations,
         deaths=deaths,
         stage_counts=stage_counts,
-        infections_by_age=by_age[:, : days * n_bands].reshape(draws, days, n_bands),
         infections_by_setting=infections_by_setting,
+        **{f"{event}_by_{grouping}": daily_by_group(*events[event], group, groups)
+           for event in EVENTS for grouping, (group, groups) in groupings.items()},
     )
