@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from diffabm.population.census import synthesize_census
+from diffabm.population.households import ParentAges, form_households
 from diffabm.population.report import write_fit_report
 from diffabm.population.schema import ETHNICITY_LABELS, Population
 from diffabm.population.tables import CensusTableError
@@ -102,6 +103,59 @@ def test_households(nelson):
     assert tvd == pytest.approx(0.5 * nelson.fit["households"]["share_error"].abs().sum())
 
 
+def _household_ages(population: Population) -> pd.DataFrame:
+    """Per household with children: oldest child, youngest adult and whether an adult is 16-50 years older."""
+    people = pd.DataFrame({"household": population.groups["household"], "age": population.age})
+    child = people["age"] < 18
+    oldest_child = people.loc[child].groupby("household")["age"].max()
+    adults = people.loc[~child].join(oldest_child.rename("oldest_child"), on="household", how="inner")
+    gap = adults["age"] - adults["oldest_child"]
+    return pd.DataFrame({
+        "oldest_child": oldest_child,
+        "youngest_adult": adults.groupby("household")["age"].min(),
+        "parent": (gap.between(16, 50)).groupby(adults["household"]).any(),
+    })
+
+
+def test_household_age_structure(nelson):
+    ages = _household_ages(nelson.population)
+    all_65_plus = (ages["youngest_adult"] >= 65).mean()
+    young_gap = (ages["youngest_adult"] - ages["oldest_child"] < 15).mean()
+    no_parent = 1 - ages["parent"].mean()
+    # Adults placed at random gave 7.9%, 21% and 17% on Nelson (seed 1) and 4.3%, 29%, 13% on all of New Zealand;
+    # parents by age give 0-0.02%, about 6% (adult children and other extra adults) and 0 over seeds 0-5 here.
+    assert all_65_plus < 0.01 and no_parent < 0.01 and young_gap < 0.12
+    table = nelson.fit["household_age_structure"].set_index("quantity")
+    assert table.loc["households_with_children", "households"] == len(ages)
+    assert table.loc["all_adults_65_plus", "share"] == pytest.approx(all_65_plus)
+    assert table.loc["youngest_adult_less_than_15_years_older", "share"] == pytest.approx(young_gap)
+    assert table.loc["no_adult_16_to_50_years_older", "share"] == pytest.approx(no_parent)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_parents_are_chosen_by_age(seed):
+    """One SA2: a child of 10 and adults of 20, 38, 41 and 85; a two-adult household with the child and two
+    single-adult households. The parents (26-60 years, partners within 15 years) can only be 38 and 41."""
+    age = np.array([10, 20, 38, 41, 85])
+    table = pd.DataFrame({"area": [100100, 100100], "adults": [2, 1], "children": [1, 0], "num": [1, 2]})
+    households = form_households(np.zeros(5, dtype=np.int64), age, np.array([100100]), table, 18, ParentAges(),
+                                 np.random.default_rng(seed))
+    household = households.household
+    assert set(age[household == household[0]]) == {10, 38, 41}
+    assert sorted(np.bincount(household)) == [1, 1, 3]
+
+
+@pytest.mark.slow
+def test_household_age_structure_all_of_new_zealand():
+    """All of New Zealand (about 20 s): parents by age in every region (random adults: 4.3% all 65+, 13% no
+    adult 16-50 years older than the oldest child; parents by age: 0.03% and 0.09%, seed 1)."""
+    synthesis = synthesize_census(make_config(select={"regions": [], "super_areas": [], "areas": []}), seed=1)
+    table = synthesis.fit["household_age_structure"].set_index("quantity")["share"]
+    assert table["all_adults_65_plus"] < 0.005 and table["no_adult_16_to_50_years_older"] < 0.005
+    ages = _household_ages(synthesis.population)
+    assert table["no_adult_16_to_50_years_older"] == pytest.approx(1 - ages["parent"].mean())
+
+
 def test_schools(nelson):
     population = nelson.population
     config = make_config()
@@ -178,7 +232,8 @@ def test_selection_by_super_area_and_area():
 def test_fit_report(nelson, tmp_path):
     paths = write_fit_report(nelson, tmp_path / "fit")
     names = {p.name for p in paths}
-    assert {"population_sa2.csv", "households.csv", "schools.csv", "employment.csv", "summary.csv"} <= names
+    assert {"population_sa2.csv", "households.csv", "household_age_structure.csv", "schools.csv", "employment.csv",
+            "summary.csv"} <= names
     assert {"population_pyramid.png", "household_size.png", "school_size.png", "company_size.png"} <= names
     assert all(p.stat().st_size > 0 for p in paths)
     summary = pd.read_csv(tmp_path / "fit" / "summary.csv").set_index("quantity")["value"]

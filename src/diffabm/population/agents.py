@@ -20,7 +20,7 @@ class Agents:
     ethnicity: np.ndarray
     area_index: np.ndarray
     areas: np.ndarray
-    cells: pd.DataFrame  # area, age, sex, ethnicity, census, target (scale x census), synthetic
+    cells: pd.DataFrame  # area, age, sex, ethnicity, census, target (census x factor x scale), synthetic
 
 
 def census_cells(population: pd.DataFrame, areas: np.ndarray, rng: np.random.Generator) -> tuple[pd.DataFrame, int]:
@@ -45,13 +45,22 @@ def census_cells(population: pd.DataFrame, areas: np.ndarray, rng: np.random.Gen
     return cells.loc[cells["census"] > 0].reset_index(drop=True), int(value[other].sum())
 
 
-def make_agents(cells: pd.DataFrame, areas: np.ndarray, scale: float, rng: np.random.Generator) -> Agents:
-    """Expand census cells into agents; with scale != 1 each SA2 total is round(scale x total) exactly."""
+def make_agents(cells: pd.DataFrame, areas: np.ndarray, scale: float, rng: np.random.Generator,
+                factor: np.ndarray | None = None, group: np.ndarray | None = None) -> Agents:
+    """Expand census cells into agents, each cell's target being census x `factor` x scale.
+
+    Without `factor` each SA2 total is round(scale x total) exactly (the census itself at scale 1); with it
+    (a reweighting) each `group` (compact index per cell, e.g. SA2 x age group) totals round(its target).
+    Cells are rounded by controlled rounding, so every cell count is the floor or the ceiling of its target.
+    """
     area_index = np.searchsorted(areas, cells["area"].to_numpy())
-    target = cells["census"].to_numpy(np.float64) * scale
     census = cells["census"].to_numpy(np.int64)
-    totals = np.floor(np.bincount(area_index, weights=census, minlength=len(areas)) * scale + 0.5)
-    counts = census if scale == 1.0 else controlled_round(target, area_index, len(areas), rng, totals)
+    target = census * (1.0 if factor is None else factor) * scale
+    if factor is None:
+        totals = np.floor(np.bincount(area_index, weights=census, minlength=len(areas)) * scale + 0.5)
+        counts = census if scale == 1.0 else controlled_round(target, area_index, len(areas), rng, totals)
+    else:
+        counts = controlled_round(target, group, int(group.max(initial=-1)) + 1, rng)
     cells = cells.assign(target=target, synthetic=counts)
     return Agents(
         age=np.repeat(cells["age"].to_numpy(np.int64), counts),

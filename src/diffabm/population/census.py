@@ -1,8 +1,10 @@
 """Census-based synthesis of a New Zealand population (stage `synthesize`).
 
-Agents come from the SA2 x age x sex x ethnicity census counts; they are grouped into households following
-each SA2's household compositions, into school classes and kindergarten groups by distance and capacity, and
-into companies via commute flows and business counts. `CensusSynthesis.fit` holds the fit tables.
+Agents come from the SA2 x age x sex x ethnicity census counts, optionally reweighted to the Ministry of
+Health's population per SA2 x age group (`reweight: health_service`); they are grouped into households
+following each SA2's household compositions (parents chosen by age), into school classes and kindergarten
+groups by distance and capacity, and into companies via commute flows and business counts.
+`CensusSynthesis.fit` holds the fit tables.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from diffabm.population.agents import census_cells, make_agents
-from diffabm.population.households import form_households
+from diffabm.population.health_service import (
+    UNKNOWN_AREA, Reweighting, read_health_service_population, reweight_to_health_service)
+from diffabm.population.households import ParentAges, form_households
 from diffabm.population.schema import Population
 from diffabm.population.schools import enrol
 from diffabm.population.tables import INDUSTRY_NAMES, CensusTables, read_census
@@ -62,18 +66,38 @@ def select_areas(hierarchy: pd.DataFrame, population: pd.DataFrame, select) -> n
     return areas
 
 
-def _population_fit(cells: pd.DataFrame, areas: np.ndarray) -> dict[str, pd.DataFrame]:
-    """Synthetic vs (scaled) census counts per SA2 and by age x sex x ethnicity."""
+def _population_fit(cells: pd.DataFrame, areas: np.ndarray, rounding_group: np.ndarray) -> dict[str, pd.DataFrame]:
+    """Synthetic vs target (census x reweighting factor x scale) counts per SA2 and by age x sex x ethnicity.
+
+    The SA2 error is the synthetic count minus the sum, over the SA2's rounding groups (the SA2, or its age
+    groups when reweighted), of round(group target): zero when controlled rounding hit every total.
+    """
     cells = cells.assign(cell_error=cells["synthetic"] - cells["target"])
     per_area = cells.groupby("area").agg(census=("census", "sum"), target=("target", "sum"),
                                          synthetic=("synthetic", "sum"),
                                          max_abs_cell_error=("cell_error", lambda e: e.abs().max()))
     per_area = per_area.reindex(areas, fill_value=0).rename_axis("area").reset_index()
-    per_area["error"] = per_area["synthetic"] - np.floor(per_area["census"] * cells["target"].sum()
-                                                          / max(cells["census"].sum(), 1) + 0.5)
+    groups = cells.groupby(rounding_group).agg(area=("area", "first"), target=("target", "sum"))
+    expected = np.floor(groups["target"] + 0.5 + 1e-9).groupby(groups["area"]).sum()
+    per_area["error"] = per_area["synthetic"] - expected.reindex(areas, fill_value=0).to_numpy()
     margins = cells.groupby(["age", "sex", "ethnicity"], as_index=False)[["census", "target", "synthetic"]].sum()
     margins["error"] = margins["synthetic"] - margins["target"]
     return {"population_sa2": per_area, "population_age_sex_ethnicity": margins}
+
+
+def _reweighting(config, cells: pd.DataFrame, hierarchy: pd.DataFrame, areas: np.ndarray) -> Reweighting | None:
+    """The reweighting that `config.reweight` asks for (None: the census table's people as they are)."""
+    if config.reweight is None:
+        return None
+    if config.reweight != "health_service":
+        raise ValueError(f"population.reweight is {config.reweight!r}; expected null or 'health_service'")
+    hsu = read_health_service_population(_data_dir(config.health_service_file))
+    reweighting = reweight_to_health_service(cells, hsu)
+    chosen = select_areas(hierarchy, hsu.loc[hsu["area"] != UNKNOWN_AREA], config.select)
+    missing = hsu["area"].isin(np.setdiff1d(chosen, areas))
+    reweighting.notes["hsu_people_in_selected_sa2s_without_census_people"] = float(hsu.loc[missing, "population"]
+                                                                                   .sum())
+    return reweighting
 
 
 def _rss_mb() -> float:
@@ -102,10 +126,16 @@ def synthesize_census(config, seed: int) -> CensusSynthesis:
     tick("read")
 
     cells, other = census_cells(tables["population_structure"], areas, rng_cells)
-    agents = make_agents(cells, areas, scale, rng_agents)
+    reweighting = _reweighting(config, cells, hierarchy, areas)
+    if reweighting is None:
+        agents = make_agents(cells, areas, scale, rng_agents)
+        rounding_group = np.searchsorted(areas, cells["area"].to_numpy())
+    else:
+        agents = make_agents(cells, areas, scale, rng_agents, reweighting.factor, reweighting.group)
+        rounding_group = reweighting.group
     tick("agents")
     households = form_households(agents.area_index, agents.age, areas, tables["household_composition"],
-                                 int(config.adult_age), rng_households)
+                                 int(config.adult_age), ParentAges.from_config(config), rng_households)
     tick("households")
     location = tables["geography_location"].set_index("area").loc[areas]
     enrolment = enrol(agents.age, agents.area_index, location["latitude"].to_numpy(),
@@ -129,7 +159,8 @@ def synthesize_census(config, seed: int) -> CensusSynthesis:
             "workplace_area": employment.workplace_area, "industry": employment.industry,
         },
         attrs={
-            "source": "census", "scale": scale, "adult_age": int(config.adult_age),
+            "source": "census", "scale": scale, "reweight": config.reweight or "none",
+            "adult_age": int(config.adult_age),
             "region_labels": region_labels, "industry_labels": list(INDUSTRIES),
             "industry_names": [INDUSTRY_NAMES[code] for code in INDUSTRIES],
             "school_index_table": "schools.parquet row (-1 = none)",
@@ -138,10 +169,13 @@ def synthesize_census(config, seed: int) -> CensusSynthesis:
     )
     notes = {"agents": float(population.n_agents), "sa2_selected": float(areas.size),
              "census_people_selected": float(cells["census"].sum()), "gender_other_reallocated": float(other),
-             **tables.notes, **households.notes, **enrolment.notes, **employment.notes}
+             **tables.notes, **({} if reweighting is None else reweighting.notes), **households.notes,
+             **enrolment.notes, **employment.notes}
     fit = {
         "summary": pd.DataFrame({"quantity": list(notes), "value": list(notes.values())}),
-        **_population_fit(agents.cells, areas), **households.fit, "schools": enrolment.fit, **employment.fit,
+        **_population_fit(agents.cells, areas, rounding_group),
+        **({} if reweighting is None else {"population_health_service": reweighting.fit(agents.cells)}),
+        **households.fit, "schools": enrolment.fit, **employment.fit,
     }
     tick("finish")
     timings["total"] = {"seconds": sum(t["seconds"] for t in timings.values()), "peak_rss_mb": _rss_mb()}

@@ -1,4 +1,5 @@
-"""Households: per SA2, (adults, children) compositions from the census table, filled with the SA2's agents."""
+"""Households: per SA2, (adults, children) compositions from the census table, filled with the SA2's agents
+(children at random, the first two adults of a household with children by age, the other adults at random)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,37 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from diffabm.population.sampling import choose_within, controlled_round, draw_in_segments
+from diffabm.population.sampling import (choose_within, controlled_round, draw_in_segments, group_starts,
+                                        random_order_within, rank_within)
+
+
+@dataclass(frozen=True)
+class ParentAges:
+    """How the first two adults of a household with children are chosen by age (conf/population/census.yaml).
+
+    The first adult's age minus the oldest child's age lies in `gap` (inclusive), drawn near `gap_mean`; a
+    second adult (partner) lies within `partner_difference` years of the first and also in `gap`. Iterative
+    household construction with parent-child and partner age differences follows Gargiulo et al. (2010), "An
+    iterative approach for generating statistically realistic populations of households", PLoS ONE 5:e8828.
+    """
+
+    gap: tuple[int, int] = (16, 50)
+    gap_mean: float = 30.0
+    gap_sd: float = 6.0
+    partner_difference: int = 15
+    partner_sd: float = 5.0
+
+    @classmethod
+    def from_config(cls, config) -> ParentAges:
+        """From the census population config (keys parent_age_gap*, partner_age_difference*)."""
+        return cls(gap=(int(config.parent_age_gap[0]), int(config.parent_age_gap[1])),
+                   gap_mean=float(config.parent_age_gap_mean), gap_sd=float(config.parent_age_gap_sd),
+                   partner_difference=int(config.partner_age_difference),
+                   partner_sd=float(config.partner_age_difference_sd))
+
+
+# Households proposed for at once when drawing parents' ages (bounds the (households x ages) weight matrix).
+_PROPOSAL_CHUNK = 1 << 16
 
 
 @dataclass
@@ -19,11 +50,6 @@ class Households:
     notes: dict[str, float]
 
 
-def _random_sorted(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Order that sorts by group, random within groups."""
-    return np.lexsort((rng.random(groups.shape[0]), groups))
-
-
 def _pick(area: np.ndarray, candidates: np.ndarray, hh_area: np.ndarray, n_areas: int,
           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """For items in `area`, a random household among `candidates` of the same area; -1 where there is none."""
@@ -33,6 +59,109 @@ def _pick(area: np.ndarray, candidates: np.ndarray, hh_area: np.ndarray, n_areas
     picked = np.full(area.shape[0], -1, dtype=np.int64)
     picked[has] = candidates[draw_in_segments(area[has], starts, rng)]
     return picked, has
+
+
+def _propose_ages(area: np.ndarray, low: np.ndarray, high: np.ndarray, centre: np.ndarray, sd: float,
+                  capacity: np.ndarray, n_ages: int, rng: np.random.Generator) -> np.ndarray:
+    """Per household an (area x age) bucket with age in [low, high], drawn with probability proportional to the
+    adults left in the bucket times a normal density around `centre`; -1 where no adult in range is left."""
+    bucket = np.full(area.shape[0], -1, dtype=np.int64)
+    offsets = np.arange(int((high - low).max(initial=-1)) + 1)
+    for start in range(0, area.shape[0], _PROPOSAL_CHUNK):
+        part = slice(start, start + _PROPOSAL_CHUNK)
+        ages = low[part, None] + offsets
+        buckets = area[part, None] * n_ages + np.minimum(ages, n_ages - 1)
+        density = np.exp(-0.5 * ((ages - centre[part, None]) / sd) ** 2)
+        cumulative = np.cumsum(np.where(ages <= high[part, None], capacity[buckets], 0) * density, axis=1)
+        total = cumulative[:, -1]
+        pick = np.minimum((cumulative < (rng.random(total.shape[0]) * total)[:, None]).sum(axis=1), offsets.size - 1)
+        bucket[part] = np.where(total > 0, buckets[np.arange(total.shape[0]), pick], -1)
+    return bucket
+
+
+def _draw_ages(area: np.ndarray, low: np.ndarray, high: np.ndarray, centre: np.ndarray, sd: float,
+               capacity: np.ndarray, n_ages: int, rng: np.random.Generator) -> np.ndarray:
+    """Per household the age of an adult of its area in [low, high] (-1 where none is left), taken from
+    `capacity` (adults left per area x age, updated in place).
+
+    In rounds, every household still without one proposes a bucket (`_propose_ages`); a bucket accepts as many
+    proposals, in random order, as it has adults left; the others propose again with the capacities left.
+    """
+    low, high = np.maximum(low, 0), np.minimum(high, n_ages - 1)
+    chosen = np.full(area.shape[0], -1, dtype=np.int64)
+    pending = np.flatnonzero(high >= low)
+    while pending.size:
+        bucket = _propose_ages(area[pending], low[pending], high[pending], centre[pending], sd, capacity, n_ages,
+                               rng)
+        pending, bucket = pending[bucket >= 0], bucket[bucket >= 0]
+        accepted = rank_within(bucket, rng.random(bucket.shape[0]), capacity.shape[0]) < capacity[bucket]
+        chosen[pending[accepted]] = bucket[accepted] % n_ages
+        capacity -= np.bincount(bucket[accepted], minlength=capacity.shape[0])
+        pending = pending[~accepted]
+    return chosen
+
+
+def _place_adults(adult_area: np.ndarray, adult_age: np.ndarray, hh_area: np.ndarray, hh_a: np.ndarray,
+                  oldest_child: np.ndarray, parents: ParentAges, rng: np.random.Generator) -> np.ndarray:
+    """Household per adult: in households with children (oldest_child >= 0) a first adult aged gap years above
+    the oldest child and a partner near the first (`ParentAges`), as far as the area's adults allow; every
+    other adult slot (grandparents, adult children, flatmates, households without children) at random."""
+    n_ages = int(adult_age.max(initial=0)) + 1
+    n_buckets = (int(max(hh_area.max(initial=0), adult_area.max(initial=0))) + 1) * n_ages
+    adult_bucket = adult_area * n_ages + adult_age
+    capacity = np.bincount(adult_bucket, minlength=n_buckets)
+    low, high = parents.gap
+
+    with_children = np.flatnonzero((oldest_child >= 0) & (hh_a >= 1))
+    child_age = oldest_child[with_children]
+    head_age = _draw_ages(hh_area[with_children], child_age + low, child_age + high,
+                          child_age + parents.gap_mean, parents.gap_sd, capacity, n_ages, rng)
+    couple = (hh_a[with_children] >= 2) & (head_age >= 0)
+    pairs, first, child_age = with_children[couple], head_age[couple], child_age[couple]
+    partner_age = _draw_ages(hh_area[pairs], np.maximum(first - parents.partner_difference, child_age + low),
+                             np.minimum(first + parents.partner_difference, child_age + high), first.astype(float),
+                             parents.partner_sd, capacity, n_ages, rng)
+
+    # The chosen ages become adults: the k-th pick of an area x age bucket takes its k-th adult (random order).
+    picked_hh = np.concatenate([with_children[head_age >= 0], pairs[partner_age >= 0]])
+    picked_bucket = hh_area[picked_hh] * n_ages + np.concatenate([head_age[head_age >= 0],
+                                                                  partner_age[partner_age >= 0]])
+    order = random_order_within(adult_bucket, rng)
+    starts = group_starts(adult_bucket[order], n_buckets)
+    rank = rank_within(picked_bucket, rng.random(picked_bucket.shape[0]), n_buckets)
+    household = np.full(adult_area.shape[0], -1, dtype=np.int64)
+    household[order[starts[picked_bucket] + rank]] = picked_hh
+    # The remaining adults of each area, in random order, into the area's remaining adult slots.
+    rest = np.flatnonzero(household < 0)
+    slot_hh = np.repeat(np.arange(hh_a.shape[0]), hh_a - np.bincount(picked_hh, minlength=hh_a.shape[0]))
+    household[rest[random_order_within(adult_area[rest], rng)]] = slot_hh[random_order_within(hh_area[slot_hh], rng)]
+    return household
+
+
+def household_age_structure(household: np.ndarray, age: np.ndarray, adult_age: int,
+                            gap: tuple[int, int]) -> pd.DataFrame:
+    """Age structure of households with children: how many, and the shares whose adults are all 65+, whose
+    youngest adult is less than 15 years older than the oldest child, and with no adult `gap` years (inclusive)
+    older than the oldest child (no plausible parent)."""
+    child = age < adult_age
+    n = int(household.max(initial=-1)) + 1
+    oldest_child = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(oldest_child, household[child], age[child])
+    youngest_adult = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(youngest_adult, household[~child], age[~child])
+    difference = age[~child] - oldest_child[household[~child]]
+    parent = np.bincount(household[~child], weights=(difference >= gap[0]) & (difference <= gap[1]), minlength=n)
+    with_children = oldest_child >= 0
+    shares = {
+        "all_adults_65_plus": youngest_adult[with_children] >= 65,
+        "youngest_adult_less_than_15_years_older": youngest_adult[with_children] - oldest_child[with_children] < 15,
+        f"no_adult_{gap[0]}_to_{gap[1]}_years_older": parent[with_children] == 0,
+    }
+    return pd.DataFrame({
+        "quantity": ["households_with_children", *shares],
+        "households": [int(with_children.sum()), *(int(v.sum()) for v in shares.values())],
+        "share": [1.0, *(float(v.mean()) if v.size else 0.0 for v in shares.values())],
+    })
 
 
 def _compositions(table: pd.DataFrame, areas: np.ndarray, n_adults: np.ndarray,
@@ -59,13 +188,14 @@ def _compositions(table: pd.DataFrame, areas: np.ndarray, n_adults: np.ndarray,
 
 
 def form_households(area_index: np.ndarray, age: np.ndarray, areas: np.ndarray, table: pd.DataFrame,
-                    adult_age: int, rng: np.random.Generator) -> Households:
+                    adult_age: int, parents: ParentAges, rng: np.random.Generator) -> Households:
     """Households whose compositions follow each SA2's census table, scaled to the SA2's adults and children.
 
     Households with children are scaled so that their child slots match the children (at most one such
     household per adult), households without children so that the adult slots match the adults; after
     controlled rounding the few surplus or missing slots are removed or added at random, keeping at least one
-    adult in every household with children. Compositions with no adult are not formed (reported).
+    adult in every household with children. Compositions with no adult are not formed (reported). Children
+    are placed at random within their SA2, adults by age (`_place_adults`).
     """
     n_areas = len(areas)
     child = age < adult_age
@@ -124,16 +254,16 @@ def form_households(area_index: np.ndarray, age: np.ndarray, areas: np.ndarray, 
         raise ValueError("the selected population has children but no adults: cannot form households")
     orphan_hh = with_adult[rng.integers(0, max(with_adult.size, 1), orphans.size)]
 
-    # Fill: adults and children of each area, in random order, into the area's slots.
+    # Fill: the children of each area, in random order, into the area's child slots; then the adults by age.
     household = np.empty(area_index.shape[0], dtype=np.int64)
-    for is_child, slots in ((False, hh_a), (True, hh_c)):
-        members = np.flatnonzero(child == is_child)
-        slot_hh = np.repeat(hh_ids, slots)
-        slot_area = hh_area[slot_hh]
-        if is_child:
-            slot_hh = np.concatenate([slot_hh, orphan_hh])
-            slot_area = np.concatenate([slot_area, orphans])
-        household[members[_random_sorted(area_index[members], rng)]] = slot_hh[_random_sorted(slot_area, rng)]
+    children = np.flatnonzero(child)
+    slot_hh = np.concatenate([np.repeat(hh_ids, hh_c), orphan_hh])
+    slot_area = np.concatenate([hh_area[np.repeat(hh_ids, hh_c)], orphans])
+    household[children[random_order_within(area_index[children], rng)]] = slot_hh[random_order_within(slot_area, rng)]
+    oldest_child = np.full(n_hh, -1, dtype=np.int64)
+    np.maximum.at(oldest_child, household[children], age[children])
+    adults = np.flatnonzero(~child)
+    household[adults] = _place_adults(area_index[adults], age[adults], hh_area, hh_a, oldest_child, parents, rng)
     used, household = np.unique(household, return_inverse=True)
 
     synthetic = pd.DataFrame({
@@ -142,6 +272,7 @@ def form_households(area_index: np.ndarray, age: np.ndarray, areas: np.ndarray, 
         "children": np.bincount(household, weights=child, minlength=used.size).astype(np.int64),
     })
     fit = _fit(synthetic, table, areas, n_adults, n_children, f_children, f_adults, fallback)
+    fit["household_age_structure"] = household_age_structure(household, age, adult_age, parents.gap)
     notes = {
         "households": float(used.size),
         "household_composition_tvd": float(0.5 * fit["households"]["share_error"].abs().sum()),
@@ -152,6 +283,8 @@ def form_households(area_index: np.ndarray, age: np.ndarray, areas: np.ndarray, 
         "census_household_slots_per_person": float(
             (table.loc[table["area"].isin(areas)].eval("(adults + children) * num").sum())
             / max(area_index.shape[0], 1)),
+        **{f"households_with_children_{row.quantity}": float(row.share)
+           for row in fit["household_age_structure"].iloc[1:].itertuples()},
     }
     return Households(household, fit, notes)
 

@@ -29,7 +29,7 @@ def _pyramid(ax, fit) -> None:
         ax.barh(part.index, sign * part["synthetic"], height=1.0, alpha=0.5,
                 label=f"synthetic {SEX_LABELS[sex]}", color="C0" if sex else "C1")
         ax.step(sign * part["target"], part.index, where="mid", color="k", lw=0.8,
-                label="census (x scale)" if sex else None)
+                label="target (census x scale, reweighted if asked)" if sex else None)
     ax.set_xlabel("people (male left, female right)")
     ax.set_ylabel("age")
     ax.set_title("Age-sex pyramid")
