@@ -14,6 +14,7 @@ include: "workflow/rules/calibration.smk"
 include: "workflow/rules/gradient_horizon.smk"
 include: "workflow/rules/sensitivity.smk"
 include: "workflow/rules/sbc.smk"
+include: "workflow/rules/counterfactual.smk"
 
 
 rule all:
@@ -25,3 +26,4 @@ rule all:
         gradient_horizon_targets(STUDY),
         sensitivity_targets(STUDY),
         sbc_targets(STUDY),
+        counterfactual_targets(STUDY),

@@ -45,6 +45,7 @@ STAGES = {
     "loss-weight": Stage("diffabm.calibration.weight:loss_weight_cli",
                          ("population?", "observed", "posterior", "output?")),
     "sensitivity": Stage("diffabm.sensitivity:write_sensitivity", ("population?", "posterior?", "output")),
+    "counterfactual": Stage("diffabm.counterfactual:write_scenario", ("scenario", "population?", "posterior", "output")),
     "config": Stage("diffabm.cli:print_config", ()),
 }
 

@@ -19,6 +19,7 @@ def calibration_targets(study):
         *(f"results/{study}/calibration/{run}/{name}" for run in runs for name in ("posterior.zarr", "fit.zarr")),
         *(f"results/{study}/figures/calibration_{run}.png" for run in runs),
         f"results/{study}/calibration/recovery.csv",
+        *(f"results/{study}/calibration/{run}/forecast_scores.csv" for run in runs if "observed" in cfg),
     ]
 
 
@@ -194,3 +195,18 @@ rule recovery_table:
         "results/{study}/logs/recovery_table.log",
     script:
         "../scripts/recovery_table.py"
+
+
+rule forecast_scores:
+    input:
+        fit="results/{study}/calibration/{run}/fit.zarr",
+    output:
+        scores="results/{study}/calibration/{run}/forecast_scores.csv",
+    params:
+        overrides=OVERRIDES,
+    log:
+        "results/{study}/logs/forecast_scores_{run}.log",
+    benchmark:
+        "results/{study}/benchmarks/forecast_scores_{run}.tsv"
+    script:
+        "../scripts/forecast_scores.py"

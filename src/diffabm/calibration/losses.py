@@ -59,9 +59,10 @@ SERIES_LOSSES: dict[str, SeriesLoss] = {"log_mse": log_mse, "mmd": mmd_squared, 
 
 
 class ObservationLoss:
-    """Sum of a series loss over the observed series (e.g. cases, deaths) for B draws."""
+    """Sum of a series loss over the observed series (e.g. cases, deaths) for B draws; the last `holdout_days` days
+    are held out (not compared: a forecast is scored on them, `diffabm.calibration.forecast`)."""
 
-    def __init__(self, kind: str, observed: Mapping[str, Tensor], observables: Sequence[str]):
+    def __init__(self, kind: str, observed: Mapping[str, Tensor], observables: Sequence[str], holdout_days: int = 0):
         if kind not in SERIES_LOSSES:
             raise ValueError(f"calibration.loss: unknown kind {kind!r}; choose from {sorted(SERIES_LOSSES)}")
         missing = [name for name in observables if name not in observed]
@@ -70,8 +71,14 @@ class ObservationLoss:
         self.kind = kind
         self.series_loss = SERIES_LOSSES[kind]
         self.observed = {name: torch.as_tensor(observed[name], dtype=torch.float32) for name in observables}
+        days = {name: series.shape[0] for name, series in self.observed.items()}
+        if holdout_days < 0 or any(holdout_days >= count for count in days.values()):
+            raise ValueError(f"calibration.holdout_days is {holdout_days}, expected 0 <= days < the observed days "
+                             f"({min(days.values())})")
+        self.holdout_days = holdout_days
+        self.observed = {name: series[: series.shape[0] - holdout_days] for name, series in self.observed.items()}
 
     def __call__(self, simulated: Mapping[str, Tensor]) -> Tensor:
         """The loss (B,) of simulated series, each (B, T)."""
-        return sum(self.series_loss(simulated[name], target.to(simulated[name].device))
+        return sum(self.series_loss(simulated[name][:, : target.shape[0]], target.to(simulated[name].device))
                    for name, target in self.observed.items())

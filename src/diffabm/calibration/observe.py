@@ -1,21 +1,24 @@
-"""Stage `observe`: the observed series of a study; synthetic studies simulate them at a known truth.
+"""Stage `observe`: the observed series of a study, from a real record or simulated at a known truth.
 
-A synthetic study has a `truth:` section (natural-scale parameters; unlisted ones keep
+A study with an `observed:` section reads its series from a record (`diffabm.calibration.records`, e.g. the
+Ministry of Health's daily reported cases). A synthetic study has a `truth:` section (natural-scale parameters; unlisted ones keep
 `model.parameters`) and gets one simulation with the study seed, stored with the truth in attrs:
 every observable of the model, with its dimensions after `draw` (e.g. `time`, `age_group`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from diffabm.build import build_model
+from diffabm.calibration.records import read_record
 from diffabm.models.base import Simulator
 from diffabm.store import read_dataset, write_dataset
 
@@ -37,12 +40,31 @@ def observe(cfg: DictConfig, population_path: str | Path | None, output_path: st
     """Simulate the study's truth once (seed `cfg.seed`); write `observed.zarr` (the model's observables).
     `population_path` is None for a model without a population."""
     model = build_model(cfg, population_path)
+    if cfg.get("observed"):
+        return write_record(cfg, model, output_path)
     truth = truth_parameters(cfg, model)
     with torch.no_grad():
         output = model.simulate({name: torch.tensor([value]) for name, value in truth.items()}, seed=cfg.seed)
     ds = model.to_dataset(output).isel(draw=0, drop=True)
     ds.attrs["truth"] = truth
     log.info("observed at the truth %s: %s", truth,
+             ", ".join(f"{name} total {float(ds[name].sum()):.4g}" for name in ds.data_vars))
+    return write_dataset(ds, output_path, cfg, cfg.seed)
+
+
+def write_record(cfg: DictConfig, model: Simulator, output_path: str | Path) -> Path:
+    """`observed.zarr` from the study's record (`observed:`), on the model's time axis, with the record's settings
+    in attrs."""
+    time = model.coords()["time"]
+    series = read_record(cfg.observed, dt.date.fromisoformat(str(cfg.start_date)), len(time))
+    unknown = [name for name in series if name not in model.observables]
+    if unknown:
+        raise ValueError(f"observed.kind {cfg.observed.kind!r} gives {unknown[0]!r}, not an observable of the model "
+                         f"(case reporting needs model.parameters ascertainment and reporting_delay)")
+    ds = xr.Dataset({name: (model.observables[name], values) for name, values in series.items()},
+                    coords={"time": time})
+    ds.attrs["record"] = OmegaConf.to_container(cfg.observed, resolve=True)
+    log.info("observed from %s: %s", cfg.observed.file,
              ", ".join(f"{name} total {float(ds[name].sum()):.4g}" for name in ds.data_vars))
     return write_dataset(ds, output_path, cfg, cfg.seed)
 

@@ -31,7 +31,7 @@ def build_target(cfg: DictConfig, model: Simulator, observed: xr.Dataset) -> tup
     """The calibration target and prior of a study's model and observed data."""
     settings = cfg.calibration
     loss = ObservationLoss(settings.loss, {name: torch.as_tensor(observed[name].values) for name in settings.observables},
-                           list(settings.observables))
+                           list(settings.observables), settings.get("holdout_days", 0))
     prior = build_prior(OmegaConf.to_container(settings.prior), model.space, model.device)
     target = CalibrationTarget(model, prior.names, model.defaults, loss, settings.get("replicates", 1),
                                settings.get("gradients", "autograd"), settings.get("alternatives", 1),

@@ -37,7 +37,7 @@ def bootstrap_losses(target: CalibrationTarget, theta: Tensor, datasets: int, se
     losses = []
     for k in range(datasets):
         synthetic = ObservationLoss(target.loss.kind, {name: values[k, 0] for name, values in series.items()},
-                                    list(target.loss.observed))
+                                    list(target.loss.observed), target.loss.holdout_days)
         losses.append(synthetic({name: values[k, 1:].mean(0, keepdim=True) for name, values in series.items()}))
     return torch.cat(losses)
 

@@ -227,6 +227,7 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
                                durations["hospital_stay"],
                                groupings={name: (getattr(model, f"group_{name}"), len(labels))
                                           for name, labels in model.group_labels.items()})
+        model.add_reports(output, {name: expand(value) for name, value in parameters.items()})
         with torch.enable_grad():
             output["infections_by_setting"] = output.infections_by_setting.clone()
             primal(output.infections_by_setting)[:] = torch.stack(primal_by_setting, dim=1)

@@ -24,9 +24,9 @@ class Interventions:
         return cls(torch.ones(days, len(layers)))
 
 
-FIELDS = {  # kind: (required fields, optional fields)
-    "contact_multiplier": ({"kind", "layers", "start", "multiplier"}, {"end"}),
-    "isolation": ({"kind", "compliance", "delay_days"}, {"layers"}),
+FIELDS = {  # kind: (required fields, optional fields); `name` (for counterfactual scenarios) and `source` document
+    "contact_multiplier": ({"kind", "layers", "start", "multiplier"}, {"end", "name", "source"}),
+    "isolation": ({"kind", "compliance", "delay_days"}, {"layers", "name", "source"}),
 }
 
 

@@ -35,6 +35,7 @@ from diffabm.models.epidemic.outputs import (
     daily_outputs,
     grouped_observables,
 )
+from diffabm.models.epidemic.reporting import REPORTING_PARAMETERS, reported_cases
 from diffabm.models.epidemic.transmission import (
     NEVER,
     _DayState,
@@ -55,7 +56,9 @@ class EpidemicModel(Simulator):
 
     Parameters (natural scale): `beta_<layer>` ≥ 0 per layer, `initial_fraction` in [0, 1],
     `hospitalisation_odds_ratio` and `fatality_odds_ratio` > 0 (multiplying the odds of the
-    age-specific hospitalisation and death probabilities); their defaults are `parameters`.
+    age-specific hospitalisation and death probabilities), and, where `parameters` has them, the case
+    reporting's `ascertainment` in [0, 1] and mean `reporting_delay` > 0 (observable `reported_cases`, in
+    people: 1 / `population.attrs["scale"]` per agent); their defaults are `parameters`.
     Control `transmission_multiplier` (B, days) scales every layer's β on each day.
     `interventions` are specs (`diffabm.models.epidemic.interventions.build_interventions`, dated
     from `start_date`, day 0) or built `Interventions`. `seeding` picks the initial infections:
@@ -94,10 +97,17 @@ class EpidemicModel(Simulator):
         if given != expected:
             raise ValueError(f"model.parameters: population layers need {sorted(expected)}, config gives "
                              f"{sorted(given)}")
+        reporting = [name for name in REPORTING_PARAMETERS if name in parameters]
+        if reporting and len(reporting) < len(REPORTING_PARAMETERS):
+            raise ValueError(f"model.parameters: case reporting needs {sorted(REPORTING_PARAMETERS)}, config gives "
+                             f"{reporting}")
         super().__init__(
             ParameterSpace({**{f"beta_{layer}": "nonnegative" for layer in layers}, "initial_fraction": "unit_interval",
-                            "hospitalisation_odds_ratio": "positive", "fatality_odds_ratio": "positive"}),
+                            "hospitalisation_odds_ratio": "positive", "fatality_odds_ratio": "positive",
+                            **(REPORTING_PARAMETERS if reporting else {})}),
             parameters, draws, device)
+        self.reporting = bool(reporting)
+        self.people_per_agent = 1.0 / float(getattr(population, "attrs", {}).get("scale", 1.0))
         course = course if isinstance(course, DiseaseCourse) else disease_course(course)
         self.seeding = seeding
         self._segment_days: int | None = None  # set while `checkpointed`
@@ -121,7 +131,8 @@ class EpidemicModel(Simulator):
         band = np.clip(np.searchsorted(bands, population.age, side="right") - 1, 0, len(bands) - 1)
         self.register_buffer("age_band", torch.as_tensor(band, dtype=torch.long, device=device))
         self.group_labels = self._group_labels(population, band)  # grouping: labels; group ids in `group_<name>`
-        self.observables = {**OBSERVABLES, **grouped_observables(list(self.group_labels))}
+        self.observables = {**OBSERVABLES, **grouped_observables(list(self.group_labels)),
+                            **({"reported_cases": ("time",)} if self.reporting else {})}
 
         def per_agent(values) -> Tensor:
             by_band = np.broadcast_to(np.asarray(values, dtype=np.float32), (len(bands),)).copy()
@@ -326,7 +337,15 @@ class EpidemicModel(Simulator):
             }
             for name in day_state.delays:
                 output[name] = _RecordOutputGradient.apply(output[name], day_state, name)
+        self.add_reports(output, parameters)
         return output
+
+    def add_reports(self, output: EpidemicOutput, parameters: Mapping[str, Tensor]) -> None:
+        """With case reporting (parameters `ascertainment` and `reporting_delay`), `reported_cases`: the people
+        reported as cases each day (`diffabm.models.epidemic.reporting`)."""
+        if self.reporting:
+            output["reported_cases"] = reported_cases(output["cases"], parameters["ascertainment"],
+                                                      parameters["reporting_delay"], self.people_per_agent)
 
     def _transmission_days(self, infected: Tensor, infection_day: Tensor, weights: Tensor, day_state: _DayState,
                            first: int, last: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
