@@ -14,6 +14,7 @@ include: "workflow/rules/calibration.smk"
 include: "workflow/rules/gradient_horizon.smk"
 include: "workflow/rules/sensitivity.smk"
 include: "workflow/rules/sbc.smk"
+include: "workflow/rules/ad_memory.smk"
 include: "workflow/rules/counterfactual.smk"
 
 
@@ -26,4 +27,5 @@ rule all:
         gradient_horizon_targets(STUDY),
         sensitivity_targets(STUDY),
         sbc_targets(STUDY),
+        ad_memory_targets(STUDY),
         counterfactual_targets(STUDY),

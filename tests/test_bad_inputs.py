@@ -289,6 +289,17 @@ CASES: dict[str, Case] = {
     "forward mode through a Calib-NN's control": Case(
         calibrate("ad.mode=forward", "calibration.calibnn.control=transmission_multiplier", mode="calibnn"),
         ("ad.mode: forward", "transmission_multiplier"), "run"),
+    "unknown AD memory mode": Case(lambda p: ["ad-memory", "--study", "ad-memory", "--output",
+                                              str(p["case"] / "ad_memory.zarr"), "ad_memory.modes=[adjoint]"],
+                                   ("ad_memory.modes[0]", "'adjoint'"), "ad_memory.zarr"),
+    "AD memory of one day length only": Case(lambda p: ["ad-memory", "--study", "ad-memory", "--output",
+                                                        str(p["case"] / "ad_memory.zarr"), "ad_memory.days=[50]"],
+                                             ("ad_memory.days", "[50]"), "ad_memory.zarr"),
+    "AD memory's small population not smaller": Case(lambda p: ["ad-memory", "--study", "ad-memory", "--output",
+                                                                str(p["case"] / "ad_memory.zarr"),
+                                                                "ad_memory.small_agents=50000"],
+                                                     ("ad_memory.small_agents", "50000", "ad_memory.agents = 40000"),
+                                                     "ad_memory.zarr"),
     # Census tables
     "census column missing": Case(synthesize_census, ("household_composition.parquet", "'num'"), "population.zarr",
                                   census_with("household_composition", lambda df: df.drop(columns="num"))),

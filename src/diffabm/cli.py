@@ -46,6 +46,7 @@ STAGES = {
                          ("population?", "observed", "posterior", "output?")),
     "sensitivity": Stage("diffabm.sensitivity:write_sensitivity", ("population?", "posterior?", "output")),
     "counterfactual": Stage("diffabm.counterfactual:write_scenario", ("scenario", "population?", "posterior", "output")),
+    "ad-memory": Stage("diffabm.studies.ad_memory:write_ad_memory", ("output",)),
     "config": Stage("diffabm.cli:print_config", ()),
 }
 
