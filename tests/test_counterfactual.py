@@ -63,6 +63,7 @@ def test_scenarios_share_the_posterior_draws_and_are_stored_side_by_side(scenari
     assert list(ds.scenario.values) == list(SCENARIOS)
     assert ds.new_infections.dims == ("scenario", "draw", "time")
     assert ds.infections_by_age.dims == ("scenario", "draw", "time", "age_group")
+    assert set(ds.dims) == {"scenario", "draw", "time", "age_group", "region"}, "no coordinates of unstored series"
     for name in ("beta_household", "beta_community"):
         assert (ds[name] == ds[name].isel(scenario=0)).all(), "every scenario runs the same draws"
     import pandas as pd

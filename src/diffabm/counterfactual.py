@@ -97,7 +97,8 @@ def simulate_scenario(cfg: DictConfig, scenario: str, population_path: str | Pat
         output = model.simulate(parameters, seed=cfg.seed)
     ds = model.to_dataset(output)
     ds = ds.drop_vars([name for name in ds.data_vars if name not in STORED])
-    ds = ds.drop_vars([dim for dim in ds.coords if dim not in ds.dims])
+    used = {dim for name in ds.data_vars for dim in ds[name].dims}
+    ds = ds.drop_vars([name for name in ds.coords if name not in used])
     for name, values in parameters.items():
         ds[name] = ("draw", values.numpy())
     ds.attrs.update(scenario=scenario, edits=edits, posterior=str(posterior_path))
