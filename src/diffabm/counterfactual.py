@@ -25,7 +25,8 @@ import xarray as xr
 from omegaconf import DictConfig, OmegaConf
 
 from diffabm.build import build_model
-from diffabm.store import as_object_strings, read_dataset, write_dataset
+from diffabm.calibration.datasets import spread_posterior_draws
+from diffabm.store import as_object_strings, atomic_write_text, read_dataset, write_dataset
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,6 @@ def scenario_interventions(interventions: Sequence[Mapping], edits: Sequence[Map
     return result
 
 
-def posterior_draws(posterior_path: str | Path, count: int) -> dict[str, np.ndarray]:
-    """`count` draws of the stored posterior, spread evenly over them (all if fewer)."""
-    posterior = read_dataset(posterior_path)
-    stored = posterior.sizes["draw"]
-    index = np.unique(np.linspace(0, stored - 1, min(count, stored)).round().astype(int))
-    return {name: posterior[name].values[index].astype(float) for name in posterior.data_vars
-            if posterior[name].dims == ("draw",)}
-
-
 def simulate_scenario(cfg: DictConfig, scenario: str, population_path: str | Path | None,
                       posterior_path: str | Path) -> xr.Dataset:
     """One scenario over the posterior draws: its observables (draw, time[, group]) with the study seed."""
@@ -88,7 +80,7 @@ def simulate_scenario(cfg: DictConfig, scenario: str, population_path: str | Pat
                                            start)
     scenario_cfg = OmegaConf.merge(cfg, {"interventions": interventions, "model": {"interventions": interventions}})
     model = build_model(scenario_cfg, population_path)
-    draws = posterior_draws(posterior_path, settings.draws)
+    draws = spread_posterior_draws(posterior_path, settings.draws)
     count = len(next(iter(draws.values())))
     parameters = {name: torch.full((count,), value) for name, value in model.defaults.items()}
     parameters.update({name: torch.as_tensor(values, dtype=torch.float32) for name, values in draws.items()
@@ -143,11 +135,6 @@ def merge_counterfactuals(cfg: DictConfig, scenario_paths: Sequence[str | Path],
     ds = ds.assign_coords(scenario=as_object_strings(names))
     ds.attrs["edits"] = {store.attrs["scenario"]: store.attrs.get("edits", []) for store in stores}
     ds.attrs.update(baseline=BASELINE, posterior=stores[0].attrs.get("posterior", ""))
-    table = summary_table(ds)
-    table_path = Path(table_path)
-    table_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = table_path.with_suffix(".tmp")
-    table.to_csv(temporary, index=False, float_format="%.6g")
     written = write_dataset(ds, output_path, cfg, cfg.seed)
-    temporary.replace(table_path)
+    atomic_write_text(table_path, summary_table(ds).to_csv(index=False, float_format="%.6g"))
     return written

@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffabm.build import build_model
+from diffabm.calibration.datasets import spread_posterior_draws
 from diffabm.models.autodiff import AutoDiff
 from diffabm.models.base import Output, Simulator
 from diffabm.store import as_object_strings, read_dataset, write_dataset
@@ -106,11 +107,9 @@ def posterior_points(point: Mapping[str, float], posterior_path: str | Path | No
     if posterior_path is None:
         raise ValueError(f"sensitivity.posterior_draws is {count}, but sensitivity.posterior is null: no posterior "
                          "to draw from")
-    posterior = read_dataset(posterior_path)
-    stored = posterior.sizes["draw"]
-    index = np.unique(np.linspace(0, stored - 1, min(count, stored)).round().astype(int))
-    return {name: posterior[name].values[index].astype(float) if name in posterior.data_vars
-            else np.full(index.size, value) for name, value in point.items()}
+    draws = spread_posterior_draws(posterior_path, count)
+    size = len(next(iter(draws.values())))
+    return {name: draws[name] if name in draws else np.full(size, value) for name, value in point.items()}
 
 
 def derivatives(model: Simulator, parameters: Mapping[str, Tensor], outputs: list[OutputOfInterest], method: str,
@@ -154,7 +153,7 @@ def derivatives(model: Simulator, parameters: Mapping[str, Tensor], outputs: lis
     raise ValueError(f"sensitivity.methods: unknown '{method}', expected some of {list(METHODS)}")
 
 
-MODE_METHODS = {"reverse": "reverse_mode", "forward": "forward_mode", "checkpointed": "checkpointed_reverse_mode"}
+MODE_METHODS = {ad.mode: method for method, ad in AD_METHODS.items()}  # ad.mode -> its sensitivity method
 
 
 def estimates_over_seeds(model: Simulator, parameters: Mapping[str, Tensor], outputs: list[OutputOfInterest],
@@ -207,7 +206,7 @@ def sensitivity(model: Simulator, point: Mapping[str, float], outputs: list[Outp
             ds.standard_error**2 + reference.standard_error**2).where(lambda x: x > 0)
     if posterior_draws is not None:
         ds = ds.merge(by_posterior_draw(model, posterior_draws, outputs, seeds, ad, names))
-    ds.attrs.update(seeds=list(seeds), draws=model.draws, step=step, ad_mode=ad.mode,
+    ds.attrs.update(seeds=list(seeds), draws=model.draws, step=step, by_draw_method=MODE_METHODS[ad.mode],
                     forward_seconds=forward_seconds, model=type(model).__name__)
     return ds
 

@@ -3,6 +3,8 @@ fit beside the observed data (`fit.zarr`), for any model of the simulator interf
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import xarray as xr
@@ -10,6 +12,16 @@ from torch import Tensor
 
 from diffabm.calibration.target import CalibrationTarget, Controls
 from diffabm.models.base import stable_seed
+from diffabm.store import read_dataset
+
+
+def spread_posterior_draws(posterior_path: str | Path, count: int) -> dict[str, np.ndarray]:
+    """`count` draws of a stored posterior spread evenly over its draws (all if fewer): each (draw,) variable."""
+    posterior = read_dataset(posterior_path)
+    stored = posterior.sizes["draw"]
+    index = np.unique(np.linspace(0, stored - 1, min(count, stored)).round().astype(int))
+    return {name: posterior[name].values[index].astype(float) for name in posterior.data_vars
+            if posterior[name].dims == ("draw",)}
 
 
 def control_variables(target: CalibrationTarget, controls: Controls | None) -> tuple[dict, dict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diffabm.store import read_dataset
+from diffabm.store import atomic_write_text, read_dataset
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,4 @@ def write_forecast_scores(cfg, fit_path: str | Path, output_path: str | Path) ->
         if period == "holdout":
             message += f" (baseline {part.baseline_wis.mean():.1f}, coverage {part.baseline_inside_90.mean():.2f})"
         log.info(message)
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output_path.with_suffix(".tmp")
-    table.to_csv(temporary, index=False, float_format="%.6g")
-    temporary.replace(output_path)
-    return output_path
+    return atomic_write_text(output_path, table.to_csv(index=False, float_format="%.6g"))

@@ -81,8 +81,7 @@ def _tornado(ax, ds, method: str, first: int = 0) -> None:
 def _posterior_draws(ax, ds, first: int = 0) -> None:
     """The first output's derivatives at each posterior draw (± 2 SE), relative to those at the posterior mean."""
     parameters = list(ds.parameter.values)
-    method = {"reverse": "reverse_mode", "forward": "forward_mode",
-              "checkpointed": "checkpointed_reverse_mode"}[ds.attrs.get("ad_mode", "reverse")]
+    method = ds.attrs["by_draw_method"]
     at_mean = ds.derivative.values[list(ds.method.values).index(method), first] if method in ds.method.values \
         else np.abs(ds.derivative_by_draw.values[:, first]).mean(0)
     scale = np.where(np.abs(at_mean) > 0, np.abs(at_mean), 1.0)

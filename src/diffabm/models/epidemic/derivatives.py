@@ -225,8 +225,7 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
         output = daily_outputs(new_infections, by_setting, infected.float(), infection_day, course["symptomatic"],
                                course["hospitalised"], course["dies"], latent, course["infectious_days"],
                                durations["hospital_stay"],
-                               groupings={name: (getattr(model, f"group_{name}"), len(labels))
-                                          for name, labels in model.group_labels.items()})
+                               groupings=model.groupings())
         model.add_reports(output, {name: expand(value) for name, value in parameters.items()})
         with torch.enable_grad():
             output["infections_by_setting"] = output.infections_by_setting.clone()

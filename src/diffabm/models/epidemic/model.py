@@ -171,6 +171,10 @@ class EpidemicModel(Simulator):
             labels[name] = [str(label) for label in names]
         return labels
 
+    def groupings(self) -> dict[str, tuple[Tensor, int]]:
+        """Each grouping's group of every agent (N,) and number of groups, for `daily_outputs`."""
+        return {name: (getattr(self, f"group_{name}"), len(labels)) for name, labels in self.group_labels.items()}
+
     @staticmethod
     def _lognormal_parameters(duration: Duration, per_agent) -> tuple[Tensor, Tensor]:
         """Per-agent (μ, σ) of the log-normal with the band's mean and sd."""
@@ -317,8 +321,7 @@ class EpidemicModel(Simulator):
         day_state.final_infection_day = infection_day
         output = daily_outputs(torch.cat(daily_new, dim=1), torch.cat(by_setting, dim=1), infected, infection_day,
                                symptomatic, hospitalised, dies, latent, infectious_days, durations["hospital_stay"],
-                               groupings={name: (getattr(self, f"group_{name}"), len(labels))
-                                          for name, labels in self.group_labels.items()})
+                               groupings=self.groupings())
         if tracking:
             admitted = symptomatic * hard_hospitalised
             onset, stay = latent.long(), durations["hospital_stay"].long()
