@@ -242,10 +242,11 @@ CASES: dict[str, Case] = {
     "too few days observed": Case(calibrate(observed="bad_observed"), ("observed.zarr", "'new_infections'", "11"),
                                   "run", observed_with(lambda ds: ds.isel(time=slice(1, None)))),
     # Checkpoints and loss weights
-    "checkpoint that runs code": Case(calibrate(), ("last.ckpt", "cannot be loaded safely"), "run/posterior.zarr",
+    "checkpoint that runs code": Case(calibrate(extra=("--resume",)), ("last.ckpt", "cannot be loaded safely"),
+                                      "run/posterior.zarr",
                                       lambda p: planted_checkpoint(pickle.dumps(RunsCode(p["case"] / "pwned")))(p)),
-    "truncated checkpoint": Case(calibrate(), ("last.ckpt", "cannot be loaded safely"), "run/posterior.zarr",
-                                 planted_checkpoint(b"PK\x03\x04 truncated")),
+    "truncated checkpoint": Case(calibrate(extra=("--resume",)), ("last.ckpt", "cannot be loaded safely"),
+                                 "run/posterior.zarr", planted_checkpoint(b"PK\x03\x04 truncated")),
     "loss weight not JSON": Case(calibrate("calibration.flow.loss_weight=auto", mode="flow",
                                            extra=("--loss-weight", "{weight}")), ("w.json", "not a loss-weight file"),
                                  "run", loss_weight_file("{not json")),
@@ -356,7 +357,7 @@ def test_a_rerun_with_changed_observations_starts_afresh(stores, tmp_path):
     first = read_dataset(tmp_path / "run" / "posterior.zarr")
     other = compose_study("default", [*CALIBRATION, "truth.beta_household=6.0", "truth.initial_fraction=0.02"])
     observe(other, stores["population"], observed)
-    run(cfg, "point", stores["population"], observed, tmp_path / "run")
+    run(cfg, "point", stores["population"], observed, tmp_path / "run", resume=True)  # as a retry would
     rerun = read_dataset(tmp_path / "run" / "posterior.zarr")
     run(cfg, "point", stores["population"], observed, tmp_path / "fresh")
     fresh = read_dataset(tmp_path / "fresh" / "posterior.zarr")

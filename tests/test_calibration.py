@@ -240,7 +240,7 @@ def test_a_killed_or_extended_run_ends_like_an_uninterrupted_one_with_an_anneale
         cfg = compose_study("default", [*TINY, f"calibration.flow.epochs={epochs}", "calibration.flow.transforms=2",
                                         "calibration.flow.steps_per_epoch=2", "calibration.fit_draws=2",
                                         "calibration.flow.loss_weight=1", "calibration.flow.loss_weight_warmup=4"])
-        calibrate(cfg, "flow", *study, run_dir)
+        calibrate(cfg, "flow", *study, run_dir, resume=True)  # as Snakemake's retries (attempt > 1) do
         return read_dataset(run_dir / "posterior.zarr")
 
     short = run(tmp_path / "resumed", 2)
@@ -267,7 +267,7 @@ def test_a_cosine_learning_rate_decays_to_zero_survives_a_kill_and_restarts_when
     def run(run_dir: Path, epochs: int):
         cfg = compose_study("default", [*TINY, f"calibration.point.epochs={epochs}", "calibration.point.lr=0.05",
                                         "calibration.point.lr_schedule=cosine", "calibration.fit_draws=2"])
-        calibrate(cfg, "point", *study, run_dir)
+        calibrate(cfg, "point", *study, run_dir, resume=True)
         return read_dataset(run_dir / "posterior.zarr")
 
     kill_at_epoch(monkeypatch, PointCalibration, 3, lambda: run(tmp_path / "resumed", 6))

@@ -71,6 +71,8 @@ rule observe:
 
 rule calibrate:
     threads: calibration_threads
+    resources:
+        attempt=job_attempt,
     input:
         population=population_input,
         observed="results/{study}/observed.zarr",
@@ -91,6 +93,8 @@ rule calibrate:
 
 rule calibrate_variant:
     threads: calibration_threads
+    resources:
+        attempt=job_attempt,
     input:
         population=population_input,
         observed="results/{study}/observed.zarr",
@@ -127,6 +131,8 @@ rule loss_weight:
 
 rule calibrate_ensemble_member:
     threads: calibration_threads
+    resources:
+        attempt=job_attempt,
     input:
         population=population_input,
         observed="results/{study}/observed.zarr",

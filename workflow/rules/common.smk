@@ -22,3 +22,9 @@ def population_input(wildcards):
 def population_targets(study):
     """The population store and its report, if the study has a population (for `rule all`)."""
     return [f"results/{study}/population.zarr"] if study_config(study).get("population") is not None else []
+
+
+def job_attempt(wildcards, attempt):
+    """The job's attempt as a resource, so that a calibration resumes its checkpoint only in a retry (attempt > 1:
+    `retries`/`--retries` after a failure or a time limit), and `snakemake -f` refits."""
+    return attempt

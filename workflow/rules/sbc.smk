@@ -45,6 +45,8 @@ rule sbc_observe:
 
 rule sbc_calibrate:
     threads: calibration_threads
+    resources:
+        attempt=job_attempt,
     input:
         population=population_input,
         observed="results/{study}/sbc/{dataset}/observed.zarr",

@@ -9,4 +9,5 @@ smk = snakemake  # noqa: F821
 member = int(smk.wildcards.member) if "member" in smk.wildcards.keys() else None
 mode = "ensemble" if member is not None else smk.wildcards.get("mode", "flow")
 run_job(smk, lambda cfg: calibrate(cfg, mode, optional_input(smk, "population"), smk.input.observed,
-                                   Path(smk.output.posterior).parent, optional_input(smk, "loss_weight"), member))
+                                   Path(smk.output.posterior).parent, optional_input(smk, "loss_weight"), member,
+                                   resume=smk.resources.attempt > 1))  # a retry resumes; `snakemake -f` refits

@@ -10,4 +10,4 @@ smk = snakemake  # noqa: F821
 population = optional_input(smk, "population")
 run_job(smk, lambda cfg: calibrate(dataset_config(cfg, int(smk.wildcards.dataset), population), smk.wildcards.mode,
                                    population, smk.input.observed, Path(smk.output.posterior).parent,
-                                   optional_input(smk, "loss_weight")))
+                                   optional_input(smk, "loss_weight"), resume=smk.resources.attempt > 1))

@@ -3,7 +3,7 @@
 Writes under the run directory (`results/<study>/calibration/<mode>/`, or an ensemble member's):
 `posterior.zarr` (dimension draw, natural-scale parameters, and any calibrated controls), `fit.zarr`
 (posterior-predictive series beside the observed ones), `metrics.csv`, `checkpoints/last.ckpt`,
-`csv/` and `wandb/` logs. Resumption: `diffabm.calibration.training`.
+`csv/` and `wandb/` logs. Resumption (only a retry, `resume=True`): `diffabm.calibration.training`.
 """
 
 from __future__ import annotations
@@ -38,8 +38,13 @@ def with_loss_weight(cfg: DictConfig, mode: str, loss_weight_path: str | Path | 
 
 
 def calibrate(cfg: DictConfig, mode: str, population_path: str | Path | None, observed_path: str | Path,
-              run_dir: str | Path, loss_weight_path: str | Path | None = None, member: int | None = None) -> Path:
+              run_dir: str | Path, loss_weight_path: str | Path | None = None, member: int | None = None,
+              resume: bool = False) -> Path:
     """Calibrate `mode` (an ensemble member if `member` is given); write the run's outputs to `run_dir`.
+
+    `resume`: a retry of the same run (Snakemake's attempt > 1, `diffabm calibrate --resume`) continues from
+    the run's `checkpoints/last.ckpt` if it has the same run key; otherwise the run starts afresh and deletes
+    any checkpoint (`snakemake -f` refits).
 
     A flow with `loss_weight: auto` takes w from `loss_weight_path`. Inputs are checked before `run_dir` is
     made. `population_path` is None for a model without a population.
@@ -56,7 +61,7 @@ def calibrate(cfg: DictConfig, mode: str, population_path: str | Path | None, ob
     run_name = f"{cfg.study}-{mode}" + (f"-{member}" if member is not None else "")
     log.info("calibrating %s (run seed %d) of study %s in %s", mode, seed, cfg.study, run_dir)
     inputs = {"population": population_path, "observed": observed_path, "loss_weight": loss_weight_path}
-    module = train(cfg, mode, target, prior, run_dir, seed, run_name, inputs)
+    module = train(cfg, mode, target, prior, run_dir, seed, run_name, inputs, resume)
     settings = cfg.calibration[mode]
     theta = module.posterior_draws(settings.get("posterior_draws", 1), stable_seed(seed, "posterior"))
     with torch.no_grad():
