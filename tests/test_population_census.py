@@ -19,6 +19,8 @@ from diffabm.store import read_dataset, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "nz" / "census"
+HSU = ROOT / "data" / "nz" / "epi" / "vaccine_uptake_by_sa2.csv"
+AUCKLAND_DHBS = {"Auckland", "Waitemata", "Counties Manukau"}
 
 
 def make_config(**overrides):
@@ -41,6 +43,23 @@ def census_people() -> pd.DataFrame:
     people["area"] = np.where(np.isin(area, register), area, area // 100 * 100)
     people["ethnicity"] = people["ethnicity"].map({label: i for i, label in enumerate(ETHNICITY_LABELS)})
     return people
+
+
+@pytest.fixture(scope="module")
+def auckland():
+    """The Auckland region at scale 0.02, reweighted to the Ministry's population, with vaccine uptake."""
+    config = make_config(select={"regions": ["Auckland"]}, scale=0.02, reweight="health_service",
+                         vaccine_uptake=True)
+    return synthesize_census(config, seed=1)
+
+
+@pytest.fixture(scope="module")
+def ministry_rows() -> pd.DataFrame:
+    """vaccine_uptake_by_sa2.csv read independently of the code under test: SA2 x DHB x age group rows."""
+    rows = pd.read_csv(HSU, thousands=",", na_values=["Masked"], dtype={"SA2 Code 2018": str})
+    rows = rows.loc[rows["SA2 Code 2018"] != "Unknown"]
+    return rows.assign(area=pd.to_numeric(rows["SA2 Code 2018"]).astype(np.int64),
+                       dose1=rows["At least partially vaccinated"], dose2=rows["Completed primary course"])
 
 
 def _synthetic_cells(population: Population, keys: list[str]) -> pd.Series:
@@ -212,9 +231,12 @@ def test_region_and_roundtrip(nelson, tmp_path):
     population = nelson.population
     labels = population.attrs["region_labels"]
     assert {labels[r] for r in np.unique(population.extra["region"])} == {"Nelson"}
+    districts = population.attrs["district_labels"]
+    assert {districts[d] for d in np.unique(population.extra["district"])} == {"Nelson Marlborough"}
+    assert "vaccine_dose1_uptake" not in population.extra  # vaccine_uptake: false by default
     path = write_dataset(population.to_dataset(), tmp_path / "population.zarr", make_config(), seed=3)
     back = Population.from_dataset(read_dataset(path))
-    assert list(back.attrs["region_labels"]) == labels
+    assert list(back.attrs["region_labels"]) == labels and list(back.attrs["district_labels"]) == districts
     assert np.array_equal(back.groups["school"], population.groups["school"])
 
 
@@ -238,6 +260,86 @@ def test_fit_report(nelson, tmp_path):
     assert all(p.stat().st_size > 0 for p in paths)
     summary = pd.read_csv(tmp_path / "fit" / "summary.csv").set_index("quantity")["value"]
     assert summary["agents"] == nelson.population.n_agents
+
+
+def test_districts_of_auckland_agents(auckland, ministry_rows):
+    population = auckland.population
+    labels = population.attrs["district_labels"]
+    assert labels == sorted(labels) and len(labels) == 20 and "Unknown" not in labels
+    district = np.asarray(labels, dtype=object)[population.extra["district"]]
+    assert population.extra["district"].dtype == np.int64 and set(district) == AUCKLAND_DHBS
+    cases = pd.read_csv(ROOT / "data" / "nz" / "epi" / "cases_daily_by_location.csv")
+    assert AUCKLAND_DHBS <= set(cases["location"])  # the case series' spelling
+    dhb = (ministry_rows.sort_values("Population", ascending=False).drop_duplicates("area")
+           .set_index("area")["DHB of residence"])
+    assert (district == dhb.reindex(population.area).to_numpy()).all()
+    summary = auckland.fit["summary"].set_index("quantity")["value"]
+    for name in AUCKLAND_DHBS:
+        assert summary[f"agents_in_district_{name}"] == (district == name).sum() > 5_000
+    assert summary["sa2_district_from_nearest_sa2"] == 1  # 110600, below
+
+
+def test_sa2_without_ministry_row_takes_the_nearest_district_and_its_uptake(ministry_rows):
+    """SA2 110600 (Auckland region, 6 census people aged 12+) has no row in the Ministry's file: it takes the DHB
+    of the nearest SA2 (111800, Auckland) and the uptake of Auckland DHB's 12+ group over its published rows."""
+    synthesis = synthesize_census(make_config(select={"regions": [], "areas": [110600]}, vaccine_uptake=True),
+                                  seed=0)
+    population = synthesis.population
+    assert set(population.area) == {110600} and population.n_agents == 6 and (population.age >= 12).all()
+    assert set(population.extra["district"]) == {population.attrs["district_labels"].index("Auckland")}
+    group = ministry_rows.loc[(ministry_rows["DHB of residence"] == "Auckland") & (ministry_rows["Age"] == "12+")]
+    for dose in ("dose1", "dose2"):
+        known = group.dropna(subset=[dose])
+        rate = known[dose].sum() / known["Population"].sum()
+        assert np.allclose(population.extra[f"vaccine_{dose}_uptake"], rate, atol=1e-6, rtol=0), dose
+    summary = synthesis.fit["summary"].set_index("quantity")["value"]
+    assert summary["sa2_district_from_nearest_sa2"] == 1
+    assert summary["vaccine_uptake_sa2_age_groups_without_ministry_row"] == 2
+
+
+def test_vaccine_uptake_follows_the_ministry_per_sa2_and_age_group(auckland, ministry_rows):
+    population = auckland.population
+    dose1, dose2 = population.extra["vaccine_dose1_uptake"], population.extra["vaccine_dose2_uptake"]
+    assert dose1.dtype == dose2.dtype == np.float32
+    assert ((dose2 >= 0) & (dose2 <= dose1) & (dose1 <= 1)).all()
+    under_five = population.age < 5
+    assert under_five.sum() > 1_000 and not dose1[under_five].any() and not dose2[under_five].any()
+    agents = pd.DataFrame({"area": population.area, "age_group": np.where(population.age <= 11, "5-11", "12+"),
+                           "dose1": dose1, "dose2": dose2})[~under_five].groupby(["area", "age_group"]).mean()
+    rows = ministry_rows.set_index(["area", "Age"])
+    published = rows.loc[~rows.index.duplicated(keep=False)].dropna(subset=["dose1", "dose2"])
+    rates = (published[["dose1", "dose2"]].div(published["Population"], axis=0)
+             .rename_axis(["area", "age_group"]).reindex(agents.index))
+    matched = rates.notna().all(axis=1)
+    assert matched.sum() > 900  # of 1,027 SA2 x age groups with agents
+    assert np.allclose(agents[matched], rates[matched], atol=1e-6, rtol=0)
+    # Ormiston East 12+: first dose Masked (the Ministry's band: >95%), 4,416 of 4,681 completed; the fallback
+    # (Counties Manukau 12+, 0.89) is raised to the second dose.
+    assert agents.loc[(158600, "12+")].tolist() == pytest.approx([4416 / 4681, 4416 / 4681])
+
+
+def test_vaccine_uptake_fit_report_and_store(auckland, tmp_path):
+    table = auckland.fit["vaccine_uptake_by_district"]
+    assert set(table["district"]) == AUCKLAND_DHBS
+    assert table["agents"].sum() == auckland.population.n_agents
+    assert table["age_group"].tolist()[:3] == ["0-4", "5-11", "12+"]
+    young = table["age_group"] == "0-4"
+    assert (table.loc[young, ["dose1_uptake", "dose2_uptake"]] == 0).all().all()
+    assert table.loc[young, "ministry_dose1_uptake"].isna().all()
+    for dose in ("dose1", "dose2"):  # within the rounding of scale 0.02 (measured: < 0.002)
+        assert np.abs(table.loc[~young, f"{dose}_uptake"] - table.loc[~young, f"ministry_{dose}_uptake"]).max() < 0.005
+    summary = auckland.fit["summary"].set_index("quantity")["value"]
+    assert summary["vaccine_uptake_sa2_age_groups_dose1_masked"] >= 1
+    paths = write_fit_report(auckland, tmp_path / "fit")
+    assert pd.read_csv(tmp_path / "fit" / "vaccine_uptake_by_district.csv").shape == table.shape
+    assert tmp_path / "fit" / "vaccine_uptake_by_district.csv" in paths
+    population = auckland.population
+    path = write_dataset(population.to_dataset(), tmp_path / "population.zarr", make_config(), seed=1)
+    back = Population.from_dataset(read_dataset(path))
+    for name in ("vaccine_dose1_uptake", "vaccine_dose2_uptake", "district"):
+        assert back.extra[name].dtype == population.extra[name].dtype
+        assert np.array_equal(back.extra[name], population.extra[name])
+    assert list(back.attrs["district_labels"]) == population.attrs["district_labels"]
 
 
 def _corrupt(table: str, change):

@@ -3,13 +3,12 @@ from pathlib import Path
 
 
 def census_tables(wildcards):
-    """Census inputs of the study's population (none for the toy generator), and the Ministry of Health's
-    populations when the study reweights to them."""
+    """Census inputs of the study's population (none for the toy generator), and the Ministry of Health's SA2 file
+    (districts, health-service populations and vaccine uptake)."""
     cfg = study_config(wildcards.study)
     if cfg.get("population") is None or cfg.population.kind != "census":
         return []
-    reweighting = [cfg.population.health_service_file] if cfg.population.get("reweight") == "health_service" else []
-    return sorted(str(p) for p in Path(cfg.population.data_dir).glob("*.parquet")) + reweighting
+    return sorted(str(p) for p in Path(cfg.population.data_dir).glob("*.parquet")) + [cfg.population.health_service_file]
 
 
 rule synthesize:

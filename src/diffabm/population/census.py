@@ -3,7 +3,9 @@
 Agents come from the SA2 x age x sex x ethnicity census counts, optionally reweighted to the Ministry of
 Health's population per SA2 x age group (`reweight: health_service`); they are grouped into households
 following each SA2's household compositions (parents chosen by age), into school classes and kindergarten
-groups by distance and capacity, and into companies via commute flows and business counts.
+groups by distance and capacity, and into companies via commute flows and business counts. Every agent has its
+SA2's District Health Board and, with `vaccine_uptake: true`, its SA2 x age group's vaccine uptake (both from
+the Ministry of Health's file, `diffabm.population.health_service`).
 `CensusSynthesis.fit` holds the fit tables.
 """
 
@@ -19,7 +21,8 @@ import pandas as pd
 
 from diffabm.population.agents import census_cells, make_agents
 from diffabm.population.health_service import (
-    UNKNOWN_AREA, Reweighting, read_health_service_population, reweight_to_health_service)
+    UNKNOWN_AREA, Reweighting, district_labels, districts, read_health_service_population, reweight_to_health_service,
+    vaccine_uptake)
 from diffabm.population.households import ParentAges, form_households
 from diffabm.population.schema import Population
 from diffabm.population.schools import enrol
@@ -27,6 +30,7 @@ from diffabm.population.tables import INDUSTRY_NAMES, CensusTables, read_census
 from diffabm.population.work import INDUSTRIES, employ
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
+UPTAKE_FIELDS = ("vaccine_dose1_uptake", "vaccine_dose2_uptake")  # extra fields with `vaccine_uptake: true`
 
 
 @dataclass
@@ -85,13 +89,13 @@ def _population_fit(cells: pd.DataFrame, areas: np.ndarray, rounding_group: np.n
     return {"population_sa2": per_area, "population_age_sex_ethnicity": margins}
 
 
-def _reweighting(config, cells: pd.DataFrame, hierarchy: pd.DataFrame, areas: np.ndarray) -> Reweighting | None:
+def _reweighting(config, cells: pd.DataFrame, hierarchy: pd.DataFrame, areas: np.ndarray,
+                 hsu: pd.DataFrame) -> Reweighting | None:
     """The reweighting that `config.reweight` asks for (None: the census table's people as they are)."""
     if config.reweight is None:
         return None
     if config.reweight != "health_service":
         raise ValueError(f"population.reweight is {config.reweight!r}; expected null or 'health_service'")
-    hsu = read_health_service_population(_data_dir(config.health_service_file))
     reweighting = reweight_to_health_service(cells, hsu)
     chosen = select_areas(hierarchy, hsu.loc[hsu["area"] != UNKNOWN_AREA], config.select)
     missing = hsu["area"].isin(np.setdiff1d(chosen, areas))
@@ -121,12 +125,13 @@ def synthesize_census(config, seed: int) -> CensusSynthesis:
     rng_cells, rng_agents, rng_households, rng_schools, rng_work = (
         np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5))
     tables: CensusTables = read_census(_data_dir(config.data_dir), config.exclude_areas or ())
+    hsu = read_health_service_population(_data_dir(config.health_service_file))
     hierarchy = tables["geography_hierarchy"]
     areas = select_areas(hierarchy, tables["population_structure"], config.select)
     tick("read")
 
     cells, other = census_cells(tables["population_structure"], areas, rng_cells)
-    reweighting = _reweighting(config, cells, hierarchy, areas)
+    reweighting = _reweighting(config, cells, hierarchy, areas, hsu)
     if reweighting is None:
         agents = make_agents(cells, areas, scale, rng_agents)
         rounding_group = np.searchsorted(areas, cells["area"].to_numpy())
@@ -146,6 +151,11 @@ def synthesize_census(config, seed: int) -> CensusSynthesis:
                         tables["work_employees"], tables["work_employers"], config, scale, rng_work)
     tick("work")
 
+    district_names, districts_from_nearest = districts(hsu, tables["geography_location"], areas)
+    dhb_labels = district_labels(hsu)
+    district = np.searchsorted(dhb_labels, district_names.astype(str))[agents.area_index].astype(np.int64)
+    uptake = vaccine_uptake(hsu, areas, district_names) if config.vaccine_uptake else None
+    doses = {} if uptake is None else dict(zip(UPTAKE_FIELDS, uptake.of_agents(agents.area_index, agents.age)))
     hierarchy = hierarchy.set_index("area").loc[areas]
     region_labels = sorted(set(tables["geography_hierarchy"]["region"]))
     region = np.searchsorted(region_labels, hierarchy["region"].to_numpy(dtype=str))[agents.area_index]
@@ -157,11 +167,12 @@ def synthesize_census(config, seed: int) -> CensusSynthesis:
             "super_area": hierarchy["super_area"].to_numpy()[agents.area_index].astype(np.int64),
             "school_index": enrolment.school_index, "kindergarten_index": enrolment.kindergarten_index,
             "workplace_area": employment.workplace_area, "industry": employment.industry,
+            "district": district, **doses,
         },
         attrs={
             "source": "census", "scale": scale, "reweight": config.reweight or "none",
             "adult_age": int(config.adult_age),
-            "region_labels": region_labels, "industry_labels": list(INDUSTRIES),
+            "region_labels": region_labels, "district_labels": dhb_labels, "industry_labels": list(INDUSTRIES),
             "industry_names": [INDUSTRY_NAMES[code] for code in INDUSTRIES],
             "school_index_table": "schools.parquet row (-1 = none)",
             "kindergarten_index_table": "kindergartens.parquet row (-1 = none)",
@@ -170,12 +181,17 @@ def synthesize_census(config, seed: int) -> CensusSynthesis:
     notes = {"agents": float(population.n_agents), "sa2_selected": float(areas.size),
              "census_people_selected": float(cells["census"].sum()), "gender_other_reallocated": float(other),
              **tables.notes, **({} if reweighting is None else reweighting.notes), **households.notes,
-             **enrolment.notes, **employment.notes}
+             **enrolment.notes, **employment.notes, "sa2_district_from_nearest_sa2": float(districts_from_nearest),
+             **{f"agents_in_district_{dhb_labels[k]}": float(count)
+                for k, count in enumerate(np.bincount(district, minlength=len(dhb_labels))) if count},
+             **({} if uptake is None else uptake.notes)}
     fit = {
         "summary": pd.DataFrame({"quantity": list(notes), "value": list(notes.values())}),
         **_population_fit(agents.cells, areas, rounding_group),
         **({} if reweighting is None else {"population_health_service": reweighting.fit(agents.cells)}),
         **households.fit, "schools": enrolment.fit, **employment.fit,
+        **({} if uptake is None else {"vaccine_uptake_by_district": uptake.fit(agents.area_index, agents.age,
+                                                                               *doses.values())}),
     }
     tick("finish")
     timings["total"] = {"seconds": sum(t["seconds"] for t in timings.values()), "peak_rss_mb": _rss_mb()}

@@ -4,9 +4,11 @@ compares with it.
 `vaccine_uptake_by_sa2.csv` (Ministry of Health, github.com/minhealthnz/nz-covid-data, CC BY-SA 4.0) gives, per
 SA2 (2018 code) and DHB of residence, the HSU population of the age groups `5-11` and `12+`: people enrolled with
 a primary health organisation or who used a health service in the year, the denominator of the Ministry's
-vaccination and case rates. Numbers carry thousands separators; the Ministry writes `Masked` for withheld cells,
-and its smallest published population is 40 (smaller SA2 x age groups appear to be left out: 128 SA2s have no
-5-11 row).
+vaccination and case rates, and how many of them had at least one dose of a COVID-19 vaccine and completed the
+primary course. Numbers carry thousands separators; the Ministry writes `Masked` for withheld cells, and its
+smallest published population is 40 (smaller SA2 x age groups appear to be left out: 128 SA2s have no 5-11 row).
+The same file gives each SA2's District Health Board (`districts`) and the vaccine uptake per SA2 x age group
+(`vaccine_uptake`).
 
 Run `python -m diffabm.population.health_service` to print the census table against the HSU population per
 regional council and per SA2 size (README.md, "Population": where the census table's shortfall comes from).
@@ -23,9 +25,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from diffabm.population.tables import CensusTableError, read_census
+from diffabm.population.tables import CensusTableError, _nearest, read_census
 
-COLUMNS = {"area": "SA2 Code 2018", "dhb": "DHB of residence", "age_group": "Age", "population": "Population"}
+COLUMNS = {"area": "SA2 Code 2018", "dhb": "DHB of residence", "age_group": "Age", "population": "Population",
+           "dose1": "At least partially vaccinated", "dose2": "Completed primary course"}
+COUNTS = ("population", "dose1", "dose2")
 UNKNOWN_AREA = -1  # the Ministry's `Unknown` SA2 (people whose address could not be placed)
 MASKED = "Masked"
 _NUMBER = re.compile(r"\d{1,3}(,\d{3})+|\d+")
@@ -68,22 +72,25 @@ def _age_bounds(path: Path, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return low.astype(np.int64), high.astype(np.int64)
 
 
-def _populations(path: Path, df: pd.DataFrame) -> np.ndarray:
-    text = df[COLUMNS["population"]]
+def _counts(path: Path, df: pd.DataFrame, column: str) -> np.ndarray:
+    """A count column as numbers (NaN where `Masked`)."""
+    text = df[COLUMNS[column]]
     masked = (text == MASKED).to_numpy()
     bad = ~(text.str.fullmatch(_NUMBER).to_numpy() | masked)
     if bad.any():
-        _fail(path, df, "population", bad, f"has a malformed number (expected digits with thousands separators, "
-                                           f"or {MASKED})")
+        _fail(path, df, column, bad, f"has a malformed number (expected digits with thousands separators, "
+                                     f"or {MASKED})")
     return pd.to_numeric(text.str.replace(",", "").where(~masked)).to_numpy(np.float64)
 
 
 def read_health_service_population(path: str | Path) -> pd.DataFrame:
-    """Validated HSU populations: one row per SA2 x age group, summed over the DHBs an SA2 straddles.
+    """Validated HSU populations and vaccinations: one row per SA2 x age group, summed over the DHBs an SA2
+    straddles.
 
     Columns: area (SA2 2018 code, -1 for the Ministry's `Unknown`), dhb (of the larger part), age_group (label),
-    age_min, age_max (inclusive; an open group `12+` ends at 120), population (NaN where `Masked`). A malformed
-    cell raises CensusTableError (a ValueError) naming the file, the column, the value and its row.
+    age_min, age_max (inclusive; an open group `12+` ends at 120), population, dose1 (people with at least one
+    dose), dose2 (people who completed the primary course); a count is NaN where `Masked` (in any DHB part). A
+    malformed cell raises CensusTableError (a ValueError) naming the file, the column, the value and its row.
     """
     path = Path(path)
     if not path.exists():
@@ -96,13 +103,13 @@ def read_health_service_population(path: str | Path) -> pd.DataFrame:
     low, high = _age_bounds(path, df)
     table = pd.DataFrame({"area": _area_codes(path, df), "dhb": df[COLUMNS["dhb"]].to_numpy(),
                           "age_group": df[COLUMNS["age_group"]].to_numpy(), "age_min": low, "age_max": high,
-                          "population": _populations(path, df)})
+                          **{column: _counts(path, df, column) for column in COUNTS}})
     duplicated = table.duplicated(["area", "dhb", "age_group"]).to_numpy()
     if duplicated.any():
         _fail(path, df, "area", duplicated, "has a duplicate SA2 x DHB x age group")
     dhb = table.sort_values("population", ascending=False, kind="stable").drop_duplicates("area")
     keys = ["area", "age_group", "age_min", "age_max"]
-    merged = table.groupby(keys, as_index=False, sort=True)["population"].sum(min_count=1)
+    merged = table.groupby(keys, as_index=False, sort=True)[list(COUNTS)].sum(skipna=False)
     return merged.assign(dhb=dhb.set_index("area")["dhb"].reindex(merged["area"]).to_numpy())
 
 
@@ -193,6 +200,108 @@ def reweight_to_health_service(cells: pd.DataFrame, hsu: pd.DataFrame) -> Reweig
     }
     columns = ["area", "age_group", "census", "hsu", "factor"]
     return Reweighting(table["factor"].to_numpy()[codes], codes.astype(np.int64), table[columns], notes)
+
+
+def district_labels(hsu: pd.DataFrame) -> list[str]:
+    """The District Health Boards of the Ministry's SA2s, sorted (spelt as in its files, e.g. `Counties Manukau`)."""
+    return sorted(set(hsu.loc[hsu["area"] != UNKNOWN_AREA, "dhb"]))
+
+
+def districts(hsu: pd.DataFrame, location: pd.DataFrame, areas: np.ndarray) -> tuple[np.ndarray, int]:
+    """The DHB of residence of each SA2 in `areas` (names, in order) and how many SA2s took a neighbour's.
+
+    An SA2 has the Ministry's DHB (of its larger part where it straddles two); one the Ministry's file lacks takes
+    the DHB of the nearest SA2 (centroid, `location`: area, latitude, longitude) that the file has.
+    """
+    own = hsu.loc[hsu["area"] != UNKNOWN_AREA].drop_duplicates("area").set_index("area")["dhb"]
+    names = own.reindex(areas).to_numpy(dtype=object)
+    lacking = pd.isna(names)
+    centroid = location.set_index("area")
+    near, far = centroid.reindex(areas[lacking]), centroid.reindex(own.index.intersection(centroid.index))
+    nearest = _nearest(near["latitude"].to_numpy(), near["longitude"].to_numpy(), far["latitude"].to_numpy(),
+                       far["longitude"].to_numpy())
+    names[lacking] = own.loc[far.index[nearest]].to_numpy()
+    return names, int(lacking.sum())
+
+
+@dataclass
+class VaccineUptake:
+    """COVID-19 vaccine uptake per selected SA2 x HSU age group: `table` (area-major, the `groups` in order per
+    SA2) with area, district, age_group, population (HSU; NaN: no Ministry row), dose1 and dose2 (shares of the
+    group with at least one dose and with the primary course completed)."""
+
+    groups: AgeGroups
+    table: pd.DataFrame
+    notes: dict[str, float]
+
+    def of_agents(self, area_index: np.ndarray, age: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dose-1 and dose-2 uptake (float32) of agents of SA2 `areas[area_index]` and `age`; 0 below the youngest
+        group (the Ministry's table has no under-fives)."""
+        group = self.groups.index(age)
+        row = area_index * len(self.groups.labels) + np.maximum(group, 0)
+        return tuple(np.where(group >= 0, self.table[dose].to_numpy()[row], 0.0).astype(np.float32)
+                     for dose in ("dose1", "dose2"))
+
+    def fit(self, area_index: np.ndarray, age: np.ndarray, dose1: np.ndarray, dose2: np.ndarray) -> pd.DataFrame:
+        """Per district x age group: the agents and their mean uptake, against the HSU population of the selected
+        SA2s and its population-weighted uptake (masked or missing cells at their fallback; no Ministry figures
+        below the youngest group)."""
+        n = len(self.groups.labels)
+        names, code = np.unique(self.table["district"].to_numpy()[::n].astype(str), return_inverse=True)
+        key = code[area_index] * (n + 1) + self.groups.index(age) + 1  # per district: below the youngest, the groups
+        size = len(names) * (n + 1)
+        agents = np.bincount(key, minlength=size)
+        table = pd.DataFrame({"district": np.repeat(names, n + 1),
+                              "age_group": np.tile([self.groups.uncovered_label, *self.groups.labels], len(names)),
+                              "agents": agents})
+        for dose, values in (("dose1", dose1), ("dose2", dose2)):
+            table[f"{dose}_uptake"] = np.bincount(key, weights=values, minlength=size) / np.maximum(agents, 1)
+        known = self.table.dropna(subset=["population"])
+        people = known[["dose1", "dose2"]].mul(known["population"], axis=0)
+        ministry = pd.concat([known[["district", "age_group", "population"]], people], axis=1).groupby(
+            ["district", "age_group"]).sum()
+        ministry = pd.DataFrame({"hsu_population": ministry["population"],
+                                 "ministry_dose1_uptake": ministry["dose1"] / ministry["population"],
+                                 "ministry_dose2_uptake": ministry["dose2"] / ministry["population"]})
+        return table.join(ministry, on=["district", "age_group"]).loc[agents > 0].reset_index(drop=True)
+
+
+def vaccine_uptake(hsu: pd.DataFrame, areas: np.ndarray, district: np.ndarray) -> VaccineUptake:
+    """Dose-1 and dose-2 uptake per SA2 (`areas`, of DHB `district`) x HSU age group: the Ministry's
+    vaccinated people over its population.
+
+    A `Masked` count takes the uptake of its DHB x age group over the rows where that count is published, as
+    does an SA2 x age group without a row (DHB: `district`); an SA2 x age group's first-dose uptake that fell back
+    is raised to its published second-dose uptake where that is higher, and the second-dose uptake never exceeds
+    the first; all in [0, 1].
+    """
+    groups = AgeGroups.of(hsu)
+    known = hsu.loc[hsu["area"] != UNKNOWN_AREA]
+    table = pd.MultiIndex.from_product([areas, groups.labels], names=["area", "age_group"]).to_frame(index=False)
+    table.insert(1, "district", np.repeat(np.asarray(district, dtype=object), len(groups.labels)))
+    ministry = known.set_index(["area", "age_group"]).reindex(pd.MultiIndex.from_frame(table[["area", "age_group"]]))
+    table["population"] = ministry["population"].to_numpy()
+    published = {}
+    for dose in ("dose1", "dose2"):
+        rows = known.dropna(subset=["population", dose]).groupby(["dhb", "age_group"])[["population", dose]].sum()
+        rate = (rows[dose] / rows["population"]).reindex(pd.MultiIndex.from_frame(table[["district", "age_group"]]))
+        own = ministry[dose].to_numpy() / table["population"].to_numpy()
+        published[dose] = ~np.isnan(own)
+        table[dose] = np.where(published[dose], own, rate.to_numpy())
+    table["dose1"] = np.where(published["dose1"], table["dose1"], np.maximum(table["dose1"], table["dose2"]))
+    table["dose2"] = np.minimum(table["dose2"], table["dose1"])
+    table[["dose1", "dose2"]] = table[["dose1", "dose2"]].clip(0, 1)
+    if table[["dose1", "dose2"]].isna().any().any():
+        row = table.loc[table[["dose1", "dose2"]].isna().any(axis=1)].iloc[0]
+        raise ValueError(f"SA2 {row['area']}, age group {row['age_group']}: no vaccine uptake for it or for "
+                         f"its DHB {row['district']!r}")
+    without_row = np.isnan(table["population"].to_numpy())
+    notes = {
+        "vaccine_uptake_sa2_age_groups_without_ministry_row": float(without_row.sum()),
+        "vaccine_uptake_sa2_age_groups_dose1_masked": float((~without_row & ~published["dose1"]).sum()),
+        "vaccine_uptake_sa2_age_groups_dose2_masked": float((~without_row & ~published["dose2"]).sum()),
+    }
+    return VaccineUptake(groups, table, notes)
 
 
 def census_by_group(population_structure: pd.DataFrame, groups: AgeGroups) -> pd.DataFrame:
