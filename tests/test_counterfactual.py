@@ -3,6 +3,7 @@ every scenario, and the direction of effects that must hold."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -25,7 +26,10 @@ LOCKDOWN = [
 ]
 SCENARIOS = {"baseline": [], "lockdown_later": [{"name": "lockdown", "shift_start": 7}],
              "no_lockdown": [{"name": "lockdown", "drop": True}],
-             "isolation_90": [{"name": "isolation", "set": {"compliance": 0.9}}]}
+             "isolation_90": [{"name": "isolation", "set": {"compliance": 0.9}}],
+             "no_vaccination": [{"name": "vaccination", "drop": True}]}
+EFFICACY = {"efficacy_infection_dose1": 0.4, "efficacy_infection_dose2": 0.7, "efficacy_severe_dose1": 0.5,
+            "efficacy_severe_dose2": 0.8}
 
 
 def test_edits_shift_drop_and_set_named_interventions():
@@ -41,14 +45,24 @@ def test_edits_shift_drop_and_set_named_interventions():
 
 @pytest.fixture(scope="module")
 def scenarios(tmp_path_factory):
-    """Every scenario of a 4,000-agent toy epidemic over 24 posterior draws, merged."""
+    """Every scenario of a 4,000-agent toy epidemic over 24 posterior draws, merged; 70% of agents had two doses
+    (60% of them before day 0, the rest on day 10), and severe outcomes are made common."""
     root = tmp_path_factory.mktemp("counterfactual")
-    cfg = compose_study("toy", ["model.days=40", "model.parameters.initial_fraction=0.01"])
+    doses = root / "doses.csv"
+    doses.write_text("Date,First doses\n2021-06-01,60\n2021-08-27,40\n")
+    interventions = [*LOCKDOWN, {"name": "vaccination", "kind": "vaccination", "doses": str(doses),
+                                 "interval_days": 21}]
+    cfg = compose_study("toy", ["model.days=40", "model.parameters.initial_fraction=0.01",
+                                "model.parameters.hospitalisation_odds_ratio=10", "model.parameters.fatality_odds_ratio=5"])
     OmegaConf.set_struct(cfg, False)
-    cfg = OmegaConf.merge(cfg, {"interventions": LOCKDOWN, "start_date": START.isoformat(),
-                                "model": {"interventions": LOCKDOWN, "start_date": START.isoformat()},
+    cfg = OmegaConf.merge(cfg, {"interventions": interventions, "start_date": START.isoformat(),
+                                "model": {"interventions": interventions, "start_date": START.isoformat(),
+                                          "parameters": EFFICACY},
                                 "counterfactual": {"posterior": "flow", "draws": 24, "scenarios": SCENARIOS}})
-    population = write_dataset(toy_population(4_000, seed=5).to_dataset(), root / "population.zarr", None, 0)
+    toy = toy_population(4_000, seed=5)
+    uptake = np.full(toy.n_agents, 0.7, dtype=np.float32)
+    toy = dataclasses.replace(toy, extra={**toy.extra, "vaccine_dose1_uptake": uptake, "vaccine_dose2_uptake": uptake})
+    population = write_dataset(toy.to_dataset(), root / "population.zarr", None, 0)
     rng = np.random.default_rng(0)
     posterior = write_dataset(xr.Dataset({"beta_household": ("draw", rng.uniform(2, 4, 24)),
                                           "beta_community": ("draw", rng.uniform(1, 3, 24))}),
@@ -89,3 +103,13 @@ def test_more_isolation_never_gives_more_expected_infections(scenarios):
     totals = ds.new_infections.sum("time")
     difference = (totals.sel(scenario="isolation_90") - totals.sel(scenario="baseline")).values
     assert difference.mean() < 2 * difference.std(ddof=1) / np.sqrt(difference.size)
+
+
+def test_no_vaccination_never_gives_fewer_expected_deaths(scenarios):
+    """In the same 24 draws and seed: without vaccination, more infections and more deaths than the baseline,
+    the mean paired difference above 2 standard errors (a vaccine that did nothing fails)."""
+    ds, _ = scenarios
+    for series in ("new_infections", "deaths"):
+        totals = ds[series].sum("time")
+        difference = (totals.sel(scenario="no_vaccination") - totals.sel(scenario="baseline")).values
+        assert difference.mean() > 2 * difference.std(ddof=1) / np.sqrt(difference.size), (series, difference)

@@ -74,6 +74,12 @@ class Simulator(nn.Module, ABC):
     def coords(self) -> dict[str, np.ndarray]:
         """Coordinate values of every dimension of the observables (and controls) but `draw`."""
 
+    def exogenous_features(self, dimension: str) -> Tensor:
+        """Known inputs of each day and group of `dimension` that are not data to fit, (days, groups, F): e.g. the
+        epidemic's interventions and vaccine coverage, features for Calib-NN. None here: (days, groups, 0)."""
+        coords = self.coords()
+        return torch.zeros(len(coords["time"]), len(coords[dimension]), 0)
+
     def on_device(self, parameters: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The parameters as tensors on the model's device (stages make them on the CPU; gradients pass)."""
         return {name: torch.as_tensor(value).to(self.device) for name, value in parameters.items()}

@@ -119,6 +119,9 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
         raise ValueError(f"stochastic derivatives: alternatives must be >= 1, got {alternatives}")
     if replicates < 1:
         raise ValueError(f"stochastic derivatives: replicates must be >= 1, got {replicates}")
+    if model.interventions.vaccination is not None:
+        raise ValueError("stochastic derivatives: a vaccination intervention is not supported (its dose draws and "
+                         "severe-disease draws have no flips here); use the autograd modes")
     if replicates > 1 and model.common_random_numbers:
         raise ValueError("stochastic derivatives: replicates > 1 need independent draws (model.common_random_numbers: "
                          "false), or every replicate is the same run")

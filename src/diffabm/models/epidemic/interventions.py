@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from diffabm.models.epidemic.vaccination import Vaccination, read_first_doses
+
 
 @dataclass
 class Interventions:
@@ -18,6 +20,7 @@ class Interventions:
     isolation_compliance: float = 0.0
     isolation_delay: int = 0
     isolation_layers: tuple[str, ...] = ()
+    vaccination: Vaccination | None = None
 
     @classmethod
     def none(cls, days: int, layers: Sequence[str]) -> Interventions:
@@ -27,6 +30,8 @@ class Interventions:
 FIELDS = {  # kind: (required fields, optional fields); `name` (for counterfactual scenarios) and `source` document
     "contact_multiplier": ({"kind", "layers", "start", "multiplier"}, {"end", "name", "source"}),
     "isolation": ({"kind", "compliance", "delay_days"}, {"layers", "name", "source"}),
+    "vaccination": ({"kind", "doses", "interval_days"},
+                    {"effect_delay_days", "waning_half_life_days", "children_from", "name", "source"}),
 }
 
 
@@ -83,6 +88,27 @@ def _layers(index: int, spec: Mapping, layers: Sequence[str], default: Sequence[
     return list(chosen)
 
 
+def _whole_days(index: int, spec: Mapping, field: str, low: int, default: int | None = None) -> int:
+    """A whole number of days >= low (`default` when the field is absent)."""
+    value = spec.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InterventionError(index, field, value, f"must be a whole number of days >= {low}")
+    return value
+
+
+def _vaccination(index: int, spec: Mapping, start_date: dt.date) -> Vaccination:
+    """A vaccination programme from its spec (the dose series read from `doses`)."""
+    first_dose_day, first_doses = read_first_doses(spec["doses"], start_date, f"interventions[{index}].doses")
+    half_life = spec.get("waning_half_life_days")
+    children_from = spec.get("children_from")
+    return Vaccination(
+        first_dose_day, first_doses, _whole_days(index, spec, "interval_days", 1),
+        _whole_days(index, spec, "effect_delay_days", 0, 14),
+        None if half_life is None else _number(index, "waning_half_life_days", half_life, 1.0),
+        **({} if children_from is None else
+           {"children_from": _day(index, "children_from", children_from, start_date)}))
+
+
 def build_interventions(
     specs: Sequence[Mapping], days: int, layers: Sequence[str], start_date: dt.date
 ) -> Interventions:
@@ -92,11 +118,14 @@ def build_interventions(
     multiplies contacts of the layers on days [start, end), given as day numbers or ISO dates
     within the simulated period; `isolation` (compliance, delay_days; optional layers, else all but
     `household`) makes that share of symptomatic agents stop contacts in the layers from
-    `delay_days` after onset. Anything that would not act as written (an unknown or missing field,
+    `delay_days` after onset; `vaccination` (doses: the daily dose series file, interval_days; optional
+    effect_delay_days (14), waning_half_life_days (none), children_from (date)) gives two doses
+    (`diffabm.models.epidemic.vaccination`). Anything that would not act as written (an unknown or missing field,
     a period outside the simulation, an end before its start) is an `InterventionError`.
     """
     multiplier = torch.ones(days, len(layers))
     isolation: dict = {}
+    vaccination = None
     for index, spec in enumerate(specs):
         kind = _check_fields(index, spec)
         if kind == "contact_multiplier":
@@ -113,13 +142,15 @@ def build_interventions(
                                                                    f"0..{days - 1} (omit `end` to last to the end)")
             columns = [layers.index(layer) for layer in _layers(index, spec, layers, layers)]
             multiplier[start:end, columns] *= value
+        elif kind == "vaccination":
+            if vaccination is not None:
+                raise InterventionError(index, "kind", kind, "only one vaccination intervention is allowed")
+            vaccination = _vaccination(index, spec, start_date)
         else:
             if isolation:
                 raise InterventionError(index, "kind", kind, "only one isolation intervention is allowed")
             compliance = _number(index, "compliance", spec["compliance"], 0.0, 1.0)
-            delay = spec["delay_days"]
-            if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
-                raise InterventionError(index, "delay_days", delay, "must be a whole number of days >= 0")
+            delay = _whole_days(index, spec, "delay_days", 0)
             isolating = tuple(_layers(index, spec, layers, [layer for layer in layers if layer != "household"]))
             isolation = dict(isolation_compliance=compliance, isolation_delay=delay, isolation_layers=isolating)
-    return Interventions(multiplier, **isolation)
+    return Interventions(multiplier, **isolation, vaccination=vaccination)

@@ -43,6 +43,7 @@ from diffabm.models.epidemic.transmission import (
     _TransmissionDay,
     _UnrealisedAtSeeding,
 )
+from diffabm.models.epidemic.vaccination import VACCINATION_PARAMETERS, CHILD_AGES, VaccineProtection, dose_days
 from diffabm.parameters import ParameterSpace
 from diffabm.resources import check_memory
 from diffabm.stochastic import BernoulliEstimator, EventWeighted
@@ -58,8 +59,11 @@ class EpidemicModel(Simulator):
     `hospitalisation_odds_ratio` and `fatality_odds_ratio` > 0 (multiplying the odds of the
     age-specific hospitalisation and death probabilities), and, where `parameters` has them, the case
     reporting's `ascertainment` in [0, 1] and mean `reporting_delay` > 0 (observable `reported_cases`, in
-    people: 1 / `population.attrs["scale"]` per agent); their defaults are `parameters`.
-    Control `transmission_multiplier` (B, days) scales every layer's β on each day.
+    people: 1 / `population.attrs["scale"]` per agent), and, with a `vaccination` intervention, its four
+    efficacies (`diffabm.models.epidemic.vaccination.VACCINATION_PARAMETERS`, in [0, 1]; the population needs
+    `vaccine_dose1_uptake` and `vaccine_dose2_uptake` per agent); their defaults are `parameters`.
+    Control `transmission_multiplier` (B, days) scales every layer's β on each day; `transmission_by_<grouping>`
+    (B, days, groups), e.g. by district, scales the susceptibility of each group's agents on each day.
     `interventions` are specs (`diffabm.models.epidemic.interventions.build_interventions`, dated
     from `start_date`, day 0) or built `Interventions`. `seeding` picks the initial infections:
     "bernoulli" (each agent independently with probability f) or "systematic" (each agent still
@@ -67,8 +71,6 @@ class EpidemicModel(Simulator):
     A simulation whose estimated peak memory exceeds `max_memory_gb` (None: what is available)
     stops with a MemoryError before it allocates (`diffabm.resources`).
     """
-
-    controls = {"transmission_multiplier": ("time",)}
 
     def __init__(
         self,
@@ -101,10 +103,15 @@ class EpidemicModel(Simulator):
         if reporting and len(reporting) < len(REPORTING_PARAMETERS):
             raise ValueError(f"model.parameters: case reporting needs {sorted(REPORTING_PARAMETERS)}, config gives "
                              f"{reporting}")
+        vaccinating = any(name in parameters for name in VACCINATION_PARAMETERS)
+        if vaccinating and not set(VACCINATION_PARAMETERS) <= set(parameters):
+            raise ValueError(f"model.parameters: vaccination needs {sorted(VACCINATION_PARAMETERS)}, config gives "
+                             f"{sorted(set(VACCINATION_PARAMETERS) & set(parameters))}")
         super().__init__(
             ParameterSpace({**{f"beta_{layer}": "nonnegative" for layer in layers}, "initial_fraction": "unit_interval",
                             "hospitalisation_odds_ratio": "positive", "fatality_odds_ratio": "positive",
-                            **(REPORTING_PARAMETERS if reporting else {})}),
+                            **(REPORTING_PARAMETERS if reporting else {}),
+                            **(VACCINATION_PARAMETERS if vaccinating else {})}),
             parameters, draws, device)
         self.reporting = bool(reporting)
         self.people_per_agent = 1.0 / float(getattr(population, "attrs", {}).get("scale", 1.0))
@@ -126,13 +133,18 @@ class EpidemicModel(Simulator):
         self.interventions = interventions
         self._check_interventions()
         self.isolating = [layer in self.interventions.isolation_layers for layer in self.layers]
+        self._vaccine_population(population, vaccinating, device)
 
         bands = np.asarray(course.age_bands)
         band = np.clip(np.searchsorted(bands, population.age, side="right") - 1, 0, len(bands) - 1)
         self.register_buffer("age_band", torch.as_tensor(band, dtype=torch.long, device=device))
         self.group_labels = self._group_labels(population, band)  # grouping: labels; group ids in `group_<name>`
         self.observables = {**OBSERVABLES, **grouped_observables(list(self.group_labels)),
-                            **({"reported_cases": ("time",)} if self.reporting else {})}
+                            **({"reported_cases": ("time",),
+                                **{f"reported_cases_by_{name}": ("time", GROUPINGS[name]) for name in self.group_labels}}
+                               if self.reporting else {})}
+        self.controls = {"transmission_multiplier": ("time",),
+                         **{f"transmission_by_{name}": ("time", GROUPINGS[name]) for name in self.group_labels}}
 
         def per_agent(values) -> Tensor:
             by_band = np.broadcast_to(np.asarray(values, dtype=np.float32), (len(bands),)).copy()
@@ -146,20 +158,91 @@ class EpidemicModel(Simulator):
         self.register_buffer("contact_multiplier", self.interventions.contact_multiplier.float().to(device))
         self.durations = {name: self._lognormal_parameters(getattr(course, name), per_agent) for name in DURATIONS}
 
+    def _vaccine_population(self, population: Agents, vaccinating: bool, device: torch.device) -> None:
+        """With a vaccination intervention: each agent's uptake of dose 1 and 2 (N, 2) and whether it is a child
+        (ages 5-11, eligible from the programme's `children_from`), as buffers."""
+        if self.interventions.vaccination is None:
+            return
+        if not vaccinating:
+            raise ValueError(f"interventions: vaccination needs model.parameters {sorted(VACCINATION_PARAMETERS)}")
+        fields = ("vaccine_dose1_uptake", "vaccine_dose2_uptake")
+        missing = [name for name in fields if name not in population.extra]
+        if missing:
+            raise ValueError(f"interventions: vaccination needs the population's {missing[0]!r} per agent "
+                             f"(population.vaccine_uptake: true)")
+        uptake = np.stack([np.asarray(population.extra[name], dtype=np.float32) for name in fields], axis=1)
+        if not (np.isfinite(uptake).all() and (uptake >= 0).all() and (uptake <= 1).all()):
+            raise ValueError("population: vaccine uptake must be in [0, 1]")
+        age = np.asarray(population.age)
+        self.register_buffer("vaccine_uptake", torch.as_tensor(uptake, device=device))
+        self.register_buffer("vaccine_child", torch.as_tensor((age >= CHILD_AGES[0]) & (age <= CHILD_AGES[1]),
+                                                              device=device))
+
+    def vaccine_protection(self, parameters: Mapping[str, Tensor], seed: int, draws: int) -> VaccineProtection | None:
+        """Each agent's dose days (B, N) and the efficacies (B, 2) of this simulation; None without vaccination."""
+        vaccination = self.interventions.vaccination
+        if vaccination is None:
+            return None
+        first, second = dose_days(vaccination, self.vaccine_uptake, self.vaccine_child,
+                                  self._uniform(seed, "vaccine_take", draws), self._uniform(seed, "vaccine_day", draws),
+                                  NEVER)
+
+        def efficacies(against: str) -> Tensor:
+            return torch.stack([parameters[f"efficacy_{against}_dose{dose}"] for dose in (1, 2)], dim=-1)
+
+        return VaccineProtection(vaccination, first, second, efficacies("infection"), efficacies("severe"), NEVER)
+
+    def vaccine_coverage(self, grouping: str) -> Tensor:
+        """The expected share (days, groups, 2) of each group's agents with dose 1 and dose 2 by each day, from the
+        uptake and the dose series (no draws: an exogenous feature, e.g. for Calib-NN); zeros without vaccination."""
+        group, groups = self.groupings()[grouping]
+        coverage = torch.zeros(self.days, groups, 2, device=group.device)
+        vaccination = self.interventions.vaccination
+        if vaccination is None:
+            return coverage
+        days = torch.as_tensor(vaccination.first_dose_day, device=group.device)
+        counts = torch.as_tensor(vaccination.first_doses, device=group.device)
+        sim_days = torch.arange(self.days, device=group.device)
+        for child in (False, True):
+            eligible = counts * (days >= vaccination.children_from) if child else counts
+            share = (eligible[None, :] * (days[None, :] <= sim_days[:, None])).sum(1) / eligible.sum().clamp_min(1e-12)
+            later = (eligible[None, :] * (days[None, :] + vaccination.interval_days <= sim_days[:, None])).sum(1) \
+                / eligible.sum().clamp_min(1e-12)
+            agents = self.vaccine_child == child
+            for dose, timing in ((0, share), (1, later)):
+                uptake = torch.zeros(groups, device=group.device).index_add_(0, group[agents],
+                                                                              self.vaccine_uptake[agents, dose])
+                coverage[:, :, dose] += timing[:, None].float() * uptake[None, :]
+        size = torch.zeros(groups, device=group.device).index_add_(0, group, torch.ones_like(group, dtype=torch.float))
+        return coverage / size.clamp_min(1)[None, :, None]
+
+    def exogenous_features(self, dimension: str) -> Tensor:
+        """Per day and group of `dimension` (days, groups, layers + 2): the contact multiplier of each layer (the
+        interventions: the alert level) and the expected vaccine coverage of dose 1 and 2 (`vaccine_coverage`)."""
+        grouping = next((name for name in self.group_labels if GROUPINGS[name] == dimension), None)
+        if grouping is None:
+            raise ValueError(f"exogenous features: {dimension!r} is not a grouping of the population "
+                             f"({[GROUPINGS[name] for name in self.group_labels]})")
+        groups = len(self.group_labels[grouping])
+        multiplier = self.contact_multiplier if self.contact_multiplier.dim() == 2 else self.contact_multiplier[0]
+        return torch.cat([multiplier[:, None, :].expand(-1, groups, -1), self.vaccine_coverage(grouping)], dim=-1)
+
     def _group_labels(self, population: Agents, age_band: np.ndarray) -> dict[str, list[str]]:
-        """Groupings of agents for the `<event>_by_<grouping>` observables: age bands always, ethnicity and region
-        (`extra["region"]`, SA2 → region) where the population has them; registers each agent's group."""
+        """Groupings of agents for the `<event>_by_<grouping>` observables: age bands always, ethnicity, region
+        (`extra["region"]`, SA2 → region) and district (`extra["district"]`, SA2 → District Health Board) where the
+        population has them; registers each agent's group."""
         bands = list(self.course.age_bands)
         groupings = {"age": (age_band, [f"{lo}-{hi - 1}" for lo, hi in zip(bands[:-1], bands[1:])]
                              + [f"{bands[-1]}+"])}
         ethnicity = getattr(population, "ethnicity", None)
         if ethnicity is not None:
             groupings["ethnicity"] = (ethnicity, list(getattr(population, "ethnicity_labels", ())))
-        region = population.extra.get("region")
-        if region is not None:  # only the regions present
-            names = list(getattr(population, "attrs", {}).get("region_labels", ()))
-            present, region = np.unique(region, return_inverse=True)
-            groupings["region"] = (region, [names[k] if 0 <= k < len(names) else str(k) for k in present])
+        for name in ("region", "district"):
+            codes = population.extra.get(name)
+            if codes is not None:  # only the groups present
+                names = list(getattr(population, "attrs", {}).get(f"{name}_labels", ()))
+                present, codes = np.unique(codes, return_inverse=True)
+                groupings[name] = (codes, [names[k] if 0 <= k < len(names) else str(k) for k in present])
         labels = {}
         for name, (group, names) in groupings.items():
             group = np.asarray(group, dtype=np.int64)
@@ -201,12 +284,12 @@ class EpidemicModel(Simulator):
             **{GROUPINGS[name]: as_object_strings(labels) for name, labels in self.group_labels.items()},
         }
 
-    def _checked_daily(self, values: Tensor) -> Tensor:
-        """A (B, days) non-negative daily series (shape and finiteness checked by `check_controls`)."""
+    @staticmethod
+    def _checked_nonnegative(name: str, values: Tensor) -> Tensor:
+        """A control's values, non-negative (shape and finiteness checked by `check_controls`)."""
         detached = values.detach()
         if (detached < 0).any():
-            bad = detached[~torch.isfinite(detached) | (detached < 0)][0].item()
-            raise ValueError(f"transmission_multiplier has value {bad}, must be finite and >= 0")
+            raise ValueError(f"{name} has value {detached[detached < 0][0].item()}, must be finite and >= 0")
         return values
 
     def _uniform(self, seed: int, purpose: str, draws: int, systematic: bool = False) -> Tensor:
@@ -281,7 +364,9 @@ class EpidemicModel(Simulator):
         """
         draws = self.check_parameters(parameters)
         parameters = self.on_device(parameters)
-        transmission_multiplier = self.check_controls(controls, draws).get("transmission_multiplier")
+        controls = {name: self._checked_nonnegative(name, values)
+                    for name, values in self.check_controls(controls, draws).items()}
+        transmission_multiplier = controls.get("transmission_multiplier")
         tracking = torch.is_grad_enabled() and any(torch.as_tensor(v).requires_grad for v in parameters.values())
         check_memory(self.n_agents, draws, self.days, tracking, self.max_memory_gb)
         beta = torch.stack([parameters[f"beta_{layer}"] for layer in self.layers], dim=-1)
@@ -299,8 +384,11 @@ class EpidemicModel(Simulator):
             else self.contact_multiplier
         multiplier = multiplier.to(beta.dtype)
         if transmission_multiplier is not None:
-            multiplier = multiplier * self._checked_daily(transmission_multiplier)[..., None]
+            multiplier = multiplier * transmission_multiplier[..., None]
         day_state = self.day_state(course, seed)
+        day_state.vaccine = self.vaccine_protection(parameters, seed, draws)
+        day_state.group_transmission = [(controls[f"transmission_by_{name}"], getattr(self, f"group_{name}"))
+                                        for name in self.group_labels if f"transmission_by_{name}" in controls]
         if tracking and infected.requires_grad:
             infected = _UnrealisedAtSeeding.apply(infected, day_state)
         daily_new, by_setting = [infected.sum(-1)[:, None]], [beta.new_zeros(draws, 1, len(self.layers))]
@@ -319,6 +407,10 @@ class EpidemicModel(Simulator):
                 daily_new.append(new)
                 by_setting.append(by_layer)
         day_state.final_infection_day = infection_day
+        if day_state.vaccine is not None:  # a vaccinated infection keeps its admission with probability 1 − e_sev
+            hospitalised = hospitalised * day_state.vaccine.severe_kept(infection_day, self.estimator,
+                                                                        self._uniform(seed, "vaccine_severe", draws))
+            hard_hospitalised = hospitalised.detach() > 0.5
         output = daily_outputs(torch.cat(daily_new, dim=1), torch.cat(by_setting, dim=1), infected, infection_day,
                                symptomatic, hospitalised, dies, latent, infectious_days, durations["hospital_stay"],
                                groupings=self.groupings())
@@ -328,6 +420,7 @@ class EpidemicModel(Simulator):
             admission = onset + infectious_days.long()
             events = {  # event: (days after infection, weight) per agent
                 "infections": (torch.zeros_like(onset), torch.ones_like(symptomatic)),
+                "cases": (onset, symptomatic),
                 "hospitalisations": (admission, admitted),
                 "deaths": (admission + stay, admitted * (dies.detach() > 0.5)),
             }
@@ -344,11 +437,12 @@ class EpidemicModel(Simulator):
         return output
 
     def add_reports(self, output: EpidemicOutput, parameters: Mapping[str, Tensor]) -> None:
-        """With case reporting (parameters `ascertainment` and `reporting_delay`), `reported_cases`: the people
-        reported as cases each day (`diffabm.models.epidemic.reporting`)."""
+        """With case reporting (parameters `ascertainment` and `reporting_delay`), `reported_cases` and
+        `reported_cases_by_<grouping>`: the people reported as cases each day (`diffabm.models.epidemic.reporting`)."""
         if self.reporting:
-            output["reported_cases"] = reported_cases(output["cases"], parameters["ascertainment"],
-                                                      parameters["reporting_delay"], self.people_per_agent)
+            for name in ("", *(f"_by_{grouping}" for grouping in self.group_labels)):
+                output[f"reported_cases{name}"] = reported_cases(output[f"cases{name}"], parameters["ascertainment"],
+                                                                 parameters["reporting_delay"], self.people_per_agent)
 
     def _transmission_days(self, infected: Tensor, infection_day: Tensor, weights: Tensor, day_state: _DayState,
                            first: int, last: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -359,7 +453,8 @@ class EpidemicModel(Simulator):
         daily_new, by_setting = [], []
         for day in range(first, last):
             weight = weights[:, day]
-            updated, _, total = _TransmissionDay.apply(infected, weight, infection_day, day, day_state)
+            updated, _, total = _TransmissionDay.apply(infected, weight, day_state.susceptibility_factor(day),
+                                                       infection_day, day, day_state)
             new = updated - infected
             infection_day = torch.where(new.detach() > 0.5, day, infection_day)
             infected = updated

@@ -25,8 +25,9 @@ OBSERVABLES = {  # name: dimensions after `draw`; grouped observables (`grouped_
     "stage_counts": ("time", "stage"),
     "infections_by_setting": ("time", "setting"),
 }
-EVENTS = ("infections", "hospitalisations", "deaths")  # counted per group of agents
-GROUPINGS = {"age": "age_group", "ethnicity": "ethnicity", "region": "region"}  # name in observables: dimension
+EVENTS = ("infections", "cases", "hospitalisations", "deaths")  # counted per group of agents
+GROUPINGS = {"age": "age_group", "ethnicity": "ethnicity", "region": "region",  # name in observables: dimension
+             "district": "district"}
 
 
 def grouped_observables(groupings: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -123,7 +124,8 @@ def daily_outputs(new_infections: Tensor, infections_by_setting: Tensor, infecte
         ],
         dim=-1,
     )
-    events = {"infections": (infection_day, infected), "hospitalisations": (end, admitted),
+    events = {"infections": (infection_day, infected), "cases": (onset, symptomatic_weight),
+              "hospitalisations": (end, admitted),
               "deaths": (discharge, admitted * dies)}
     return EpidemicOutput(
         new_infections=new_infections,

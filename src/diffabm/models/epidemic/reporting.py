@@ -36,9 +36,13 @@ def delay_weights(mean_delay: Tensor, days: int = MAX_DELAY_DAYS) -> Tensor:
 
 
 def reported_cases(cases: Tensor, ascertainment: Tensor, mean_delay: Tensor, people_per_agent: float) -> Tensor:
-    """Daily reported cases (B, T) in people from the daily symptomatic cases (B, T) of the simulated agents."""
+    """Daily reported cases (B, T, ...) in people from the daily symptomatic cases (B, T, ...) of the simulated
+    agents (e.g. (B, T, groups) by group)."""
     weights = delay_weights(mean_delay).to(cases.dtype)
     days = weights.shape[-1]
-    windows = F.pad(cases, (days - 1, 0)).unfold(1, days, 1)  # (B, T, days): cases of days t − days + 1 .. t
-    delayed = (windows * weights.flip(-1)[:, None, :]).sum(-1)
-    return ascertainment[:, None].to(cases.dtype) * people_per_agent * delayed
+    by_time_last = cases.movedim(1, -1)
+    windows = F.pad(by_time_last, (days - 1, 0)).unfold(-1, days, 1)  # (B, ..., T, days): days t − days + 1 .. t
+    shape = (weights.shape[0],) + (1,) * (windows.dim() - 2) + (days,)
+    delayed = (windows * weights.flip(-1).reshape(shape)).sum(-1).movedim(-1, 1)
+    scale = ascertainment.to(cases.dtype).reshape((-1,) + (1,) * (cases.dim() - 1))
+    return scale * people_per_agent * delayed

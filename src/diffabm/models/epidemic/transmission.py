@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # for annotations only
     from diffabm.models.epidemic.contacts import ContactLayers
     from diffabm.models.epidemic.course import DiseaseCourse
     from diffabm.models.epidemic.interventions import Interventions
+    from diffabm.models.epidemic.vaccination import VaccineProtection
     from diffabm.stochastic import BernoulliEstimator
 
 NEVER = 1 << 30  # infection day of agents never infected
@@ -56,6 +57,8 @@ class _DayState:
     delays: dict[str, tuple[Tensor, Tensor, Tensor | int]] = field(default_factory=dict)
     output_grads: dict[str, tuple[int, Tensor]] = field(default_factory=dict)  # name: (backward pass, dL/d series)
     seeding_term: Tensor | None = None
+    vaccine: VaccineProtection | None = None
+    group_transmission: list[tuple[Tensor, Tensor]] = field(default_factory=list)  # (B, days, G), group (N,)
 
     @property
     def isolating(self) -> bool:
@@ -69,14 +72,32 @@ class _DayState:
         keep = 1.0 - self.complies * (since >= self.isolated_from) if self.isolating else None
         return factor, keep
 
-    def force(self, infected: Tensor, weight: Tensor, infection_day: Tensor, day: int) -> tuple[Tensor, Tensor]:
-        """The day's infection rate of every agent (B, N) and the groups' infectiousness totals (B, G)."""
+    def susceptibility_factor(self, day: int) -> Tensor | None:
+        """The day's multiplier (B, N) of each agent's susceptibility ψ_i: 1 − vaccine efficacy against infection,
+        times the day's `transmission_by_<grouping>` control of the agent's group; None if neither is present."""
+        factor = None if self.vaccine is None else self.vaccine.susceptibility_factor(day)
+        for multiplier, group in self.group_transmission:
+            term = multiplier[:, day].index_select(1, group)
+            factor = term if factor is None else factor * term
+        return factor
+
+    def susceptibility(self, factor: Tensor | None) -> Tensor:
+        return self.model.susceptibility if factor is None else self.model.susceptibility * factor
+
+    def exposure(self, total: Tensor, weight: Tensor) -> Tensor:
+        """Each agent's force of infection before its susceptibility (B, N): Σ_L w_L Σ_{g ∋ i} T_g / |g|."""
+        return self.model.contacts.spread(total * self.model.contacts.group_scale(weight))
+
+    def force(self, infected: Tensor, weight: Tensor, infection_day: Tensor, day: int,
+              factor: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The day's infection rate of every agent (B, N) and the groups' infectiousness totals (B, G), with the
+        day's susceptibility factor (`susceptibility_factor`)."""
         contacts, model = self.model.contacts, self.model
-        factor, keep = self.infectiousness_factor(infection_day, day)
-        infectiousness = infected * factor
+        infectious, keep = self.infectiousness_factor(infection_day, day)
+        infectiousness = infected * infectious
         isolated = infectiousness * keep if keep is not None else None
         total = contacts.group_totals(infectiousness, isolated, model.isolating)
-        return model.susceptibility * contacts.spread(total * contacts.group_scale(weight)), total
+        return self.susceptibility(factor) * self.exposure(total, weight), total
 
     def noise(self, day: int, draws: int) -> Tensor:
         return self.model._uniform(self.seed, f"day{day}", draws)
@@ -151,38 +172,41 @@ class _TransmissionDay(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(infected: Tensor, weight: Tensor, infection_day: Tensor, day: int, state: _DayState
-                ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(infected: Tensor, weight: Tensor, factor: Tensor | None, infection_day: Tensor, day: int,
+                state: _DayState) -> tuple[Tensor, Tensor, Tensor]:
         model = state.model
-        rate, total = state.force(infected, weight, infection_day, day)
+        rate, total = state.force(infected, weight, infection_day, day, factor)
         draw = model.estimator.rate_sample(rate, state.noise(day, infected.shape[0]))
-        state.latest_day = (infected, weight, infection_day, rate, total)  # for `jvp`, which follows at once
+        state.latest_day = (infected, weight, factor, infection_day, rate, total)  # for `jvp`, which follows at once
         return infected + (1.0 - infected) * draw, rate, total
 
     @staticmethod
     def setup_context(ctx, inputs: tuple, output: tuple[Tensor, Tensor, Tensor]) -> None:
-        infected, weight, _, day, state = inputs
+        infected, weight, _, _, day, state = inputs
         _, rate, total = output
         ctx.mark_non_differentiable(rate, total)
         ctx.save_for_backward(infected if state.model.estimator.relaxed else None, weight, rate, total)
         ctx.day, ctx.state = day, state
 
     @staticmethod
-    def jvp(ctx, infected_tangent: Tensor | None, weight_tangent: Tensor | None, *_) -> tuple[Tensor, None, None]:
+    def jvp(ctx, infected_tangent: Tensor | None, weight_tangent: Tensor | None, factor_tangent: Tensor | None,
+            *_) -> tuple[Tensor, None, None]:
         """Forward-mode derivative of w' (for `torch.func.jvp`): memory independent of the days."""
         state, model = ctx.state, ctx.state.model
         contacts = model.contacts
-        infected, weight, infection_day, rate, total = state.latest_day
-        factor, keep = state.infectiousness_factor(infection_day, ctx.day)
+        infected, weight, factor, infection_day, rate, total = state.latest_day
+        infectious, keep = state.infectiousness_factor(infection_day, ctx.day)
         rate_tangent = torch.zeros_like(total)
         if infected_tangent is not None:
-            infectiousness_tangent = infected_tangent * factor
+            infectiousness_tangent = infected_tangent * infectious
             isolated_tangent = infectiousness_tangent * keep if keep is not None else None
             total_tangent = contacts.group_totals(infectiousness_tangent, isolated_tangent, model.isolating)
             rate_tangent = total_tangent * contacts.group_scale(weight)
         if weight_tangent is not None:
             rate_tangent = rate_tangent + total * contacts.group_scale(weight_tangent)
-        rate_tangent = model.susceptibility * contacts.spread(rate_tangent)
+        rate_tangent = state.susceptibility(factor) * contacts.spread(rate_tangent)
+        if factor_tangent is not None:
+            rate_tangent = rate_tangent + model.susceptibility * factor_tangent * state.exposure(total, weight)
         noise = state.noise(ctx.day, infected.shape[0])
         inert = 1.0 if model.estimator.relaxed else 1.0 - infected
         tangent = (1.0 - infected) * model.estimator.rate_derivative(rate, noise) * rate_tangent
@@ -191,7 +215,7 @@ class _TransmissionDay(torch.autograd.Function):
         return tangent, None, None
 
     @staticmethod
-    def backward(ctx, grad: Tensor, *_) -> tuple[Tensor, Tensor, None, None, None]:
+    def backward(ctx, grad: Tensor, *_) -> tuple[Tensor, Tensor, Tensor | None, None, None, None]:
         infected, weight, rate, total = ctx.saved_tensors
         state, model = ctx.state, ctx.state.model
         infection_day = state.infection_day_on(ctx.day)
@@ -209,9 +233,12 @@ class _TransmissionDay(torch.autograd.Function):
             state.output_grads.clear()
         grad_new = grad if extra is None else grad + extra
         grad_rate = grad_new * (1.0 - infected) * model.estimator.rate_derivative(rate, noise)
-        grad_group_rate = contacts.gather(grad_rate * model.susceptibility)
+        factor = state.susceptibility_factor(ctx.day)  # recomputed, not saved: a float per agent and day
+        grad_group_rate = contacts.gather(grad_rate * state.susceptibility(factor))
         grad_weight = contacts.layer_sums(grad_group_rate * total * contacts.inverse_size, weight.shape[1])
         grad_total = grad_group_rate * contacts.group_scale(weight)
-        factor, keep = state.infectiousness_factor(infection_day, ctx.day)
+        grad_factor = grad_rate * model.susceptibility * state.exposure(total, weight) \
+            if ctx.needs_input_grad[2] else None
+        infectious, keep = state.infectiousness_factor(infection_day, ctx.day)
         grad_infectiousness = contacts.spread(grad_total, model.isolating, keep)
-        return grad_infected + grad_infectiousness * factor, grad_weight, None, None, None
+        return grad_infected + grad_infectiousness * infectious, grad_weight, grad_factor, None, None, None
