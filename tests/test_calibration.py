@@ -137,6 +137,8 @@ def expected_loss(target, theta: torch.Tensor, module=None, repeats: int = 12) -
     ("ensemble", ["calibration.ensemble.epochs=12", "calibration.ensemble.lr=0.05"]),
     ("calibnn", ["calibration.calibnn.epochs=12", "calibration.calibnn.lr=0.01",
                  "calibration.calibnn.control=transmission_multiplier"]),
+    ("calibnn", ["calibration.calibnn.epochs=12", "calibration.calibnn.lr=0.01",
+                 "calibration.calibnn.control=transmission_by_region", "calibration.observables=[infections_by_region]"]),
     ("point", ["calibration.point.epochs=12", "calibration.point.lr=0.05", "calibration.gradients=stochastic"]),
 ])
 def test_point_like_modes_lower_the_loss(study, tmp_path, mode, overrides):
@@ -338,6 +340,34 @@ def test_calibnn_weekly_features_lag_the_data_and_multipliers_are_centred(study)
     weekly = daily[0, ::7]
     assert torch.log(weekly).mean().item() == pytest.approx(0.0, abs=1e-5)
     assert torch.equal(daily[0, :7], daily[0, :1].expand(7))
+
+
+def test_calibnn_per_group_features_hold_exogenous_inputs_lagged_data_and_no_held_out_data(tmp_path):
+    """Per region and week: the interventions and coverage, the region's series of the week before (in held-out
+    weeks the last fitted week's), and a one-hot code; the control is (draws, days, regions), centred."""
+    from diffabm.calibration.calibnn import CalibNNCalibration, group_week_features
+
+    cfg = compose_study("default", [*TINY, "calibration.observables=[infections_by_region]",
+                                    "calibration.holdout_days=7"])
+    population = toy_population(600, seed=3, area_size=100, areas_per_region=2)  # 3 regions
+    population_path = write_dataset(population.to_dataset(), tmp_path / "population.zarr", cfg, 3)
+    target, _ = target_and_prior(cfg, (population_path, observe(cfg, population_path, tmp_path / "observed.zarr")))
+    features = group_week_features(target, "transmission_by_region")
+    regions = len(target.model.coords()["region"])
+    exogenous = target.model.exogenous_features("region").shape[-1]
+    assert features.shape == (3, regions, exogenous + 1 + regions)
+    lagged = features[..., exogenous]
+    assert torch.equal(lagged[0], lagged[0, :1].expand(regions)), "week 0 has no past week"
+    assert not torch.equal(lagged[1], lagged[0]), "week 1 sees week 0"
+    assert torch.equal(lagged[2], lagged[1]), "days 14-19 are held out: week 2 sees no data of week 1's end"
+    assert torch.equal(features[0, :, -regions:], torch.eye(regions))
+    module = CalibNNCalibration(target, torch.zeros(target.dimension), seed=0, draws_per_step=2, steps_per_epoch=1,
+                                lr=0.01, control="transmission_by_region")
+    torch.nn.init.normal_(module.weekly_network[-1].weight)
+    daily = module.controls(2)["transmission_by_region"]
+    assert daily.shape == (2, 20, regions)
+    assert torch.log(daily[0, ::7]).mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert not torch.allclose(daily[0, 0], daily[0, 0, :1].expand(regions)), "regions get their own transmission"
 
 
 def test_loss_weight_recovers_the_scale_and_degrees_of_freedom_of_a_chi_square():

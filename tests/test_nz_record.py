@@ -24,7 +24,8 @@ AUCKLAND = ["Auckland", "Counties Manukau", "Waitemata"]
 def test_the_auckland_delta_record_is_read_as_published():
     """The three DHBs' daily cases from 2021-08-17 for 107 days: 8,033 cases, 5 on the first day (the record)."""
     cases = nz_reported_cases(CASES, AUCKLAND, dt.date(2021, 8, 17), 107)
-    assert cases.shape == (107,) and cases.sum() == 8033 and cases[0] == 5
+    assert cases.shape == (107, 3) and cases.sum() == 8033 and cases[0].sum() == 5
+    assert (cases.sum(0) > 0).all()  # every DHB reported cases in the outbreak
 
 
 def _text_count(table: pd.DataFrame) -> pd.DataFrame:

@@ -59,6 +59,7 @@ rule observe:
     threads: 2
     input:
         population=population_input,
+        records=record_files,
     output:
         observed=directory("results/{study}/observed.zarr"),
     params:

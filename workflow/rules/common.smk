@@ -28,3 +28,11 @@ def job_attempt(wildcards, attempt):
     """The job's attempt as a resource, so that a calibration resumes its checkpoint only in a retry (attempt > 1:
     `retries`/`--retries` after a failure or a time limit), and `snakemake -f` refits."""
     return attempt
+
+
+def record_files(wildcards):
+    """Files of real records the study's model and observations read: the `observed:` record and the dose series
+    of a vaccination intervention."""
+    cfg = study_config(wildcards.study)
+    doses = [spec.doses for spec in cfg.get("interventions") or [] if spec.get("kind") == "vaccination"]
+    return ([cfg.observed.file] if cfg.get("observed") else []) + doses

@@ -61,8 +61,16 @@ def write_record(cfg: DictConfig, model: Simulator, output_path: str | Path) -> 
     if unknown:
         raise ValueError(f"observed.kind {cfg.observed.kind!r} gives {unknown[0]!r}, not an observable of the model "
                          f"(case reporting needs model.parameters ascertainment and reporting_delay)")
-    ds = xr.Dataset({name: (model.observables[name], values) for name, values in series.items()},
-                    coords={"time": time})
+    coords = {"time": time}
+    if "reported_cases_by_district" in series:  # the record's locations are the model's districts, in its order
+        districts = list(model.coords()["district"])
+        if sorted(cfg.observed.locations) != sorted(districts):
+            raise ValueError(f"observed.locations is {list(cfg.observed.locations)}, but the population's districts "
+                             f"are {districts}; by_district needs the same names")
+        order = [list(cfg.observed.locations).index(name) for name in districts]
+        series["reported_cases_by_district"] = series["reported_cases_by_district"][:, order]
+        coords["district"] = model.coords()["district"]
+    ds = xr.Dataset({name: (model.observables[name], values) for name, values in series.items()}, coords=coords)
     ds.attrs["record"] = OmegaConf.to_container(cfg.observed, resolve=True)
     log.info("observed from %s: %s", cfg.observed.file,
              ", ".join(f"{name} total {float(ds[name].sum()):.4g}" for name in ds.data_vars))

@@ -1,7 +1,8 @@
 """Observed series from real records: the study's `observed:` section names a record and how to read it.
 
-Kind `nz_reported_cases`: daily reported COVID-19 cases summed over District Health Boards (`locations`) from
-the Ministry of Health's `cases_daily_by_location.csv` (github.com/minhealthnz/nz-covid-data, CC BY-SA 4.0; a
+Kind `nz_reported_cases`: daily reported COVID-19 cases summed over District Health Boards (`locations`), and
+with `by_district: true` also per DHB (observable `reported_cases_by_district`, for a population whose agents
+carry their district), from the Ministry of Health's `cases_daily_by_location.csv` (github.com/minhealthnz/nz-covid-data, CC BY-SA 4.0; a
 copy with its provenance in data/nz/), for the simulated days from `start_date`. A missing file, location or
 day, or a count that is not a whole number >= 0, is a ValueError naming the file, the field and the value.
 """
@@ -19,7 +20,7 @@ KINDS = ("nz_reported_cases",)
 
 
 def nz_reported_cases(path: str | Path, locations: Sequence[str], start: dt.date, days: int) -> np.ndarray:
-    """Daily reported cases (days,) of the `locations` summed, from `start` on."""
+    """Daily reported cases (days, locations) of the `locations`, from `start` on."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"observed.file: {path} does not exist")
@@ -44,11 +45,14 @@ def nz_reported_cases(path: str | Path, locations: Sequence[str], start: dt.date
         date, location = daily.stack(future_stack=True).loc[lambda s: s.isna()].index[0]
         raise ValueError(f"{path}: field 'date' has no row for {date} at {location!r} (the study simulates "
                          f"{dates[0]} .. {dates[-1]})")
-    return daily.sum(axis=1).to_numpy(dtype=float)
+    return daily.to_numpy(dtype=float)
 
 
 def read_record(settings: Mapping, start: dt.date, days: int) -> dict[str, np.ndarray]:
-    """The observed series of the `observed:` section: observable name -> values (days,)."""
+    """The observed series of the `observed:` section: observable name -> values (days,), and (days, locations)
+    by district."""
     if settings["kind"] == "nz_reported_cases":
-        return {"reported_cases": nz_reported_cases(settings["file"], list(settings["locations"]), start, days)}
+        by_location = nz_reported_cases(settings["file"], list(settings["locations"]), start, days)
+        return {"reported_cases": by_location.sum(axis=1),
+                **({"reported_cases_by_district": by_location} if settings.get("by_district") else {})}
     raise ValueError(f"observed.kind is {settings['kind']!r}, expected one of {list(KINDS)}")

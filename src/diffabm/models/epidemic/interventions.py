@@ -1,4 +1,4 @@
-"""Interventions as data: contact multipliers per layer and day, and isolation of symptomatic agents."""
+"""Interventions as data: contact multipliers per layer and day, isolation of symptomatic agents, and vaccination."""
 
 from __future__ import annotations
 
