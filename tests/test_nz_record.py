@@ -88,3 +88,28 @@ def test_the_weighted_interval_score_is_zero_only_for_a_sharp_correct_forecast()
     sharp = weighted_interval_score(10.0, lambda p: float(np.quantile(draws, p)))
     wide = weighted_interval_score(10.0, lambda p: float(np.quantile(3 * draws - 20, p)))
     assert 0 < sharp < wide
+
+
+def test_forecast_weeks_end_on_the_last_day_and_series_by_group_are_scored_per_group_and_summed(tmp_path):
+    """16 days, 7 held out: weeks are days 2-8 and 9-15, the second held out exactly; a series by district gives
+    rows per district and for their sum."""
+    import xarray as xr
+
+    from diffabm.calibration.forecast import forecast_scores
+    from diffabm.store import write_dataset
+
+    days, draws = 16, 50
+    time = np.datetime64("2021-08-10", "ns") + np.arange(days) * np.timedelta64(1, "D")
+    rng = np.random.default_rng(0)
+    observed = np.stack([np.full(days, 1.0), np.full(days, 3.0)], axis=-1)
+    samples = rng.poisson(observed, size=(draws, days, 2)).astype(float)
+    fit = xr.Dataset({"cases_by_district": (("draw", "time", "district"), samples),
+                      "observed_cases_by_district": (("time", "district"), observed)},
+                     coords={"time": time, "district": np.array(["Auckland", "Waitemata"], dtype=object)})
+    fit.attrs["observables"] = ["cases_by_district"]
+    table = forecast_scores(write_dataset(fit, tmp_path / "fit.zarr", None, 0), holdout_days=7)
+    assert list(table.week_start.unique()) == ["2021-08-12", "2021-08-19"]
+    assert list(table.group.unique()) == ["all", "Auckland", "Waitemata"]
+    assert list(table.period[table.group == "all"]) == ["fit", "holdout"]
+    assert table.set_index("group").loc["all", "observed"].tolist() == [28.0, 28.0]
+    assert table.set_index("group").loc["Waitemata", "observed"].tolist() == [21.0, 21.0]
