@@ -10,13 +10,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = ROOT / "conf"
-SCHEMA_PATH = ROOT / "workflow/schemas/config.schema.yaml"
+CONFIG_MODULE = "diffabm.conf"  # the package's configs, pkg://diffabm.conf (in a checkout, a link to conf/)
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+SCHEMA_PATH = CONFIG_DIR / "config.schema.yaml"  # workflow/schemas/config.schema.yaml links to it
 
 
 class ConfigError(ValueError):
@@ -30,7 +30,9 @@ def compose_study(study: str = "default", overrides: Sequence[str] = (), config_
         known = sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
         raise ConfigError(f"unknown study {study!r}: no {config_dir}/experiment/{study}.yaml (known: {known})")
     try:
-        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        configs = initialize_config_module(CONFIG_MODULE, version_base="1.3") if config_dir == CONFIG_DIR \
+            else initialize_config_dir(config_dir=str(config_dir), version_base="1.3")
+        with configs:
             cfg = compose(config_name="config", overrides=[f"experiment={study}", *overrides])
     except HydraException as err:
         raise ConfigError(f"study {study!r}: {err}") from err
