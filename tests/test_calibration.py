@@ -424,7 +424,7 @@ def test_flow_rejects_a_bad_setting(study, overrides, message):
         build_module("flow", cfg.calibration.flow, target, prior, seed=0)
 
 
-def test_merged_ensemble_keeps_members_as_a_coordinate(study, tmp_path):
+def test_merged_ensemble_keeps_each_member_as_a_chain(study, tmp_path):
     import pandas as pd
 
     from diffabm.calibration.datasets import posterior_dataset
@@ -442,7 +442,9 @@ def test_merged_ensemble_keeps_members_as_a_coordinate(study, tmp_path):
     merged = read_dataset(merge_ensemble(cfg, members, study[0], study[1], tmp_path / "posterior.zarr",
                                          tmp_path / "fit.zarr", tmp_path / "metrics.csv"))
     assert sorted(merged.data_vars) == sorted(target.names)
-    assert merged["member"].values.tolist() == [0, 1] and merged.sizes["draw"] == 2
+    assert merged["chain"].values.tolist() == [0, 1] and merged.sizes["draw"] == 1
+    for k, member in enumerate(members):
+        assert (merged.isel(chain=k)[target.names[0]].values == read_dataset(member)[target.names[0]].values[0]).all()
 
 
 @pytest.mark.parametrize("overrides", [[], ["calibration.replicates=2", "calibration.alternatives=2",
@@ -484,3 +486,38 @@ def test_finite_difference_gradients_are_central_differences_with_common_random_
             torch.testing.assert_close(gradient[:, k], expected)
     with pytest.raises(ValueError, match="takes no controls"):
         target.losses(theta, 7, {"transmission_multiplier": torch.ones(3, cfg.model.days)})
+
+
+def test_posterior_stores_are_read_by_arviz_as_they_are_and_flat_by_read_posterior(study, tmp_path):
+    """posterior.zarr carries (chain, draw): ArviZ converts and summarises it unchanged; `read_posterior` gives
+    the draws flat, chain by chain."""
+    import arviz
+    import xarray as xr
+
+    from diffabm.calibration.datasets import posterior_dataset, read_posterior
+
+    cfg = compose_study("default", TINY)
+    target, prior = target_and_prior(cfg, study)
+    theta = prior.sample(40, 0)
+    path = write_dataset(posterior_dataset(target, theta, "flow", read_dataset(study[1])), tmp_path / "posterior.zarr",
+                         cfg, 0)
+    data = arviz.convert_to_inference_data(xr.open_zarr(path, consolidated=False))
+    table = arviz.summary(data, kind="stats")
+    assert sorted(table.index) == sorted(target.names) and (table["sd"] > 0).all()
+    flat = read_posterior(path)
+    assert flat.sizes == {"draw": 40}
+    torch.testing.assert_close(torch.as_tensor(flat[target.names[0]].values),
+                               target.natural(theta)[target.names[0]].double(), check_dtype=False)
+
+
+def test_wandb_runs_are_grouped_by_study_tagged_by_mode_and_one_per_job(tmp_path, monkeypatch):
+    """The W&B logger of a run: group = study, tags = (study, mode), id = the run's name, so a rerun of the job
+    resumes that run instead of adding one (offline: no network)."""
+    from diffabm.build import build_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_study("default", [*TINY, "calibration.loggers=[csv,wandb]"])
+    _, logger = build_loggers(cfg, tmp_path, "default-flow", "flow")
+    settings = logger._wandb_init
+    assert (settings["group"], settings["tags"], settings["job_type"]) == ("default", ["default", "flow"], "flow")
+    assert settings["id"] == "default-flow" and settings["resume"] == "allow"

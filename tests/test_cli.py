@@ -105,7 +105,8 @@ def test_the_calibration_stages_after_calibrate_run_from_the_command_line(tmp_pa
                                              for k in (0, 1)),
                  "--observed", str(observed), "--posterior", run["posterior.zarr"], "--fit", run["fit.zarr"],
                  "--metrics", run["metrics.csv"], *tiny]) == 0
-    assert read_dataset(ensemble / "posterior.zarr").sizes["draw"] == 2
+    posterior = read_dataset(ensemble / "posterior.zarr")
+    assert (posterior.sizes["chain"], posterior.sizes["draw"]) == (2, 1), "one chain per member"
     assert main(["plot-calibration", *study, "--posterior", run["posterior.zarr"], "--fit", run["fit.zarr"],
                  "--metrics", run["metrics.csv"], "--output", str(tmp_path / "ensemble.png"), *tiny]) == 0
     assert (tmp_path / "ensemble.png").stat().st_size > 0

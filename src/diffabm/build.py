@@ -52,8 +52,10 @@ def build_trainer(cfg: DictConfig, **runtime: Any) -> Any:
     return instantiate(cfg.trainer, "trainer", _partial_=True, _convert_="all")(**runtime)
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, name: str) -> list:
-    """The Lightning loggers named in `calibration.loggers`, each from `cfg.logger.<name>`."""
+def build_loggers(cfg: DictConfig, run_dir: Path, name: str, mode: str) -> list:
+    """The Lightning loggers named in `calibration.loggers`, each from `cfg.logger.<name>`. A W&B run is grouped by
+    study and tagged with study and mode, and its id is the run's name, so a rerun of a job is that run again
+    (`resume: allow`) rather than one more."""
     import os
 
     unknown = [kind for kind in cfg.calibration.loggers if kind not in cfg.logger]
@@ -65,6 +67,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, name: str) -> list:
 
     config = OmegaConf.to_container(cfg, resolve=True)
     runtime = {"csv": {"save_dir": str(run_dir)},
-               "wandb": {"save_dir": str(run_dir), "name": name, "config": config}}
+               "wandb": {"save_dir": str(run_dir), "name": name, "id": name, "resume": "allow", "group": str(cfg.study),
+                         "job_type": mode, "tags": [str(cfg.study), mode], "config": config}}
     return [instantiate(cfg.logger[kind], f"logger.{kind}", _partial_=True, _convert_="all")(**runtime.get(kind, {}))
             for kind in cfg.calibration.loggers]

@@ -32,10 +32,10 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffabm.build import build_model
-from diffabm.calibration.datasets import spread_posterior_draws
+from diffabm.calibration.datasets import read_posterior, spread_posterior_draws
 from diffabm.models.autodiff import AutoDiff
 from diffabm.models.base import Output, Simulator
-from diffabm.store import as_object_strings, read_dataset, write_dataset
+from diffabm.store import as_object_strings, write_dataset
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def parameter_point(model: Simulator, posterior_path: str | Path | None) -> dict
     """The configured parameters, with the calibrated ones replaced by their posterior means if given."""
     point = {name: float(value[0]) for name, value in model.natural_parameters(1).items()}
     if posterior_path is not None:
-        posterior = read_dataset(posterior_path)
+        posterior = read_posterior(posterior_path)
         point.update({name: float(posterior[name].mean()) for name in posterior.data_vars if name in point})
     return point
 

@@ -15,9 +15,22 @@ from diffabm.models.base import stable_seed
 from diffabm.store import read_dataset
 
 
+def read_posterior(path: str | Path) -> xr.Dataset:
+    """A posterior store with its draws flat: each variable's (chain, draw) as one `draw` dimension, chain by chain
+    (the stores keep `chain` for ArviZ: `arviz.summary(xarray.open_zarr(path))` works as they are)."""
+    posterior = read_dataset(path)
+    if "chain" not in posterior.dims:
+        return posterior
+    draws = posterior.sizes["chain"] * posterior.sizes["draw"]
+    variables = {name: (("draw", *values.dims[2:]), values.values.reshape(draws, *values.shape[2:]))
+                 for name, values in posterior.data_vars.items()}
+    coords = {name: values for name, values in posterior.coords.items() if name not in ("chain", "draw")}
+    return xr.Dataset(variables, coords={"draw": np.arange(draws), **coords}, attrs=posterior.attrs)
+
+
 def spread_posterior_draws(posterior_path: str | Path, count: int) -> dict[str, np.ndarray]:
     """`count` draws of a stored posterior spread evenly over its draws (all if fewer): each (draw,) variable."""
-    posterior = read_dataset(posterior_path)
+    posterior = read_posterior(posterior_path)
     stored = posterior.sizes["draw"]
     index = np.unique(np.linspace(0, stored - 1, min(count, stored)).round().astype(int))
     return {name: posterior[name].values[index].astype(float) for name in posterior.data_vars
@@ -30,18 +43,20 @@ def control_variables(target: CalibrationTarget, controls: Controls | None) -> t
     variables, used = {}, {}
     for name, values in (controls or {}).items():
         dims = target.model.controls[name]
-        variables[name] = (("draw", *dims), values.detach().cpu().numpy())
+        variables[name] = (("chain", "draw", *dims), values.detach().cpu().numpy()[None])
         used.update({dim: coords[dim] for dim in dims})
     return variables, used
 
 
 def posterior_dataset(target: CalibrationTarget, theta: Tensor, mode: str, observed: xr.Dataset,
                       controls: Controls | None = None) -> xr.Dataset:
-    """Natural-scale draws (dimension draw) of the calibrated parameters, and any calibrated controls."""
+    """Natural-scale draws (dimensions chain, of size one, and draw, as ArviZ reads a posterior) of the calibrated
+    parameters, and any calibrated controls."""
     natural = target.natural(theta)
     variables, coords = control_variables(target, controls)
-    ds = xr.Dataset({**{name: ("draw", natural[name].detach().cpu().numpy()) for name in target.names}, **variables},
-                    coords={"draw": np.arange(theta.shape[0]), **coords})
+    ds = xr.Dataset({**{name: (("chain", "draw"), natural[name].detach().cpu().numpy()[None]) for name in target.names},
+                     **variables},
+                    coords={"chain": [0], "draw": np.arange(theta.shape[0]), **coords})
     ds.attrs.update(mode=mode, **({"truth": observed.attrs["truth"]} if "truth" in observed.attrs else {}))
     return ds
 

@@ -78,6 +78,11 @@ class CalibrationModule(L.LightningModule):
             self.diverged(f"loss is {objective.item()}")
         self.log_dict({name: value.detach().float() for name, value in metrics.items()}, prog_bar=True,
                       on_step=True, on_epoch=True)
+        # The parameters' trajectory on the natural scale: this step's θ, the mean over its draws.
+        if self.last_theta is not None:
+            natural = self.target.natural(self.last_theta)
+            self.log_dict({f"parameter/{name}": natural[name].float().mean() for name in self.target.names},
+                          on_step=True, on_epoch=False)
         return objective
 
     def on_after_backward(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from diffabm.calibration.datasets import read_posterior
 from diffabm.store import atomic_write_text, read_dataset
 
 COLUMNS = ["mode", "parameter", "truth", "mean", "q05", "q95", "inside_90", "relative_error",
@@ -23,7 +24,7 @@ def recovery_table(runs: Mapping[str, tuple[str | Path, str | Path]]) -> pd.Data
     """One row per (mode, calibrated parameter) from each mode's (posterior.zarr, fit.zarr)."""
     rows = []
     for mode, (posterior_path, fit_path) in runs.items():
-        posterior, fit = read_dataset(posterior_path), read_dataset(fit_path)
+        posterior, fit = read_posterior(posterior_path), read_dataset(fit_path)
         truth = dict(posterior.attrs.get("truth") or {})
         loss = float(np.median(fit["loss"].values)) if "loss" in fit else np.nan
         truth_loss = float(np.median(fit["truth_loss"].values)) if "truth_loss" in fit else np.nan

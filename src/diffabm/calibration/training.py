@@ -132,13 +132,16 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
     checkpoint_dir = run_dir / "checkpoints"
     checkpoint = resumable_checkpoint(checkpoint_dir, run_configuration(cfg, mode, seed, inputs or {}),
                                       settings.epochs, resume)
+    if checkpoint is None:  # a fresh run: the loggers' files of an earlier one would pile up beside it
+        for folder in ("csv", "wandb"):
+            shutil.rmtree(run_dir / folder, ignore_errors=True)
     # A progress bar redraws with carriage returns: only on a terminal, never in a job's log file, which gets
     # one line per epoch instead.
     progress_bar = bool(cfg.calibration.progress_bar) and sys.stderr.isatty()
     trainer = build_trainer(
         cfg,
         max_epochs=settings.epochs,
-        logger=build_loggers(cfg, run_dir, run_name),
+        logger=build_loggers(cfg, run_dir, run_name, mode),
         # `last.ckpt` rewritten every epoch (save_last alone writes it only when training ends).
         callbacks=[ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1,
                                    enable_version_counter=False),

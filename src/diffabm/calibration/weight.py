@@ -18,10 +18,11 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from diffabm.calibration.datasets import read_posterior
 from diffabm.calibration.losses import ObservationLoss
 from diffabm.calibration.setup import load_target
 from diffabm.calibration.target import CalibrationTarget
-from diffabm.store import atomic_write_text, provenance, read_dataset
+from diffabm.store import atomic_write_text, provenance
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def estimate_loss_weight(cfg: DictConfig, population_path: str | Path | None, ob
                          posterior_path: str | Path, datasets: int = 48) -> dict[str, float | int | str]:
     """w, n_eff and the bootstrap loss moments at the posterior mean (unconstrained scale) of a calibration run."""
     target, _, _ = load_target(cfg, population_path, observed_path)
-    posterior = read_dataset(posterior_path)
+    posterior = read_posterior(posterior_path)
     draws = target.unconstrained({name: torch.as_tensor(posterior[name].values) for name in target.names})
     losses = bootstrap_losses(target, draws.mean(0), datasets, seed=int(cfg.seed))
     weight, effective = loss_weight(losses)

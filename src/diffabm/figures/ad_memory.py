@@ -13,14 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 import matplotlib.ticker
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from diffabm.figures import provenance_of, save_figure  # noqa: E402
-from diffabm.store import read_dataset  # noqa: E402
+from diffabm.figures.style import provenance_of, save_figure
+from diffabm.store import read_dataset
 
 LABELS = {"reverse": "reverse mode", "forward": "forward mode", "checkpointed": "checkpointed reverse",
           "no_gradient": "no gradient (simulation only)"}

@@ -15,18 +15,17 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+import xarray as xr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from diffabm.figures import provenance_of, save_figure  # noqa: E402
-from diffabm.store import atomic_write_text, read_dataset  # noqa: E402
+from diffabm.calibration.datasets import read_posterior
+from diffabm.figures.style import provenance_of, save_figure
+from diffabm.store import atomic_write_text, read_dataset
 
 MOVING_AVERAGE = 10
-BOTH = (".png", ".pdf")
 
 
 def study_arrays(ds: xr.Dataset, prefix: str) -> dict:
@@ -53,7 +52,7 @@ def plot_gradient_spread(spread: Mapping, path: str | Path, provenance: Mapping[
              ylabel=r"number of flow parameters $\phi_j$",
              title=f"Brock & Hommes: spread of gradient estimates ({int(active.sum())} flow parameters)")
     axis.legend(title="estimator")
-    return save_figure(fig, path, provenance or {}, BOTH)
+    return save_figure(fig, path, provenance or {})
 
 
 def plot_gradient_boxplots(estimates: Mapping, path: str | Path, provenance: Mapping[str, str] | None = None) -> Path:
@@ -78,7 +77,9 @@ def plot_gradient_boxplots(estimates: Mapping, path: str | Path, provenance: Map
         axis.errorbar([len(names) + 1], [reference[j]], yerr=[2 * se[j]], fmt="x", color="blue", markersize=8,
                       capsize=4)
         axis.axhline(reference[j], color="blue", lw=0.6, ls=":")
-        axis.set_yscale("symlog", linthresh=max(abs(float(reference[j])) + 2 * float(se[j]), 1e-12))
+        linthresh = max(abs(float(reference[j])) + 2 * float(se[j]), 1e-12)
+        axis.set_yscale("symlog", linthresh=linthresh)
+        _sparse_symlog_ticks(axis, linthresh)
         axis.set_xticks([*positions, len(names) + 1], [*names, "ref"], rotation=45)
         axis.set(title=phi[j], ylabel=rf"$\partial\, \mathbb{{E}}_q[\ell] / \partial$ {phi[j]}")
     handles = [plt.Line2D([], [], color="orange", ls="--", label="mean"),
@@ -87,7 +88,24 @@ def plot_gradient_boxplots(estimates: Mapping, path: str | Path, provenance: Map
     fig.legend(handles=handles, loc="outside lower center", ncols=3)
     fig.suptitle(f"Brock & Hommes: {values.shape[1]} gradient estimates per estimator, "
                  f"N = {estimates.get('samples', '?')} draws each; ref: score, N = {estimates.get('reference_samples', '?')}")
-    return save_figure(fig, path, provenance or {}, BOTH)
+    return save_figure(fig, path, provenance or {})
+
+
+def _sparse_symlog_ticks(axis, linthresh: float, per_side: int = 4) -> None:
+    """At most `per_side` decades each side of 0 as y ticks of a symmetric-log axis (every decade, over up to 20
+    decades, would overlap), none within a decade of the linear range around 0."""
+    low, high = axis.get_ylim()
+    first = int(np.ceil(np.log10(linthresh))) + 1
+    ticks, labels = [0.0], ["0"]
+    for sign, end in ((1, high), (-1, -low)):
+        if end <= 10.0**first:
+            continue
+        decades = list(range(first, int(np.floor(np.log10(end))) + 1))
+        for k in decades[:: max(1, int(np.ceil(len(decades) / per_side)))]:
+            ticks.append(sign * 10.0**k)
+            labels.append(f"${'-' if sign < 0 else ''}10^{{{k}}}$")
+    axis.set_yticks(ticks, labels)
+    axis.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def plot_training_loss(metrics: Mapping[str, pd.DataFrame], path: Path, provenance: Mapping[str, str]) -> Path:
@@ -104,7 +122,7 @@ def plot_training_loss(metrics: Mapping[str, pd.DataFrame], path: Path, provenan
     axis.set(xlabel="epoch (one step of 5 draws)", ylabel="loss: mean MMD² of the step's draws",
              title=f"Brock & Hommes: training loss ({MOVING_AVERAGE}-epoch moving average)")
     axis.legend(title="gradient estimator")
-    return save_figure(fig, path, provenance, BOTH)
+    return save_figure(fig, path, provenance)
 
 
 def plot_posterior(posterior: xr.Dataset, names: list[str], truth: Mapping[str, float], path: Path,
@@ -120,17 +138,19 @@ def plot_posterior(posterior: xr.Dataset, names: list[str], truth: Mapping[str, 
                 continue
             x = posterior[x_name].values
             if row == column:
-                axis.hist(x, bins=40, density=True, alpha=0.7)
+                axis.hist(x, bins=40, density=True, alpha=0.7, label="posterior")
             else:
                 axis.plot(x, posterior[y_name].values, ".", ms=1.5, alpha=0.4)
                 axis.axhline(truth[y_name], color="C3", lw=1)
-            axis.axvline(truth[x_name], color="C3", lw=1)
+            axis.axvline(truth[x_name], color="C3", lw=1, label="truth")
+            if row == column == 0:
+                axis.legend(fontsize="x-small")
             if row == size - 1:
                 axis.set_xlabel(x_name)
-            if column == 0 and row > 0:
-                axis.set_ylabel(y_name)
+            if column == 0:
+                axis.set_ylabel(y_name if row > 0 else "density")
     fig.suptitle(f"Brock & Hommes: posterior of the H = 0 flow ({posterior.sizes['draw']} draws; red: truth)")
-    return save_figure(fig, path, provenance, BOTH)
+    return save_figure(fig, path, provenance)
 
 
 def summary_table(study: xr.Dataset, posteriors: Mapping[str, xr.Dataset], metrics: Mapping[str, pd.DataFrame],
@@ -165,7 +185,7 @@ def gradient_horizon_report(cfg, study_path: str | Path, posteriors: Mapping[str
     study = read_dataset(study_path)
     provenance = provenance_of(study)
     frames = {name: pd.read_csv(path) for name, path in metrics.items()}
-    stores = {name: read_dataset(path) for name, path in posteriors.items()}
+    stores = {name: read_posterior(path) for name, path in posteriors.items()}  # (chain, draw) as one `draw`
     names = list(cfg.calibration.prior)
     figures_dir = Path(figures_dir)
     plot_training_loss(frames, figures_dir / "fig1_training_loss.png", provenance)

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from diffabm.figures import provenance_of, save_figure  # noqa: E402
-from diffabm.store import read_dataset  # noqa: E402
+from diffabm.figures.style import provenance_of, save_figure
+from diffabm.store import read_dataset
 
 PREFERENCE = ("finite_difference", "stochastic", "reverse_mode", "forward_mode")  # whose elasticities to rank
 AD_PREFERENCE = ("reverse_mode", "forward_mode", "checkpointed_reverse_mode", "stochastic")  # beside FD by group
@@ -27,7 +25,8 @@ def plot_sensitivity(sensitivity_path: str | Path, output_path: str | Path) -> P
     with the finite difference beside."""
     ds = read_dataset(sensitivity_path)
     methods = list(ds.method.values)
-    groupings = [g for g in dict.fromkeys(ds.grouping.values) if g and _infection_outputs(ds, g).size > 1]
+    groupings = [g for g in dict.fromkeys(ds.grouping.values) if g and _infection_outputs(ds, g).size > 1] \
+        if "grouping" in ds.variables else []
     columns = max(3, len(groupings))
     fig, axes = plt.subplots(2 if groupings else 1, columns, figsize=(5.8 * columns, 9.6 if groupings else 4.8),
                              squeeze=False)
@@ -46,7 +45,7 @@ def plot_sensitivity(sensitivity_path: str | Path, output_path: str | Path) -> P
     fig.suptitle(f"One-shot sensitivity ({ds.attrs.get('model')}, {len(ds.attrs.get('seeds', []))} seeds × "
                  f"{ds.attrs.get('draws')} draws; SE over both)", fontsize=11)
     fig.tight_layout()
-    return save_figure(fig, output_path, provenance_of(ds))
+    return save_figure(fig, output_path, provenance_of(ds, Source=str(sensitivity_path)))
 
 
 def _methods_side_by_side(ax, ds, first: int = 0) -> None:
@@ -62,6 +61,7 @@ def _methods_side_by_side(ax, ds, first: int = 0) -> None:
     ax.set_xticks(np.arange(len(parameters)), parameters, rotation=40, ha="right", fontsize=8)
     ax.axhline(0, color="black", lw=0.5)
     ax.set_ylabel("d y / dθ ÷ max |method|  (± 2 SE)")
+    ax.set_xlabel("parameter θ")
     ax.set_title(f"{ds.output.values[first]}: the methods side by side", fontsize=10)
     ax.legend(fontsize=7)
 
@@ -72,6 +72,8 @@ def _tornado(ax, ds, method: str, first: int = 0) -> None:
     elasticity = np.nan_to_num(ds.elasticity.values[list(ds.method.values).index(method), first])
     order = np.argsort(np.abs(elasticity))
     ax.barh(np.arange(len(order)), elasticity[order], color=np.where(elasticity[order] >= 0, "tab:red", "tab:blue"))
+    ax.legend(handles=[Patch(color="tab:red", label="y increases with θ"),
+                       Patch(color="tab:blue", label="y decreases with θ")], fontsize=7, loc="lower right")
     ax.set_yticks(np.arange(len(order)), [parameters[k] for k in order], fontsize=8)
     ax.axvline(0, color="black", lw=0.5)
     ax.set_xlabel("elasticity d log y / d log θ")
@@ -90,11 +92,14 @@ def _posterior_draws(ax, ds, first: int = 0) -> None:
         x = np.arange(len(parameters)) + (k - (draws - 1) / 2) * 0.7 / max(draws, 1)
         ax.errorbar(x, ds.derivative_by_draw.values[k, first] / scale,
                     yerr=2 * ds.standard_error_by_draw.values[k, first] / scale, fmt="o", ms=3, capsize=1.5,
-                    color=plt.cm.viridis(k / max(draws - 1, 1)))
-    ax.axhline(1, color="black", lw=0.5, ls="--")
+                    color=plt.cm.viridis(k / max(draws - 1, 1)),
+                    label=f"posterior draw {k + 1}" if k in (0, draws - 1) else None)
+    ax.axhline(1, color="black", lw=0.5, ls="--", label="as at the posterior mean")
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xticks(np.arange(len(parameters)), parameters, rotation=40, ha="right", fontsize=8)
     ax.set_ylabel("d y / dθ at a draw ÷ |at the posterior mean|  (± 2 SE)")
+    ax.set_xlabel("parameter θ")
+    ax.legend(fontsize=7, title=f"colour: draw 1 … {draws}", title_fontsize=7)
     ax.set_title(f"{ds.output.values[first]}: over {draws} posterior draws ({method})", fontsize=10)
 
 

@@ -1,43 +1,86 @@
-"""Simulated trajectories of any model: one panel per observable over time, the median and 5–95% band over
-draws for a series (draw, time), and the median per category for (draw, time, category) (e.g. stage, age)."""
+"""Simulated trajectories of any model: one panel per observable over time (dates for the epidemic, steps for
+Brock & Hommes), the median and 90% band (5–95%) over draws for a series (draw, time), and the median per category
+for (draw, time, category) (e.g. stage, age group); the study's interventions shaded."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from diffabm.figures.style import (
+    config_of,
+    format_time_axis,
+    intervention_legend,
+    intervention_spans,
+    plot_band,
+    provenance_of,
+    save_figure,
+    shade_interventions,
+    title_of,
+    unit_label,
+)
+from diffabm.store import read_dataset
 
-from diffabm.figures import provenance_of, save_figure  # noqa: E402
-from diffabm.store import read_dataset  # noqa: E402
+MAX_COLUMNS = 4
+ORDER = ("new_infections", "cases", "reported_cases", "hospitalisations", "deaths", "stage_counts")
+
+
+def panel_order(names: list[str]) -> list[str]:
+    """Totals first, in the order of the disease's course, each followed by its series by setting and by group;
+    other names after them, as they come."""
+    def key(item: tuple[int, str]):
+        position, name = item
+        event, _, grouping = name.partition("_by_")
+        event = "new_infections" if event == "infections" else event
+        return (ORDER.index(event), bool(grouping), grouping) if event in ORDER else (len(ORDER), position, "")
+    return [name for _, name in sorted(enumerate(names), key=key)]
 
 
 def plot_simulation(simulation_path: str | Path, output_path: str | Path) -> Path:
-    """Plot every observable of `simulation.zarr` that has a `time` dimension; provenance in the PNG metadata."""
+    """Plot every observable of `simulation.zarr` that has a `time` dimension; PNG (provenance in its metadata) and
+    PDF."""
     ds = read_dataset(simulation_path)
-    names = [name for name in ds.data_vars if ds[name].dims[:2] == ("draw", "time") and ds[name].ndim <= 3]
+    names = panel_order([name for name in ds.data_vars if ds[name].dims[:2] == ("draw", "time") and ds[name].ndim <= 3
+                         and not (ds[name].ndim == 3 and ds.sizes[ds[name].dims[2]] == 1)])  # one group: the total
     if not names:
         raise ValueError(f"store {simulation_path}: no series with dimensions (draw, time) to plot")
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.4), constrained_layout=True, squeeze=False)
+    columns = min(MAX_COLUMNS, len(names))
+    rows = math.ceil(len(names) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(max(4.4 * columns, 7.5), 3.6 * rows + 0.6), layout="constrained",
+                             squeeze=False)
+    config = config_of(ds)
+    spans = intervention_spans(config)
     time = ds.time.values
-    for axis, name in zip(axes[0], names):
+    draws = ds.sizes["draw"]
+    for axis, name in zip(axes.flat, names):
         series = ds[name]
         if series.ndim == 2:
-            low, mid, high = (series.quantile(q, dim="draw") for q in (0.05, 0.5, 0.95))
-            axis.fill_between(time, low, high, alpha=0.3, label="5–95% over draws")
-            axis.plot(time, mid, label="median")
+            if draws > 1:
+                plot_band(axis, time, series, label=f"median of {draws} draws")
+            else:
+                axis.plot(time, series.values[0], label="one draw")
         else:
             category = series.dims[2]
             median = series.median("draw")
             for label in ds[category].values:
-                axis.plot(time, median.sel({category: label}), label=str(label).replace("_", " "))
-            if np.nanmax(median.values) > 100 * max(np.nanmin(median.values[median.values > 0], initial=1.0), 1.0):
-                axis.set_yscale("symlog")
-        axis.set(title=name.replace("_", " "), xlabel="date" if np.issubdtype(time.dtype, np.datetime64) else "step")
-        axis.tick_params(axis="x", labelrotation=45)
-        axis.legend(fontsize="x-small")
-    fig.suptitle(f"{ds.sizes['draw']} draws")
+                axis.plot(time, median.sel({category: label}), lw=1.2, label=title_of(str(label)))
+            positive = median.values[median.values > 0]
+            if positive.size and np.nanmax(median.values) > 100 * max(np.nanmin(positive), 1.0):
+                axis.set_yscale("symlog", linthresh=1.0)
+            axis.legend(fontsize="x-small", title=f"{title_of(category)} (median of {draws} draw{'s' * (draws > 1)})",
+                        title_fontsize="x-small", ncols=2 if ds.sizes[category] > 5 else 1)
+        shade_interventions(axis, spans)
+        axis.set(title=title_of(name), ylabel=unit_label(name))
+        format_time_axis(axis, time)
+        if series.ndim == 2:
+            axis.legend(fontsize="x-small")
+    for axis in axes.flat[len(names):]:
+        axis.set_visible(False)
+    intervention_legend(fig, spans)
+    study = config.get("study", "")
+    fig.suptitle(f"{study + ': ' if study else ''}simulated trajectories, {draws} draw{'s' * (draws > 1)} "
+                 f"(seed {ds.attrs.get('seed', '')})")
     return save_figure(fig, output_path, provenance_of(ds, Source=str(simulation_path)), dpi=110)

@@ -49,6 +49,7 @@ import xarray as xr
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from diffabm.build import build_model
+from diffabm.calibration.datasets import read_posterior
 from diffabm.calibration.priors import Prior, build_prior
 from diffabm.config import validate_config
 from diffabm.models.base import Simulator, stable_seed
@@ -234,7 +235,7 @@ def write_sbc(cfg: DictConfig, population, observed_paths: Sequence[str | Path],
     rows = []
     for index, (observed_path, posterior_path) in enumerate(zip(observed_paths, posterior_paths)):
         truth = dict(read_dataset(observed_path).attrs.get("truth") or {})
-        posterior = read_dataset(posterior_path)
+        posterior = read_posterior(posterior_path)
         missing = [name for name in names if name not in truth or name not in posterior]
         if missing:
             raise ValueError(f"sbc data set {index}: parameter {missing[0]!r} is missing from the truth of "
