@@ -3,6 +3,7 @@ Hydra configs it ships (pkg://diffabm.conf) and their JSON schema."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_wheel_installed_outside_the_checkout_composes_the_studies(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "--quiet",
-                    "--wheel-dir", str(tmp_path / "wheel")], check=True, capture_output=True, cwd=tmp_path)
+    leftover = not (ROOT / "build").exists()  # setuptools builds in the checkout's build/: remove ours after
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                        "--quiet", "--wheel-dir", str(tmp_path / "wheel")], check=True, capture_output=True,
+                       cwd=tmp_path)
+    finally:
+        if leftover:
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
     (wheel,) = (tmp_path / "wheel").glob("diffabm-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(tmp_path / "site")
