@@ -20,8 +20,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e '.[dev]'
 	touch $@
 
+# The study's results, then its report (results/<study>/report.html: one self-contained file).
 run: install
 	$(VENV)/bin/snakemake --cores $(CORES) --config study=$(STUDY)
+	$(VENV)/bin/snakemake --report results/$(STUDY)/report.html --config study=$(STUDY)
+
+# The report of a finished run (`make run` builds it too): every figure and table with its caption, the resolved
+# config, the jobs' benchmark records.
+report: install
+	$(VENV)/bin/snakemake --report results/$(STUDY)/report.html --config study=$(STUDY)
 
 test: install
 	$(PY) -m pytest

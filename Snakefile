@@ -1,10 +1,14 @@
 # diffabm workflow: `snakemake --cores all` builds the default study;
-# `snakemake --cores all --config study=<name>` another (conf/experiment/<name>.yaml).
+# `snakemake --cores all --config study=<name>` another (conf/experiment/<name>.yaml);
+# `snakemake --report results/<study>/report.html --config study=<name>` its HTML report (`make report`).
 from diffabm.config import compose_study
 from diffabm.snakemake_job import workflow_config
 
 STUDY, OVERRIDES = workflow_config(config)  # checked and composed once: a bad value stops here
 RESULTS = f"results/{STUDY}"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -16,16 +20,10 @@ include: "workflow/rules/sensitivity.smk"
 include: "workflow/rules/sbc.smk"
 include: "workflow/rules/ad_memory.smk"
 include: "workflow/rules/counterfactual.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
-        population_targets(STUDY),
-        f"{RESULTS}/simulation.zarr",
-        f"{RESULTS}/figures/simulation.png",
-        calibration_targets(STUDY),
-        gradient_horizon_targets(STUDY),
-        sensitivity_targets(STUDY),
-        sbc_targets(STUDY),
-        ad_memory_targets(STUDY),
-        counterfactual_targets(STUDY),
+        study_targets(STUDY),
+        report_targets(STUDY),

@@ -5,6 +5,7 @@ Lightning neither warns about `srun` nor requeues itself on SLURM, a job resumes
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -187,3 +188,85 @@ def test_the_slurm_profile_names_no_cluster_and_polls_squeue(tmp_path):
                          text=True, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "slurm_account=myproject, slurm_partition=short, runtime=60" in run.stdout + run.stderr
+
+
+# The toy study with a point calibration on a tiny budget (the toy study has none of its own): a population, its
+# observations and a calibration in seconds.
+TOY_CALIBRATION = ["population.n_agents=500", "model.days=12", "model.draws=2", "+calibration=default",
+                   ("+truth={beta_household: 2.0, beta_school: 4.0, beta_workplace: 2.5, beta_community: 1.5, "
+                    "initial_fraction: 0.01}"), "calibration.modes=[point]", "calibration.point.epochs=2",
+                   "calibration.point.draws_per_step=2", "calibration.fit_draws=2", "calibration.loggers=[csv]"]
+
+
+def config_arguments(study: str, overrides: list[str]) -> list[str]:
+    """`--config study=... overrides=[...]` as Snakemake parses it (each override quoted as YAML)."""
+    return ["--config", f"study={study}", "overrides=[" + ", ".join(f'"{override}"' for override in overrides) + "]"]
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """The jobs a dry run plans, per rule (its "Job stats" table), without the target rule."""
+    if "Job stats:" not in output:
+        return {}
+    lines = output.split("Job stats:", 1)[1].splitlines()[3:]
+    jobs = {}
+    for line in lines:
+        fields = line.split()
+        if len(fields) != 2 or fields[0] == "total":
+            break
+        jobs[fields[0]] = int(fields[1])
+    return jobs
+
+
+def test_rules_have_logs_benchmarks_and_resources_from_the_config():
+    """Every rule (but `all`) has a log, a benchmark record at results/<study>/benchmarks/<rule>[-<wildcards>].tsv,
+    and no hard-coded thread count other than 1 (figures, tables)."""
+    text = "\n".join(path.read_text() for path in sorted((ROOT / "workflow/rules").glob("*.smk")))
+    rules = re.split(r"^rule (\w+):\n", text, flags=re.MULTILINE)[1:]
+    assert len(rules) >= 30
+    for name, body in zip(rules[::2], rules[1::2]):
+        body = body.split("\n\n\n")[0]
+        assert "    log:\n" in body, name
+        assert re.search(rf'benchmark:\n\s+"results/{{study}}/benchmarks/{name}(-[^"/]+)?\.tsv"', body), name
+        threads = re.search(r"threads: (\S+)", body)
+        assert threads and threads.group(1) in ("1", "simulation_threads", "calibration_threads"), name
+        assert re.search(r"runtime=runtime\(\"(simulation|calibration|figures)\"\)", body), name
+        assert "mem_mb=" in body, name
+
+
+def test_job_resources_come_from_the_study_config(tmp_path):
+    """Threads, runtime and the memory estimate (agents × draws × days) of a job follow the study's config."""
+    overrides = [*TOY_CALIBRATION, "population.n_agents=200000", "calibration.threads=3",
+                 "resources.runtime.calibration=7"]
+    run = subprocess.run([*SNAKEMAKE, "--cores", "4", "--directory", str(tmp_path), "-n",
+                          "results/toy/calibration/point/posterior.zarr", *config_arguments("toy", overrides)],
+                         check=False, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    calibrate = run.stdout.split("rule calibrate:", 1)[1].split("\n\n", 1)[0]
+    assert "threads: 3" in calibrate and "runtime=7" in calibrate and "gpu=0" in calibrate
+    # 200,000 toy agents × 2 draws × 12 days with gradients: 1,000 MB + 275 MB, rounded up to 100 MB
+    assert "mem_mb=1300" in calibrate
+    synthesize = run.stdout.split("rule synthesize:", 1)[1].split("\n\n", 1)[0]
+    assert "runtime=60" in synthesize and "mem_mb=2000" in synthesize
+
+
+def test_a_config_edit_reruns_exactly_the_jobs_that_read_it(tmp_path):
+    """Each job's `config_hash` param hashes the config its stage reads: after a run, an edit of a calibration
+    setting plans the calibration job again and not the population or the observations; a resource setting, another
+    mode's setting or a section the jobs do not read plans nothing; an edit of the model plans the observations and
+    the calibration, not the population."""
+    target = "results/toy/calibration/point/posterior.zarr"
+    run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), target,
+                          *config_arguments("toy", TOY_CALIBRATION)], check=False, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    def planned(*edits: str) -> dict[str, int]:
+        dry = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", target,
+                              *config_arguments("toy", [*TOY_CALIBRATION, *edits])], check=False, capture_output=True, text=True)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        return planned_jobs(dry.stdout)
+
+    assert planned("calibration.flow.lr=0.07", "calibration.threads=1", "resources.runtime.calibration=5",
+                   "calibration.progress_bar=false", "resources.max_memory_gb=50") == {}
+    assert planned("calibration.point.lr=0.07") == {"calibrate": 1}
+    assert planned("truth.initial_fraction=0.02") == {"observe": 1, "calibrate": 1}
+    assert planned("population.n_agents=600") == {"synthesize": 1, "observe": 1, "calibrate": 1}

@@ -107,6 +107,13 @@ STAGES: dict[str, Stage] = {
                        "memory and time of one gradient per AD mode (ad_memory.zarr)"),
     "plot-ad-memory": Stage("diffabm.figures.ad_memory:plot_ad_memory", ("ad-memory", "output"),
                             "plot an ad_memory.zarr (PNG)", needs_config=False),
+    "resolved-config": Stage("diffabm.report:write_config", ("output", "html?"),
+                             "write the study's resolved config with its provenance (YAML; the report's config)"),
+    "benchmark-table": Stage("diffabm.report:write_benchmark_table", ("benchmarks-dir", "output", "html"),
+                             "gather a study's job benchmarks (benchmarks/*.tsv) into one CSV and an HTML page",
+                             needs_config=False),
+    "html-table": Stage("diffabm.report:write_html_table", ("table", "output"), "a CSV table as an HTML page",
+                        needs_config=False),
 }
 
 

@@ -3,7 +3,7 @@
 The job's log file (`results/<study>/logs/<rule>.log`, the rule's `log:`) receives everything the
 stage prints: its log lines, warnings, Lightning's messages and, on failure, the one-line error
 (with the traceback under DIFFABM_DEBUG=1), which also goes to the console; the job exits 2.
-Torch uses the job's `threads`.
+Torch uses the job's `threads`. The job composes the study's config with the run's overrides (`job_overrides`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def run_job(snakemake: Any, stage: Callable[[DictConfig], object]) -> None:
     logging.getLogger(__name__).info("rule %s (%s), %d threads", rule, dict(snakemake.wildcards.items()),
                                      snakemake.threads)
     try:
-        stage(compose_study(snakemake.wildcards.study, snakemake.params.overrides))
+        stage(compose_study(snakemake.wildcards.study, job_overrides(snakemake)))
     except Exception as err:  # noqa: BLE001 - a job's contract: one line in the log and on the console, exit 2
         code = report_failure(rule, err)
         sys.stderr.flush()
@@ -55,6 +55,13 @@ def run_job(snakemake: Any, stage: Callable[[DictConfig], object]) -> None:
             print(f"diffabm {rule}: error: {error_line(err)} (log: {snakemake.log[0]})", file=stderr)
         sys.exit(code)
     logging.getLogger(__name__).info("rule %s done", rule)
+
+
+def job_overrides(snakemake: Any) -> list[str]:
+    """The job's Hydra overrides: the run's (`--config overrides=[...]`, read from the workflow's config, not a param:
+    a job reruns only when the config it reads changes, its `params.config_hash`), then a flow variant's
+    (`params.variant`)."""
+    return [*snakemake.config.get("overrides", []), *snakemake.params.get("variant", [])]
 
 
 def workflow_config(config: dict) -> tuple[str, list[str]]:

@@ -2,25 +2,19 @@
 # gradient against the days for each AD mode (ad_memory), its England extrapolation, and the figure.
 
 
-def ad_memory_targets(study):
-    """The study's memory store, tables and figure (for `rule all`), if it has an `ad_memory` section."""
-    if study_config(study).get("ad_memory") is None:
-        return []
-    return [f"results/{study}/ad_memory.zarr", f"results/{study}/figures/ad_memory.png"]
-
-
 rule ad_memory:
-    threads: 2  # wall times are on two torch threads; the job's memory worker uses the same
+    threads: simulation_threads  # wall times are on these torch threads; the job's memory worker uses the same
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=ad_memory_mb,
+        runtime=runtime("calibration"),
     output:
         store=directory("results/{study}/ad_memory.zarr"),
         table=report("results/{study}/ad_memory.csv", caption="../report/ad_memory.rst", category="AD memory"),
         england=report("results/{study}/ad_memory_england.csv", caption="../report/ad_memory.rst",
                        category="AD memory"),
     params:
-        overrides=OVERRIDES,
+        config_hash=config_hash((*MODEL, "ad_memory")),
+        seed=study_seed,
     log:
         "results/{study}/logs/ad_memory.log",
     benchmark:
@@ -31,12 +25,15 @@ rule ad_memory:
 
 rule plot_ad_memory:
     threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("figures"),
     input:
         "results/{study}/ad_memory.zarr",
     output:
         report("results/{study}/figures/ad_memory.png", caption="../report/ad_memory.rst", category="AD memory"),
     params:
-        overrides=OVERRIDES,
+        seed=study_seed,  # for the caption: a figure reads only its inputs
     log:
         "results/{study}/logs/plot_ad_memory.log",
     benchmark:

@@ -1,71 +1,24 @@
-# Calibration: synthetic observations at the study's truth, then each mode of
-# `calibration.modes` (point, calibnn, flow; ensemble = members merged) and each flow of
-# `calibration.variants` (flow_<variant>: the flow with the variant's overrides), and their figures.
-
-
-def calibration_runs(study):
-    """The study's calibration runs: its modes, then flow_<variant> for each variant."""
-    calibration = study_config(study).calibration
-    return [*calibration.modes, *(f"flow_{variant}" for variant in calibration.get("variants") or {})]
-
-
-def calibration_targets(study):
-    """Outputs of the study's calibration runs and figures (for `rule all`)."""
-    cfg = study_config(study)
-    if "calibration" not in cfg:
-        return []
-    runs = calibration_runs(study)
-    return [
-        *(f"results/{study}/calibration/{run}/{name}" for run in runs for name in ("posterior.zarr", "fit.zarr")),
-        *(f"results/{study}/figures/calibration_{run}.png" for run in runs),
-        f"results/{study}/calibration/recovery.csv",
-        *(f"results/{study}/calibration/{run}/forecast_scores.csv" for run in runs if "observed" in cfg),
-    ]
-
-
-def calibration_threads(wildcards):
-    """Torch threads of a calibration job: `calibration.threads` (1 for a model of tiny tensors)."""
-    return study_config(wildcards.study).calibration.threads
-
-
-def variant_overrides(wildcards):
-    """The run's overrides followed by those of the flow variant."""
-    return [*OVERRIDES, *study_config(wildcards.study).calibration.variants[wildcards.variant]]
-
-
-@functools.cache
-def run_config(study, variant=None):
-    """The composed config of a calibration run: the study's, with the flow variant's overrides if any."""
-    if variant is None:
-        return study_config(study)
-    return compose_study(study, [*OVERRIDES, *study_config(study).calibration.variants[variant]])
-
-
-def ensemble_members(wildcards):
-    """Posteriors of the ensemble's `calibration.ensemble.members` point calibrations."""
-    members = study_config(wildcards.study).calibration.ensemble.members
-    return [f"results/{wildcards.study}/calibration/ensemble/members/{k}/posterior.zarr" for k in range(members)]
-
-
-def flow_loss_weight(wildcards):
-    """The loss-weight file a flow with `calibration.flow.loss_weight: auto` reads; nothing otherwise."""
-    cfg = run_config(wildcards.study, wildcards.get("variant"))
-    if wildcards.get("mode", "flow") == "flow" and cfg.calibration.flow.loss_weight == "auto":
-        return f"results/{wildcards.study}/calibration/loss_weight.json"
-    return []
+# Calibration: synthetic observations at the study's truth, then each mode of `calibration.modes` (point, calibnn,
+# flow; ensemble = members merged) and each flow of `calibration.variants` (flow_<variant>: the flow with the
+# variant's overrides), their figures and tables. Input functions: common.smk.
 
 
 rule observe:
-    threads: 2
+    threads: simulation_threads
+    resources:
+        mem_mb=mem_mb("observe"),
+        runtime=runtime("simulation"),
     input:
         population=population_input,
         records=record_files,
     output:
         observed=directory("results/{study}/observed.zarr"),
     params:
-        overrides=OVERRIDES,
+        config_hash=config_hash(OBSERVATIONS),
     log:
         "results/{study}/logs/observe.log",
+    benchmark:
+        "results/{study}/benchmarks/observe.tsv"
     script:
         "../scripts/observe.py"
 
@@ -74,6 +27,9 @@ rule calibrate:
     threads: calibration_threads
     resources:
         attempt=job_attempt,
+        mem_mb=mem_mb("calibrate"),
+        runtime=runtime("calibration"),
+        gpu=calibration_gpus,
     input:
         population=population_input,
         observed="results/{study}/observed.zarr",
@@ -85,9 +41,11 @@ rule calibrate:
     wildcard_constraints:
         mode="point|calibnn|flow",
     params:
-        overrides=OVERRIDES,
+        config_hash=calibration_mode_hash,
     log:
         "results/{study}/logs/calibrate_{mode}.log",
+    benchmark:
+        "results/{study}/benchmarks/calibrate-{mode}.tsv"
     script:
         "../scripts/calibrate.py"
 
@@ -96,6 +54,9 @@ rule calibrate_variant:
     threads: calibration_threads
     resources:
         attempt=job_attempt,
+        mem_mb=mem_mb("calibrate"),
+        runtime=runtime("calibration"),
+        gpu=calibration_gpus,
     input:
         population=population_input,
         observed="results/{study}/observed.zarr",
@@ -107,15 +68,21 @@ rule calibrate_variant:
     wildcard_constraints:
         variant="[A-Za-z0-9]+",
     params:
-        overrides=variant_overrides,
+        config_hash=calibration_hash("flow"),  # of the variant's config
+        variant=variant_overrides,
     log:
         "results/{study}/logs/calibrate_flow_{variant}.log",
+    benchmark:
+        "results/{study}/benchmarks/calibrate_variant-{variant}.tsv"
     script:
         "../scripts/calibrate.py"
 
 
 rule loss_weight:
     threads: calibration_threads
+    resources:
+        mem_mb=mem_mb("loss_weight"),
+        runtime=runtime("calibration"),
     input:
         population=population_input,
         observed="results/{study}/observed.zarr",
@@ -123,9 +90,11 @@ rule loss_weight:
     output:
         "results/{study}/calibration/loss_weight.json",
     params:
-        overrides=OVERRIDES,
+        config_hash=calibration_hash(None),
     log:
         "results/{study}/logs/loss_weight.log",
+    benchmark:
+        "results/{study}/benchmarks/loss_weight.tsv"
     script:
         "../scripts/loss_weight.py"
 
@@ -134,6 +103,9 @@ rule calibrate_ensemble_member:
     threads: calibration_threads
     resources:
         attempt=job_attempt,
+        mem_mb=mem_mb("ensemble"),
+        runtime=runtime("calibration"),
+        gpu=calibration_gpus,
     input:
         population=population_input,
         observed="results/{study}/observed.zarr",
@@ -143,14 +115,20 @@ rule calibrate_ensemble_member:
     wildcard_constraints:
         member=r"\d+",
     params:
-        overrides=OVERRIDES,
+        config_hash=calibration_hash("ensemble"),
     log:
         "results/{study}/logs/calibrate_ensemble_{member}.log",
+    benchmark:
+        "results/{study}/benchmarks/calibrate_ensemble_member-{member}.tsv"
     script:
         "../scripts/calibrate.py"
 
 
 rule merge_ensemble:
+    threads: simulation_threads
+    resources:
+        mem_mb=mem_mb("ensemble"),
+        runtime=runtime("simulation"),
     input:
         members=ensemble_members,
         population=population_input,
@@ -160,14 +138,20 @@ rule merge_ensemble:
         fit=directory("results/{study}/calibration/ensemble/fit.zarr"),
         metrics="results/{study}/calibration/ensemble/metrics.csv",
     params:
-        overrides=OVERRIDES,
+        config_hash=calibration_hash("ensemble"),
     log:
         "results/{study}/logs/merge_ensemble.log",
+    benchmark:
+        "results/{study}/benchmarks/merge_ensemble.tsv"
     script:
         "../scripts/merge_ensemble.py"
 
 
 rule plot_calibration:
+    threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("figures"),
     input:
         posterior="results/{study}/calibration/{mode}/posterior.zarr",
         fit="results/{study}/calibration/{mode}/fit.zarr",
@@ -180,40 +164,70 @@ rule plot_calibration:
             subcategory="{mode}",
         ),
     params:
-        overrides=OVERRIDES,
+        config_hash=config_hash(("calibration.prior",)),  # the prior densities beside the posterior
+        seed=study_seed,
     log:
         "results/{study}/logs/plot_calibration_{mode}.log",
+    benchmark:
+        "results/{study}/benchmarks/plot_calibration-{mode}.tsv"
     script:
         "../scripts/plot_calibration.py"
 
 
 rule recovery_table:
+    threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("figures"),
     input:
-        posteriors=lambda w: expand("results/{study}/calibration/{run}/posterior.zarr", study=w.study,
-                                    run=calibration_runs(w.study)),
-        fits=lambda w: expand("results/{study}/calibration/{run}/fit.zarr", study=w.study,
-                              run=calibration_runs(w.study)),
+        posteriors=lambda w: calibration_run_stores(w, "posterior.zarr"),
+        fits=lambda w: calibration_run_stores(w, "fit.zarr"),
     output:
-        report("results/{study}/calibration/recovery.csv", caption="../report/recovery.rst", category="Calibration"),
+        "results/{study}/calibration/recovery.csv",
     params:
         modes=lambda w: calibration_runs(w.study),
-        overrides=OVERRIDES,
     log:
         "results/{study}/logs/recovery_table.log",
+    benchmark:
+        "results/{study}/benchmarks/recovery_table.tsv"
     script:
         "../scripts/recovery_table.py"
 
 
+rule recovery_html:
+    threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("figures"),
+    input:
+        "results/{study}/calibration/recovery.csv",
+    output:
+        report("results/{study}/report/recovery.html", caption="../report/recovery.rst", category="Calibration"),
+    params:
+        seed=study_seed,
+    log:
+        "results/{study}/logs/recovery_html.log",
+    benchmark:
+        "results/{study}/benchmarks/recovery_html.tsv"
+    script:
+        "../scripts/html_table.py"
+
 rule forecast_scores:
+    threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("figures"),
     input:
         fit="results/{study}/calibration/{run}/fit.zarr",
     output:
-        scores="results/{study}/calibration/{run}/forecast_scores.csv",
+        scores=report("results/{study}/calibration/{run}/forecast_scores.csv", caption="../report/forecast_scores.rst",
+                      category="Calibration", subcategory="{run}"),
     params:
-        overrides=OVERRIDES,
+        config_hash=config_hash(("calibration.holdout_days",)),
+        seed=study_seed,
     log:
         "results/{study}/logs/forecast_scores_{run}.log",
     benchmark:
-        "results/{study}/benchmarks/forecast_scores_{run}.tsv"
+        "results/{study}/benchmarks/forecast_scores-{run}.tsv"
     script:
         "../scripts/forecast_scores.py"

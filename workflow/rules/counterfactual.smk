@@ -1,57 +1,47 @@
 # Counterfactual scenarios (diffabm.counterfactual): one job per `{scenario}` of `counterfactual.scenarios`, each
 # rerunning the posterior draws of calibration run `counterfactual.posterior` with its edited interventions; then
-# the merged store, the summary table and the figure. A rerun computes only the scenarios whose store is missing.
+# the merged store, the summary table and the figure. A scenario's job hashes only its own edits: adding or editing
+# one scenario reruns that one (and the merge), not the others.
 
 
 wildcard_constraints:
     scenario="[A-Za-z0-9_]+",
 
 
-def counterfactual_targets(study):
-    """The merged counterfactual store, its table and figure (for `rule all`), if the study has scenarios."""
-    if study_config(study).get("counterfactual") is None:
-        return []
-    return [f"results/{study}/counterfactuals.zarr", f"results/{study}/counterfactuals.csv",
-            f"results/{study}/figures/counterfactuals.png"]
-
-
-def counterfactual_posterior(wildcards):
-    run = study_config(wildcards.study).counterfactual.posterior
-    return f"results/{wildcards.study}/calibration/{run}/posterior.zarr"
-
-
-def scenario_stores(wildcards):
-    scenarios = list(study_config(wildcards.study).counterfactual.scenarios)
-    return [f"results/{wildcards.study}/counterfactuals/{scenario}.zarr" for scenario in scenarios]
-
-
 rule counterfactual:
-    threads: 2
+    threads: simulation_threads
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("counterfactual"),
+        runtime=runtime("simulation"),
     input:
         population=population_input,
         posterior=counterfactual_posterior,
     output:
         scenario=directory("results/{study}/counterfactuals/{scenario}.zarr"),
     params:
-        overrides=OVERRIDES,
+        config_hash=config_hash((*MODEL, "interventions", "start_date", "counterfactual.posterior",
+                                 "counterfactual.draws", "counterfactual.scenarios.{scenario}")),
     log:
         "results/{study}/logs/counterfactual_{scenario}.log",
     benchmark:
-        "results/{study}/benchmarks/counterfactual_{scenario}.tsv"
+        "results/{study}/benchmarks/counterfactual-{scenario}.tsv"
     script:
         "../scripts/counterfactual.py"
 
 
 rule merge_counterfactuals:
+    threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("figures"),
     input:
         scenarios=scenario_stores,
     output:
         store=directory("results/{study}/counterfactuals.zarr"),
-        table="results/{study}/counterfactuals.csv",
+        table=report("results/{study}/counterfactuals.csv", caption="../report/counterfactuals.rst",
+                     category="Counterfactuals"),
     params:
-        overrides=OVERRIDES,
+        seed=study_seed,  # a merge reads only its inputs
     log:
         "results/{study}/logs/merge_counterfactuals.log",
     benchmark:
@@ -61,6 +51,10 @@ rule merge_counterfactuals:
 
 
 rule plot_counterfactuals:
+    threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("figures"),
     input:
         store="results/{study}/counterfactuals.zarr",
         observed="results/{study}/observed.zarr",
@@ -71,8 +65,10 @@ rule plot_counterfactuals:
             category="Counterfactuals",
         ),
     params:
-        overrides=OVERRIDES,
+        seed=study_seed,  # for the caption: a figure reads only its inputs
     log:
         "results/{study}/logs/plot_counterfactuals.log",
+    benchmark:
+        "results/{study}/benchmarks/plot_counterfactuals.tsv"
     script:
         "../scripts/plot_counterfactuals.py"

@@ -2,38 +2,31 @@
 # figures and table that compare them with the flows of `calibration.variants` (one per estimator).
 
 
-def gradient_horizon_targets(study):
-    """The study's figures and table (for `rule all`), if it has a `gradient_study` section."""
-    if study_config(study).get("gradient_study") is None:
-        return []
-    return [f"results/{study}/gradient_horizon.csv"]
-
-
-def variants(wildcards):
-    """The study's flow variants (each estimator's flow; their names those of the gradient study's estimators)."""
-    return list(study_config(wildcards.study).calibration.variants)
-
-
-def variant_stores(wildcards, name):
-    """`name` (posterior.zarr or metrics.csv) of each variant's flow."""
-    return [f"results/{wildcards.study}/calibration/flow_{variant}/{name}" for variant in variants(wildcards)]
-
-
 rule gradient_study:
-    threads: 1  # the simulator's tensors are (draws, 4): more threads only add synchronisation
+    threads: calibration_threads  # the simulator's tensors are (draws, 4): the study sets 1 thread
+    resources:
+        mem_mb=BASE_MB,
+        runtime=runtime("calibration"),
     input:
         observed="results/{study}/observed.zarr",
     output:
         directory("results/{study}/gradient_study.zarr"),
     params:
-        overrides=OVERRIDES,
+        config_hash=config_hash((*MODEL, "gradient_study", "calibration.loss", "calibration.prior",
+                                 "calibration.flow")),
     log:
         "results/{study}/logs/gradient_study.log",
+    benchmark:
+        "results/{study}/benchmarks/gradient_study.tsv"
     script:
         "../scripts/gradient_study.py"
 
 
 rule gradient_horizon_report:
+    threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("figures"),
     input:
         study="results/{study}/gradient_study.zarr",
         posteriors=lambda w: variant_stores(w, "posterior.zarr"),
@@ -47,9 +40,12 @@ rule gradient_horizon_report:
         table=report("results/{study}/gradient_horizon.csv", caption="../report/gradient_horizon.rst",
                      category="Gradient horizon"),
     params:
-        overrides=OVERRIDES,
+        config_hash=config_hash(("calibration.prior", "truth")),
+        seed=study_seed,
         variants=variants,
     log:
         "results/{study}/logs/gradient_horizon_report.log",
+    benchmark:
+        "results/{study}/benchmarks/gradient_horizon_report.tsv"
     script:
         "../scripts/gradient_horizon_report.py"

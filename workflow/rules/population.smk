@@ -1,30 +1,28 @@
-# Population synthesis: census tables (or the toy generator) -> population.zarr + report.
-from pathlib import Path
-
-
-def census_tables(wildcards):
-    """Census inputs of the study's population (none for the toy generator), and the Ministry of Health's SA2 file
-    (districts, health-service populations and vaccine uptake)."""
-    cfg = study_config(wildcards.study)
-    if cfg.get("population") is None or cfg.population.kind != "census":
-        return []
-    return sorted(str(p) for p in Path(cfg.population.data_dir).glob("*.parquet")) + [cfg.population.health_service_file]
+# Population synthesis: census tables (or the toy generator) -> population.zarr + its fit report (figures and CSV
+# tables, all in the HTML report).
 
 
 rule synthesize:
+    threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("simulation"),
     input:
         census_tables,
     output:
         population=directory("results/{study}/population.zarr"),
         report=report(
             directory("results/{study}/population_report"),
-            patterns=["{name}.png"],
+            patterns=["{name}.png", "{name}.csv"],
             caption="../report/population.rst",
             category="Population",
         ),
     params:
-        overrides=OVERRIDES,
+        config_hash=config_hash(POPULATION),
+        seed=study_seed,
     log:
         "results/{study}/logs/synthesize.log",
+    benchmark:
+        "results/{study}/benchmarks/synthesize.tsv"
     script:
         "../scripts/synthesize.py"

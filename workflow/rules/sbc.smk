@@ -1,32 +1,15 @@
 # Simulation-based calibration (study sbc; Talts et al. 2018): per data set i of `sbc.datasets`, a truth drawn
 # from the prior and its observations (sbc_observe), the point fit and loss weight the flow needs
 # (sbc_calibrate point, sbc_loss_weight; only for `loss_weight: auto`), the flow (sbc_calibrate flow); then the
-# ranks of the truths among the posterior draws (sbc_ranks) and the figure (plot_sbc).
-
-
-def sbc_targets(study):
-    """The SBC tables and figure (for `rule all`), if the study has an `sbc` section."""
-    if study_config(study).get("sbc") is None:
-        return []
-    return [f"results/{study}/sbc/{name}" for name in ("ranks.csv", "summary.csv")] + [
-        f"results/{study}/figures/sbc.png"]
-
-
-def sbc_datasets(wildcards, name):
-    """`name` (e.g. observed.zarr, flow/posterior.zarr) of every data set of `sbc.datasets`, in order."""
-    datasets = study_config(wildcards.study).sbc.datasets
-    return [f"results/{wildcards.study}/sbc/{index}/{name}" for index in range(datasets)]
-
-
-def sbc_loss_weight_input(wildcards):
-    """The data set's loss-weight file, for a flow with `calibration.flow.loss_weight: auto`; nothing otherwise."""
-    if wildcards.mode == "flow" and study_config(wildcards.study).calibration.flow.loss_weight == "auto":
-        return f"results/{wildcards.study}/sbc/{wildcards.dataset}/loss_weight.json"
-    return []
+# ranks of the truths among the posterior draws (sbc_ranks) and the figure (plot_sbc). A data set's jobs hash no
+# `sbc` setting: more data sets leave the existing ones alone.
 
 
 rule sbc_observe:
-    threads: 1
+    threads: calibration_threads  # the study runs one data set per core
+    resources:
+        mem_mb=mem_mb("observe"),
+        runtime=runtime("simulation"),
     input:
         population=population_input,
     output:
@@ -34,11 +17,11 @@ rule sbc_observe:
     wildcard_constraints:
         dataset=r"\d+",
     params:
-        overrides=OVERRIDES,
+        config_hash=config_hash((*MODEL, "calibration.prior")),
     log:
         "results/{study}/logs/sbc/observe_{dataset}.log",
     benchmark:
-        "results/{study}/benchmarks/sbc/observe_{dataset}.tsv"
+        "results/{study}/benchmarks/sbc_observe-{dataset}.tsv"
     script:
         "../scripts/sbc_observe.py"
 
@@ -47,6 +30,9 @@ rule sbc_calibrate:
     threads: calibration_threads
     resources:
         attempt=job_attempt,
+        mem_mb=mem_mb("calibrate"),
+        runtime=runtime("calibration"),
+        gpu=calibration_gpus,
     input:
         population=population_input,
         observed="results/{study}/sbc/{dataset}/observed.zarr",
@@ -59,17 +45,20 @@ rule sbc_calibrate:
         dataset=r"\d+",
         mode="point|flow",
     params:
-        overrides=OVERRIDES,
+        config_hash=sbc_mode_hash,
     log:
         "results/{study}/logs/sbc/calibrate_{mode}_{dataset}.log",
     benchmark:
-        "results/{study}/benchmarks/sbc/calibrate_{mode}_{dataset}.tsv"
+        "results/{study}/benchmarks/sbc_calibrate-{mode}-{dataset}.tsv"
     script:
         "../scripts/sbc_calibrate.py"
 
 
 rule sbc_loss_weight:
     threads: calibration_threads
+    resources:
+        mem_mb=mem_mb("loss_weight"),
+        runtime=runtime("calibration"),
     input:
         population=population_input,
         observed="results/{study}/sbc/{dataset}/observed.zarr",
@@ -79,17 +68,20 @@ rule sbc_loss_weight:
     wildcard_constraints:
         dataset=r"\d+",
     params:
-        overrides=OVERRIDES,
+        config_hash=calibration_hash(None, SBC_DATASET),
     log:
         "results/{study}/logs/sbc/loss_weight_{dataset}.log",
     benchmark:
-        "results/{study}/benchmarks/sbc/loss_weight_{dataset}.tsv"
+        "results/{study}/benchmarks/sbc_loss_weight-{dataset}.tsv"
     script:
         "../scripts/sbc_loss_weight.py"
 
 
 rule sbc_ranks:
     threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("figures"),
     input:
         population=population_input,
         observed=lambda w: sbc_datasets(w, "observed.zarr"),
@@ -99,26 +91,30 @@ rule sbc_ranks:
         ranks=report("results/{study}/sbc/ranks.csv", caption="../report/sbc.rst", category="SBC"),
         summary=report("results/{study}/sbc/summary.csv", caption="../report/sbc.rst", category="SBC"),
     params:
-        overrides=OVERRIDES,
+        config_hash=config_hash((*MODEL, "sbc", "calibration.prior", "calibration.flow.posterior_draws")),
+        seed=study_seed,
     log:
         "results/{study}/logs/sbc/ranks.log",
     benchmark:
-        "results/{study}/benchmarks/sbc/ranks.tsv"
+        "results/{study}/benchmarks/sbc_ranks.tsv"
     script:
         "../scripts/sbc_ranks.py"
 
 
 rule plot_sbc:
     threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("figures"),
     input:
         "results/{study}/sbc/sbc.zarr",
     output:
         report("results/{study}/figures/sbc.png", caption="../report/sbc.rst", category="SBC"),
     params:
-        overrides=OVERRIDES,
+        seed=study_seed,  # for the caption: a figure reads only its inputs
     log:
         "results/{study}/logs/sbc/plot_sbc.log",
     benchmark:
-        "results/{study}/benchmarks/sbc/plot_sbc.tsv"
+        "results/{study}/benchmarks/plot_sbc.tsv"
     script:
         "../scripts/plot_sbc.py"

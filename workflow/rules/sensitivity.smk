@@ -3,28 +3,18 @@
 # configured parameters), and its figure.
 
 
-def sensitivity_targets(study):
-    """The study's sensitivity store and figure (for `rule all`), if it has a `sensitivity` section."""
-    if study_config(study).get("sensitivity") is None:
-        return []
-    return [f"results/{study}/sensitivity.zarr", f"results/{study}/figures/sensitivity.png"]
-
-
-def sensitivity_posterior(wildcards):
-    """The posterior whose mean the sensitivity is taken at; nothing for the configured parameters."""
-    run = study_config(wildcards.study).sensitivity.posterior
-    return [] if run is None else [f"results/{wildcards.study}/calibration/{run}/posterior.zarr"]
-
-
 rule sensitivity:
-    threads: 2
+    threads: simulation_threads
+    resources:
+        mem_mb=mem_mb("sensitivity"),
+        runtime=runtime("simulation"),
     input:
         population=population_input,
         posterior=sensitivity_posterior,
     output:
         sensitivity=directory("results/{study}/sensitivity.zarr"),
     params:
-        overrides=OVERRIDES,
+        config_hash=config_hash((*MODEL, "sensitivity", "ad")),
     log:
         "results/{study}/logs/sensitivity.log",
     benchmark:
@@ -34,6 +24,10 @@ rule sensitivity:
 
 
 rule plot_sensitivity:
+    threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("figures"),
     input:
         sensitivity="results/{study}/sensitivity.zarr",
     output:
@@ -43,8 +37,10 @@ rule plot_sensitivity:
             category="Sensitivity",
         ),
     params:
-        overrides=OVERRIDES,
+        seed=study_seed,  # for the caption: a figure reads only its inputs
     log:
         "results/{study}/logs/plot_sensitivity.log",
+    benchmark:
+        "results/{study}/benchmarks/plot_sensitivity.tsv"
     script:
         "../scripts/plot_sensitivity.py"

@@ -2,20 +2,29 @@
 
 
 rule simulate:
-    threads: 2
+    threads: simulation_threads
+    resources:
+        mem_mb=mem_mb("simulate"),
+        runtime=runtime("simulation"),
     input:
         population=population_input,
     output:
         simulation=directory("results/{study}/simulation.zarr"),
     params:
-        overrides=OVERRIDES,
+        config_hash=config_hash(MODEL),
     log:
         "results/{study}/logs/simulate.log",
+    benchmark:
+        "results/{study}/benchmarks/simulate.tsv"
     script:
         "../scripts/simulate.py"
 
 
 rule plot_simulation:
+    threads: 1
+    resources:
+        mem_mb=SMALL_MB,
+        runtime=runtime("figures"),
     input:
         simulation="results/{study}/simulation.zarr",
     output:
@@ -25,8 +34,10 @@ rule plot_simulation:
             category="Simulation",
         ),
     params:
-        overrides=OVERRIDES,
+        seed=study_seed,  # for the caption: a figure reads only its inputs
     log:
         "results/{study}/logs/plot_simulation.log",
+    benchmark:
+        "results/{study}/benchmarks/plot_simulation.tsv"
     script:
         "../scripts/plot_simulation.py"
