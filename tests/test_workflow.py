@@ -231,6 +231,8 @@ def test_rules_have_logs_benchmarks_and_resources_from_the_config():
         assert threads and threads.group(1) in ("1", "simulation_threads", "calibration_threads"), name
         assert re.search(r"runtime=runtime\(\"(simulation|calibration|figures)\"\)", body), name
         assert "mem_mb=" in body, name
+        if "resources:\n        attempt=job_attempt" in body:  # a resumable calibration is retried
+            assert "    retries: CALIBRATION_RETRIES\n" in body, name
 
 
 def test_job_resources_come_from_the_study_config(tmp_path):

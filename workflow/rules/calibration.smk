@@ -24,6 +24,7 @@ rule observe:
 
 
 rule calibrate:
+    retries: CALIBRATION_RETRIES
     threads: calibration_threads
     resources:
         attempt=job_attempt,
@@ -51,6 +52,7 @@ rule calibrate:
 
 
 rule calibrate_variant:
+    retries: CALIBRATION_RETRIES
     threads: calibration_threads
     resources:
         attempt=job_attempt,
@@ -100,6 +102,7 @@ rule loss_weight:
 
 
 rule calibrate_ensemble_member:
+    retries: CALIBRATION_RETRIES
     threads: calibration_threads
     resources:
         attempt=job_attempt,

@@ -23,6 +23,10 @@ def study_config(study):
     return compose_study(study, OVERRIDES)
 
 
+# More attempts of a calibration job (`resources.retries`): a retry resumes from the run's last checkpoint.
+CALIBRATION_RETRIES = int(study_config(STUDY).resources.get("retries", 0))
+
+
 @functools.cache
 def run_config(study, variant=None):
     """The composed config of a calibration run: the study's, with the flow variant's overrides if any."""

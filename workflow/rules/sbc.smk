@@ -27,6 +27,7 @@ rule sbc_observe:
 
 
 rule sbc_calibrate:
+    retries: CALIBRATION_RETRIES
     threads: calibration_threads
     resources:
         attempt=job_attempt,
