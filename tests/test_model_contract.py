@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -83,9 +85,8 @@ def test_the_calibration_contract_names_every_model():
 
     from omegaconf import OmegaConf
 
-    from diffabm.config import ROOT
-
-    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    root = Path(__file__).resolve().parents[1]
+    contracts = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     forbidden = next(c for c in contracts if c["source_modules"] == ["diffabm.calibration"])["forbidden_modules"]
     for name in MODELS:
         target = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")["_target_"]
