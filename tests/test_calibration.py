@@ -521,3 +521,19 @@ def test_wandb_runs_are_grouped_by_study_tagged_by_mode_and_one_per_job(tmp_path
     settings = logger._wandb_init
     assert (settings["group"], settings["tags"], settings["job_type"]) == ("default", ["default", "flow"], "flow")
     assert settings["id"] == "default-flow" and settings["resume"] == "allow"
+
+
+def test_an_offline_wandb_run_holds_the_metrics_and_the_resolved_config(study, tmp_path, monkeypatch):
+    """W&B offline (the default): the job's run ends with the job, and its run file (W&B's protobuf records,
+    uploaded later by `wandb sync`) holds the resolved config and the logged metrics."""
+    from diffabm.calibration.training import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_study("default", [*TINY, "calibration.loggers=[csv,wandb]", "calibration.point.epochs=2"])
+    target, prior = target_and_prior(cfg, study)
+    train(cfg, "point", target, prior, tmp_path, seed=1, run_name="default-point")
+    (records,) = (tmp_path / "wandb").glob("offline-run-*-default-point/run-default-point.wandb")
+    data = records.read_bytes()
+    for expected in (b"study", b'"default"', b"calibration", b"holdout_days",  # the config, as JSON values
+                     b"loss_epoch", b"parameter/beta_household"):  # the metrics
+        assert expected in data, expected

@@ -153,5 +153,8 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
         plugins=[LightningEnvironment()],
     )
     trainer.fit(module, ckpt_path=checkpoint, weights_only=True)
+    for logger in trainer.loggers:  # a W&B run ends with its job: its config and summary are written then
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()
     atomic_write_text(run_dir / "metrics.csv", merged_metrics(run_dir / "csv").to_csv(index=False))
     return module
