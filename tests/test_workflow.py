@@ -63,6 +63,17 @@ def test_default_study_dag_resolves_with_census_inputs(tmp_path):
     assert "synthesize" in run.stdout and "simulate" in run.stdout
 
 
+@pytest.mark.parametrize("study", sorted(path.stem for path in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_every_study_dag_resolves(tmp_path, study):
+    """A dry run of each study's whole DAG (rule all): its config composes, its input functions and resources
+    evaluate, and it plans a job of every rule it needs."""
+    (tmp_path / "data").symlink_to(ROOT / "data")
+    run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--config", f"study={study}"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Job stats:" in run.stdout and "resolved_config" in run.stdout
+
+
 def test_unknown_study_fails_before_running(tmp_path):
     run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--config", "study=nope"],
                          capture_output=True, text=True)
