@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -113,3 +114,14 @@ def test_the_calibration_stages_after_calibrate_run_from_the_command_line(tmp_pa
     assert main(["recovery-table", "--run", f"ensemble={ensemble}", "--output", str(tmp_path / "recovery.csv")]) == 0
     table = pd.read_csv(tmp_path / "recovery.csv")
     assert set(table["mode"]) == {"ensemble"} and sorted(table["parameter"]) == ["b2", "b3", "g2", "g3"]
+
+
+def test_importing_diffabm_makes_openmp_wait_passively_unless_the_user_chose(tmp_path):
+    """Spin-waiting OpenMP threads made the simulator 4x slower under load: diffabm sets OMP_WAIT_POLICY=PASSIVE on
+    import (before torch loads libgomp) and keeps a policy the user set."""
+    script = "import os, diffabm; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    for preset, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                             env=env if preset is None else {**env, "OMP_WAIT_POLICY": preset})
+        assert run.stdout.strip() == expected

@@ -185,6 +185,8 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser: one sub-command per stage of `STAGES`."""
     root = OneLineParser(prog="diffabm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root.add_argument("--version", action="version", version=f"diffabm {package_version()}")
+    root.add_argument("--threads", type=int, default=None,
+                      help="torch threads (default: torch's, one per core); a Snakemake job uses its `threads`")
     sub = root.add_subparsers(dest="stage", required=True, parser_class=OneLineParser, metavar="<stage>")
     for name, stage in STAGES.items():
         command = sub.add_parser(name, help=stage.help, description=f"{stage.help} ({stage.stage_function})")
@@ -210,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     stage = STAGES[args.stage]
     try:
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(max(args.threads, 1))
         paths = []
         for path in stage.paths:
             option = path.rstrip("?+=")
