@@ -36,7 +36,7 @@ def main() -> None:
     from diffabm.config import compose_study
     from diffabm.population.toy import toy_population
 
-    cfg = compose_study("default", ["population=toy", f"model.days={args.days}"])
+    cfg = compose_study("default", ["population=toy", f"model.days={args.days}", "interventions=[]"])
     model = build_model(cfg, toy_population(args.agents, seed=0), device=args.device)
     truth = {name: torch.tensor([value], device=args.device) for name, value in truth_parameters(cfg, model).items()}
     with torch.no_grad():
@@ -47,7 +47,7 @@ def main() -> None:
     target = CalibrationTarget(model, prior.names, OmegaConf.to_container(cfg.model.parameters), loss)
     module = FlowCalibration(target, prior, seed=0, draws_per_step=args.draws, steps_per_epoch=1, lr=1e-3,
                              loss_weight=100.0).to(args.device)
-    optimizer = module.configure_optimizers()
+    optimizer = module.configure_optimizers()["optimizer"]
 
     def step() -> None:
         objective, _ = module.objective()

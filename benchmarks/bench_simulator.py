@@ -1,7 +1,9 @@
 """Epidemic simulator speed and memory: forward and forward+backward over agents × 100 days.
 
-Each measurement runs in its own process so peak memory (ru_maxrss) belongs to it alone.
-Usage: python benchmarks/bench_simulator.py [--agents 100000 1000000 4000000] [--days 100]
+Each measurement runs in its own process so peak memory (ru_maxrss, and on CUDA the device's peak allocation)
+belongs to it alone.
+Usage: python benchmarks/bench_simulator.py [--agents 100000 1000000 4000000] [--days 100] [--draws 1 16]
+[--device cpu|cuda]. On a GPU, `benchmarks/bench_gpu.py` runs the issue's table in one command.
 """
 
 from __future__ import annotations
@@ -16,18 +18,22 @@ import sys
 import time
 
 
-def measure(agents: int, days: int, mode: str) -> dict:
-    """One run in this process: toy population, default model, 4 layers, 1 draw."""
+def measure(agents: int, days: int, mode: str, draws: int = 1, device: str = "cpu") -> dict:
+    """One run in this process: toy population, default model, 4 layers, `draws` parameter draws on `device`."""
     import torch
 
     from diffabm.build import build_model
     from diffabm.config import compose_study
     from diffabm.population.toy import toy_population
 
-    overrides = [f"model.days={days}", "model.draws=1", "interventions=[]"]
-    model = build_model(compose_study("toy", overrides), toy_population(agents, seed=0))
+    overrides = [f"model.days={days}", f"model.draws={draws}", "interventions=[]"]
+    model = build_model(compose_study("toy", overrides), toy_population(agents, seed=0), device=device)
+    cuda = device.startswith("cuda")
     with torch.no_grad():  # warm-up: thread pools and lazy kernels, not part of the measurement
         model.simulate({k: v[:1] for k, v in model.natural_parameters().items()}, seed=1)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     if mode == "forward":
         with torch.no_grad():
@@ -36,10 +42,13 @@ def measure(agents: int, days: int, mode: str) -> dict:
         output = model({k: v.requires_grad_(True) for k, v in model.natural_parameters().items()}, seed=0)
         total = output.new_infections.sum()
         total.backward()
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return {"agents": agents, "days": days, "mode": mode,
-            "seconds": round(seconds, 2), "agent_steps_per_s_M": round(agents * days / seconds / 1e6, 1),
+    return {"agents": agents, "days": days, "mode": mode, "draws": draws, "device": device,
+            "seconds": round(seconds, 3), "agent_steps_per_s_M": round(agents * days * draws / seconds / 1e6, 1),
             "peak_rss_GB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "peak_device_GB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
             "infections": int(total.item()), "threads": torch.get_num_threads()}
 
 
@@ -47,25 +56,34 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--agents", type=int, nargs="+", default=[100_000, 1_000_000, 4_000_000])
     parser.add_argument("--days", type=int, default=100)
-    parser.add_argument("--one", nargs=3, metavar=("AGENTS", "DAYS", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--draws", type=int, nargs="+", default=[1])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--one", nargs=4, metavar=("AGENTS", "DAYS", "MODE", "DRAWS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        agents, days, mode = args.one
-        print(json.dumps(measure(int(agents), int(days), mode)))
+        agents, days, mode, draws = args.one
+        print(json.dumps(measure(int(agents), int(days), mode, int(draws), args.device)))
         return
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    print("| agents | days | mode | seconds | M agent-steps/s | peak RSS GB |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    if args.device.startswith("cuda"):
+        import torch
+
+        print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    else:
+        print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print("| agents | days | draws | mode | seconds | M agent-steps/s | peak RSS GB | peak device GB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for agents in args.agents:
-        for mode in ("forward", "forward+backward"):
-            result = subprocess.run([sys.executable, __file__, "--one", str(agents), str(args.days), mode],
-                                    capture_output=True, text=True)
-            if result.returncode:
-                print(f"| {agents:,} | {args.days} | {mode} | failed: {result.stderr.strip()[-200:]} |")
-                continue
-            r = json.loads(result.stdout.strip().splitlines()[-1])
-            print(f"| {agents:,} | {r['days']} | {mode} | {r['seconds']} | "
-                  f"{r['agent_steps_per_s_M']} | {r['peak_rss_GB']} |", flush=True)
+        for draws in args.draws:
+            for mode in ("forward", "forward+backward"):
+                result = subprocess.run([sys.executable, __file__, "--device", args.device, "--one", str(agents),
+                                         str(args.days), mode, str(draws)], capture_output=True, text=True)
+                if result.returncode:
+                    print(f"| {agents:,} | {args.days} | {draws} | {mode} | failed: "
+                          f"{result.stderr.strip().splitlines()[-1][-200:]} | | | |", flush=True)
+                    continue
+                r = json.loads(result.stdout.strip().splitlines()[-1])
+                print(f"| {agents:,} | {r['days']} | {draws} | {mode} | {r['seconds']} | {r['agent_steps_per_s_M']} "
+                      f"| {r['peak_rss_GB']} | {r['peak_device_GB'] or '-'} |", flush=True)
 
 
 if __name__ == "__main__":
