@@ -43,7 +43,13 @@ from diffabm.models.epidemic.transmission import (
     _TransmissionDay,
     _UnrealisedAtSeeding,
 )
-from diffabm.models.epidemic.vaccination import VACCINATION_PARAMETERS, CHILD_AGES, VaccineProtection, dose_days
+from diffabm.models.epidemic.vaccination import (
+    CHILD_AGES,
+    VACCINATION_PARAMETERS,
+    VaccineProtection,
+    dose_days,
+    first_dose_share_by,
+)
 from diffabm.parameters import ParameterSpace
 from diffabm.resources import check_memory
 from diffabm.stochastic import BernoulliEstimator, EventWeighted
@@ -139,10 +145,10 @@ class EpidemicModel(Simulator):
         band = np.clip(np.searchsorted(bands, population.age, side="right") - 1, 0, len(bands) - 1)
         self.register_buffer("age_band", torch.as_tensor(band, dtype=torch.long, device=device))
         self.group_labels = self._group_labels(population, band)  # grouping: labels; group ids in `group_<name>`
+        reports = {"reported_cases": ("time",),
+                   **{f"reported_cases_by_{name}": ("time", GROUPINGS[name]) for name in self.group_labels}}
         self.observables = {**OBSERVABLES, **grouped_observables(list(self.group_labels)),
-                            **({"reported_cases": ("time",),
-                                **{f"reported_cases_by_{name}": ("time", GROUPINGS[name]) for name in self.group_labels}}
-                               if self.reporting else {})}
+                            **(reports if self.reporting else {})}
         self.controls = {"transmission_multiplier": ("time",),
                          **{f"transmission_by_{name}": ("time", GROUPINGS[name]) for name in self.group_labels}}
 
@@ -200,19 +206,13 @@ class EpidemicModel(Simulator):
         vaccination = self.interventions.vaccination
         if vaccination is None:
             return coverage
-        days = torch.as_tensor(vaccination.first_dose_day, device=group.device)
-        counts = torch.as_tensor(vaccination.first_doses, device=group.device)
         sim_days = torch.arange(self.days, device=group.device)
         for child in (False, True):
-            eligible = counts * (days >= vaccination.children_from) if child else counts
-            share = (eligible[None, :] * (days[None, :] <= sim_days[:, None])).sum(1) / eligible.sum().clamp_min(1e-12)
-            later = (eligible[None, :] * (days[None, :] + vaccination.interval_days <= sim_days[:, None])).sum(1) \
-                / eligible.sum().clamp_min(1e-12)
             agents = self.vaccine_child == child
-            for dose, timing in ((0, share), (1, later)):
+            for dose, by in ((0, sim_days), (1, sim_days - vaccination.interval_days)):
                 uptake = torch.zeros(groups, device=group.device).index_add_(0, group[agents],
                                                                               self.vaccine_uptake[agents, dose])
-                coverage[:, :, dose] += timing[:, None].float() * uptake[None, :]
+                coverage[:, :, dose] += first_dose_share_by(vaccination, child, by)[:, None].float() * uptake[None, :]
         size = torch.zeros(groups, device=group.device).index_add_(0, group, torch.ones_like(group, dtype=torch.float))
         return coverage / size.clamp_min(1)[None, :, None]
 

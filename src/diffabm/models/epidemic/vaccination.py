@@ -75,23 +75,43 @@ def read_first_doses(path: str | Path, start: dt.date, field: str) -> tuple[np.n
     return np.array(days, dtype=np.int64), np.array(counts, dtype=np.float64)  # writable copies
 
 
+def first_dose_distribution(vaccination: Vaccination, child: bool, device: torch.device | str
+                            ) -> tuple[Tensor, Tensor] | None:
+    """The series' days (S,), in order, and the share (S,) of all first doses open to an adult (or a child: from
+    `children_from` on) given by each of them, cumulative; None if no dose is open to it."""
+    order = np.argsort(vaccination.first_dose_day, kind="stable")
+    days = torch.as_tensor(vaccination.first_dose_day[order], device=device)
+    counts = torch.as_tensor(vaccination.first_doses[order], device=device)
+    if child:
+        counts = counts * (days >= vaccination.children_from)
+    cumulative = counts.cumsum(0)
+    return None if cumulative[-1] <= 0 else (days, cumulative / cumulative[-1])
+
+
+def first_dose_share_by(vaccination: Vaccination, child: bool, day: Tensor) -> Tensor:
+    """The share of an eligible adult's (or child's) first doses given by each `day` (any shape): 0 before the first."""
+    distribution = first_dose_distribution(vaccination, child, day.device)
+    if distribution is None:
+        return torch.zeros(day.shape, dtype=torch.float64, device=day.device)
+    days, cumulative = distribution
+    index = torch.searchsorted(days, day.contiguous(), right=True) - 1
+    return torch.where(index >= 0, cumulative[index.clamp(min=0)], 0.0)
+
+
 def dose_days(vaccination: Vaccination, uptake: Tensor, child: Tensor, take: Tensor, timing: Tensor,
               never: int) -> tuple[Tensor, Tensor]:
     """Each agent's first- and second-dose day (B, N), `never` for doses not taken, from its uptake (N, 2) of dose
     1 and 2, whether it is a child (N,), and uniforms (B, N) deciding whether (`take`) and when (`timing`)."""
-    device = uptake.device
-    days = torch.as_tensor(vaccination.first_dose_day, device=device)
-    counts = torch.as_tensor(vaccination.first_doses, device=device)
 
-    def day_of(share: Tensor, eligible: Tensor) -> Tensor:
-        cumulative = (counts * eligible).cumsum(0)
-        index = torch.searchsorted(cumulative / cumulative[-1], share.double().contiguous())
+    def day_of(is_child: bool) -> Tensor:
+        distribution = first_dose_distribution(vaccination, is_child, uptake.device)
+        if distribution is None:
+            return torch.full(timing.shape, never, dtype=torch.int32, device=uptake.device)
+        days, cumulative = distribution
+        index = torch.searchsorted(cumulative, timing.double().contiguous())
         return days[index.clamp_(max=days.numel() - 1)].to(torch.int32)
 
-    adult_day = day_of(timing, torch.ones_like(counts))
-    children = days >= vaccination.children_from
-    child_day = day_of(timing, children.double()) if children.any() else torch.full_like(adult_day, never)
-    first = torch.where(child, child_day, adult_day)
+    first = torch.where(child, day_of(True), day_of(False))
     first = torch.where(take < uptake[:, 0], first, never)
     second = torch.where((take < uptake[:, 1]) & (first != never), first + vaccination.interval_days, never)
     return first, second
