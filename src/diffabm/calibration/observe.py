@@ -55,7 +55,8 @@ def observe(cfg: DictConfig, population_path: str | Path | None, output_path: st
 def write_record(cfg: DictConfig, model: Simulator, output_path: str | Path) -> Path:
     """`observed.zarr` from the study's record (`observed:`), on the model's time axis, with the record's settings
     in attrs."""
-    time = model.coords()["time"]
+    model_coords = model.coords()
+    time = model_coords["time"]
     series = read_record(cfg.observed, dt.date.fromisoformat(str(cfg.start_date)), len(time))
     unknown = [name for name in series if name not in model.observables]
     if unknown:
@@ -63,13 +64,13 @@ def write_record(cfg: DictConfig, model: Simulator, output_path: str | Path) -> 
                          f"(case reporting needs model.parameters ascertainment and reporting_delay)")
     coords = {"time": time}
     if "reported_cases_by_district" in series:  # the record's locations are the model's districts, in its order
-        districts = list(model.coords()["district"])
+        districts = list(model_coords["district"])
         if sorted(cfg.observed.locations) != sorted(districts):
             raise ValueError(f"observed.locations is {list(cfg.observed.locations)}, but the population's districts "
                              f"are {districts}; by_district needs the same names")
         order = [list(cfg.observed.locations).index(name) for name in districts]
         series["reported_cases_by_district"] = series["reported_cases_by_district"][:, order]
-        coords["district"] = model.coords()["district"]
+        coords["district"] = model_coords["district"]
     ds = xr.Dataset({name: (model.observables[name], values) for name, values in series.items()}, coords=coords)
     ds.attrs["record"] = OmegaConf.to_container(cfg.observed, resolve=True)
     log.info("observed from %s: %s", cfg.observed.file,
