@@ -40,7 +40,8 @@ test-slurm: install
 
 lint: install
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/ruff check --select F src tests benchmarks workflow/scripts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-all: install
 	$(PY) -m pytest -m ""

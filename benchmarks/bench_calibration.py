@@ -45,8 +45,9 @@ def main() -> None:
     loss.observed = {name: values.to(args.device) for name, values in loss.observed.items()}
     prior = build_prior(OmegaConf.to_container(cfg.calibration.prior), model.space)
     target = CalibrationTarget(model, prior.names, OmegaConf.to_container(cfg.model.parameters), loss)
-    module = FlowCalibration(target, prior, seed=0, draws_per_step=args.draws, steps_per_epoch=1, lr=1e-3,
-                             loss_weight=100.0).to(args.device)
+    module = FlowCalibration(
+        target, prior, seed=0, draws_per_step=args.draws, steps_per_epoch=1, lr=1e-3, loss_weight=100.0
+    ).to(args.device)
     optimizer = module.configure_optimizers()["optimizer"]
 
     def step() -> None:
@@ -65,9 +66,11 @@ def main() -> None:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
-    print(f"{args.agents} agents x {args.days} days, {args.draws} draws/step on {device} "
-          f"({torch.get_num_threads()} threads): {seconds / args.steps:.2f} s/step, "
-          f"{args.draws * args.steps / seconds:.2f} simulator runs/s")
+    print(
+        f"{args.agents} agents x {args.days} days, {args.draws} draws/step on {device} "
+        f"({torch.get_num_threads()} threads): {seconds / args.steps:.2f} s/step, "
+        f"{args.draws * args.steps / seconds:.2f} simulator runs/s"
+    )
 
 
 if __name__ == "__main__":

@@ -25,10 +25,36 @@ def main() -> None:
     parser.add_argument("--draws", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--flow-agents", type=int, default=1_000_000)
     args = parser.parse_args()
-    subprocess.run([sys.executable, str(HERE / "bench_simulator.py"), "--device", args.device, "--days", str(args.days),
-                    "--agents", *map(str, args.agents), "--draws", *map(str, args.draws)], check=True)
-    subprocess.run([sys.executable, str(HERE / "bench_calibration.py"), "--device", args.device,
-                    "--agents", str(args.flow_agents), "--days", str(args.days), "--steps", "3"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "bench_simulator.py"),
+            "--device",
+            args.device,
+            "--days",
+            str(args.days),
+            "--agents",
+            *map(str, args.agents),
+            "--draws",
+            *map(str, args.draws),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "bench_calibration.py"),
+            "--device",
+            args.device,
+            "--agents",
+            str(args.flow_agents),
+            "--days",
+            str(args.days),
+            "--steps",
+            "3",
+        ],
+        check=True,
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,10 @@ def main() -> None:
         for run in range(args.runs):
             start = time.perf_counter()
             output = model.simulate(parameters, seed=run + 1)
-            print(f"forward run {run + 1}: {time.perf_counter() - start:.2f} s, "
-                  f"{int(output.new_infections.sum()):,} infections")
+            print(
+                f"forward run {run + 1}: {time.perf_counter() - start:.2f} s, "
+                f"{int(output.new_infections.sum()):,} infections"
+            )
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

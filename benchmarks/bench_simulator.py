@@ -45,11 +45,19 @@ def measure(agents: int, days: int, mode: str, draws: int = 1, device: str = "cp
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return {"agents": agents, "days": days, "mode": mode, "draws": draws, "device": device,
-            "seconds": round(seconds, 3), "agent_steps_per_s_M": round(agents * days * draws / seconds / 1e6, 1),
-            "peak_rss_GB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-            "peak_device_GB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
-            "infections": int(total.item()), "threads": torch.get_num_threads()}
+    return {
+        "agents": agents,
+        "days": days,
+        "mode": mode,
+        "draws": draws,
+        "device": device,
+        "seconds": round(seconds, 3),
+        "agent_steps_per_s_M": round(agents * days * draws / seconds / 1e6, 1),
+        "peak_rss_GB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_device_GB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        "infections": int(total.item()),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -75,15 +83,34 @@ def main() -> None:
     for agents in args.agents:
         for draws in args.draws:
             for mode in ("forward", "forward+backward"):
-                result = subprocess.run([sys.executable, __file__, "--device", args.device, "--one", str(agents),
-                                         str(args.days), mode, str(draws)], capture_output=True, text=True)
+                result = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--device",
+                        args.device,
+                        "--one",
+                        str(agents),
+                        str(args.days),
+                        mode,
+                        str(draws),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
                 if result.returncode:
-                    print(f"| {agents:,} | {args.days} | {draws} | {mode} | failed: "
-                          f"{result.stderr.strip().splitlines()[-1][-200:]} | | | |", flush=True)
+                    print(
+                        f"| {agents:,} | {args.days} | {draws} | {mode} | failed: "
+                        f"{result.stderr.strip().splitlines()[-1][-200:]} | | | |",
+                        flush=True,
+                    )
                     continue
                 r = json.loads(result.stdout.strip().splitlines()[-1])
-                print(f"| {agents:,} | {r['days']} | {draws} | {mode} | {r['seconds']} | {r['agent_steps_per_s_M']} "
-                      f"| {r['peak_rss_GB']} | {r['peak_device_GB'] or '-'} |", flush=True)
+                print(
+                    f"| {agents:,} | {r['days']} | {draws} | {mode} | {r['seconds']} | {r['agent_steps_per_s_M']} "
+                    f"| {r['peak_rss_GB']} | {r['peak_device_GB'] or '-'} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

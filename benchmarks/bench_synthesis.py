@@ -28,8 +28,11 @@ def main() -> None:
 
     import_s = time.perf_counter() - start
     base = OmegaConf.load(ROOT / "conf" / "population" / "census.yaml")
-    config = OmegaConf.merge(base, OmegaConf.load(ROOT / "conf" / "population" / "census_nz.yaml"),
-                             {"scale": args.scale, "data_dir": str(ROOT / "data" / "nz" / "census")})
+    config = OmegaConf.merge(
+        base,
+        OmegaConf.load(ROOT / "conf" / "population" / "census_nz.yaml"),
+        {"scale": args.scale, "data_dir": str(ROOT / "data" / "nz" / "census")},
+    )
     config.pop("defaults", None)
     synthesis = synthesize_census(config, seed=args.seed)
     population = synthesis.population

@@ -43,8 +43,13 @@ def spin(stop_after: float) -> None:
 def forward_seconds(policy: str, agents: int, days: int, threads: int) -> float:
     # diffabm keeps a policy the user set: ACTIVE here is torch's default behaviour before the fix.
     env = {**os.environ, "OMP_WAIT_POLICY": policy}
-    out = subprocess.run([sys.executable, "-c", RUN.format(agents=agents, days=days, threads=threads)], env=env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", RUN.format(agents=agents, days=days, threads=threads)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])["seconds"]
 
 
@@ -58,20 +63,25 @@ def main() -> None:
     results: dict[tuple[str, str], list[float]] = {}
     for round_ in range(args.rounds):
         for load in ("idle", "loaded"):
-            busy = [multiprocessing.Process(target=spin, args=(3600,)) for _ in range(os.cpu_count() or 1)] \
-                if load == "loaded" else []
+            busy = (
+                [multiprocessing.Process(target=spin, args=(3600,)) for _ in range(os.cpu_count() or 1)]
+                if load == "loaded"
+                else []
+            )
             for process in busy:
                 process.start()
             try:
-                for policy in (("ACTIVE", "PASSIVE") if round_ % 2 == 0 else ("PASSIVE", "ACTIVE")):
+                for policy in ("ACTIVE", "PASSIVE") if round_ % 2 == 0 else ("PASSIVE", "ACTIVE"):
                     seconds = forward_seconds(policy, args.agents, args.days, args.threads)
                     results.setdefault((load, policy), []).append(seconds)
                     print(f"round {round_ + 1}, {load}, {policy}: {seconds:.2f} s", flush=True)
             finally:
                 for process in busy:
                     process.terminate()
-    print(f"\n{args.agents:,} agents x {args.days} days forward, {args.threads} torch threads, "
-          f"{os.cpu_count()} cores, medians of {args.rounds} rounds")
+    print(
+        f"\n{args.agents:,} agents x {args.days} days forward, {args.threads} torch threads, "
+        f"{os.cpu_count()} cores, medians of {args.rounds} rounds"
+    )
     print("| machine | OMP_WAIT_POLICY=ACTIVE (torch's default) | PASSIVE (diffabm's) | ACTIVE / PASSIVE |")
     print("| --- | --- | --- | --- |")
     for load in ("idle", "loaded"):

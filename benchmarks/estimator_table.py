@@ -60,16 +60,23 @@ def timed(function: Callable, *args, **kwargs) -> tuple[object, np.ndarray]:
     return result, np.array([time.perf_counter() - wall, time.process_time() - cpu])
 
 
-def autograd(model, base: dict[str, Tensor], names: list[str], seed: int) -> tuple[dict[str, Tensor],
-                                                                                dict[str, np.ndarray]]:
+def autograd(
+    model, base: dict[str, Tensor], names: list[str], seed: int
+) -> tuple[dict[str, Tensor], dict[str, np.ndarray]]:
     """Per draw d f/dθ (B, d) per statistic, and its seconds: the forward with the graph plus that statistic's
     backward (all parameters in one)."""
     parameters = {name: value.clone().requires_grad_(name in names) for name, value in base.items()}
     output, forward = timed(model.simulate, parameters, seed)
     estimates, seconds = {}, {}
     for k, (statistic, f) in enumerate(STATISTICS.items()):
-        gradients, backward = timed(torch.autograd.grad, f(output).sum(), [parameters[name] for name in names],
-                                    retain_graph=k + 1 < len(STATISTICS), allow_unused=True, materialize_grads=True)
+        gradients, backward = timed(
+            torch.autograd.grad,
+            f(output).sum(),
+            [parameters[name] for name in names],
+            retain_graph=k + 1 < len(STATISTICS),
+            allow_unused=True,
+            materialize_grads=True,
+        )
         estimates[statistic], seconds[statistic] = torch.stack(gradients, 1).double(), forward + backward
     return estimates, seconds
 
@@ -86,8 +93,13 @@ def finite_differences(model, base: dict[str, Tensor], names: list[str], seed: i
     return {statistic: torch.stack(column, 1) for statistic, column in columns.items()}
 
 
-def summarise(samples: dict[tuple[str, str], list[Tensor]], seconds: dict[tuple[str, str], np.ndarray],
-              forward: np.ndarray, reference: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+def summarise(
+    samples: dict[tuple[str, str], list[Tensor]],
+    seconds: dict[tuple[str, str], np.ndarray],
+    forward: np.ndarray,
+    reference: pd.DataFrame,
+    names: list[str],
+) -> pd.DataFrame:
     """One row per statistic, estimator and parameter (see the module docstring for the definitions); `seconds`
     are per call of `CALL_DRAWS` draws, `forward` the mean [wall, CPU] seconds of one forward run, `reference`
     the step-`STEP` rows of `describe`."""
@@ -101,15 +113,28 @@ def summarise(samples: dict[tuple[str, str], list[Tensor]], seconds: dict[tuple[
             se = sd / math.sqrt(n)
             ref, ref_se = truth.loc[(statistic, name), ["mean", "se"]]
             bias_squared = max(0.0, (mean - ref) ** 2 - se**2 - ref_se**2)
-            rows.append({
-                "statistic": statistic, "estimator": estimator, "parameter": name, "draws": n,
-                "nonzero": int((x[:, k] != 0).sum()), "mean": mean, "se": se, "reference": ref,
-                "reference_se": ref_se, "relative_bias": mean / ref - 1,
-                "relative_bias_se": math.hypot(se, mean / ref * ref_se) / abs(ref),
-                "z": (mean - ref) / math.hypot(se, ref_se), "sd": sd, "cost": cost, "cpu_cost": cpu_cost,
-                "bias_squared": bias_squared, "variance_cost": sd**2 * cost,
-                **{f"mse_{budget}": bias_squared + sd**2 * cost / budget for budget in BUDGETS},
-            })
+            rows.append(
+                {
+                    "statistic": statistic,
+                    "estimator": estimator,
+                    "parameter": name,
+                    "draws": n,
+                    "nonzero": int((x[:, k] != 0).sum()),
+                    "mean": mean,
+                    "se": se,
+                    "reference": ref,
+                    "reference_se": ref_se,
+                    "relative_bias": mean / ref - 1,
+                    "relative_bias_se": math.hypot(se, mean / ref * ref_se) / abs(ref),
+                    "z": (mean - ref) / math.hypot(se, ref_se),
+                    "sd": sd,
+                    "cost": cost,
+                    "cpu_cost": cpu_cost,
+                    "bias_squared": bias_squared,
+                    "variance_cost": sd**2 * cost,
+                    **{f"mse_{budget}": bias_squared + sd**2 * cost / budget for budget in BUDGETS},
+                }
+            )
     table = pd.DataFrame(rows)
     unbiased = table.estimator.str.startswith(("stochastic", "finite"))
     best = table[unbiased].groupby(["statistic", "parameter"]).variance_cost.min()
@@ -121,9 +146,20 @@ def summarise(samples: dict[tuple[str, str], list[Tensor]], seconds: dict[tuple[
 
 def describe(differences: dict[str, Tensor], names: list[str], step: float) -> pd.DataFrame:
     """Mean and SE of per-draw finite differences (B, d) per statistic and parameter."""
-    return pd.DataFrame([{"statistic": statistic, "parameter": name, "step": step, "draws": len(x),
-                          "mean": x[:, k].mean().item(), "se": x[:, k].std().item() / math.sqrt(len(x))}
-                         for statistic, x in differences.items() for k, name in enumerate(names)])
+    return pd.DataFrame(
+        [
+            {
+                "statistic": statistic,
+                "parameter": name,
+                "step": step,
+                "draws": len(x),
+                "mean": x[:, k].mean().item(),
+                "se": x[:, k].std().item() / math.sqrt(len(x)),
+            }
+            for statistic, x in differences.items()
+            for k, name in enumerate(names)
+        ]
+    )
 
 
 def significant(x: float, digits: int = 3) -> str:
@@ -137,39 +173,71 @@ def significant(x: float, digits: int = 3) -> str:
 
 def row_markdown(row) -> str:
     """One estimator and parameter; relative columns only where the reference is more than 3 SE from 0."""
-    cells = [row.parameter, row.estimator, f"{row.nonzero}/{row.draws}",
-             f"{significant(row.mean)} ± {significant(row.se, 2)}"]
+    cells = [
+        row.parameter,
+        row.estimator,
+        f"{row.nonzero}/{row.draws}",
+        f"{significant(row.mean)} ± {significant(row.se, 2)}",
+    ]
     if abs(row.reference) > 3 * row.reference_se:
         rmse = 100 * math.sqrt(row.mse_100) / abs(row.reference)
-        cells += [f"{100 * row.relative_bias:+.1f} ± {100 * row.relative_bias_se:.1f} ({row.z:+.1f})",
-                  significant(row.sd), f"{row.cost:.2f}", significant(row.variance_cost / row.reference**2),
-                  f"{significant(row.mse_100 / row.reference**2)} ({rmse:.1f})"]
+        cells += [
+            f"{100 * row.relative_bias:+.1f} ± {100 * row.relative_bias_se:.1f} ({row.z:+.1f})",
+            significant(row.sd),
+            f"{row.cost:.2f}",
+            significant(row.variance_cost / row.reference**2),
+            f"{significant(row.mse_100 / row.reference**2)} ({rmse:.1f})",
+        ]
     else:
         cells += [f"(z {row.z:+.1f})", significant(row.sd), f"{row.cost:.2f}", "—", "—"]
-    return "| " + " | ".join(cells + [significant(row.break_even)]) + " |"
+    return "| " + " | ".join([*cells, significant(row.break_even)]) + " |"
 
 
 def markdown(table: pd.DataFrame, references: pd.DataFrame, setting: str) -> str:
     """The setting, the reference check, one table per statistic and the winners, in markdown."""
-    reference, check = (references[references.step == step].set_index(["statistic", "parameter"])
-                        for step in (STEP, CHECK_STEP))
-    lines = [setting, "", (f"Reference: central differences, step {STEP:.0%} ({reference.draws.iloc[0]:,} draws) "
-                           f"against step {CHECK_STEP:.1%} ({check.draws.iloc[0]:,} draws), ± SE."), "",
-             f"| statistic | θ | step {STEP:.0%} | step {CHECK_STEP:.1%} | z |", "| --- | --- | --- | --- | --- |"]
+    reference, check = (
+        references[references.step == step].set_index(["statistic", "parameter"]) for step in (STEP, CHECK_STEP)
+    )
+    lines = [
+        setting,
+        "",
+        (
+            f"Reference: central differences, step {STEP:.0%} ({reference.draws.iloc[0]:,} draws) "
+            f"against step {CHECK_STEP:.1%} ({check.draws.iloc[0]:,} draws), ± SE."
+        ),
+        "",
+        f"| statistic | θ | step {STEP:.0%} | step {CHECK_STEP:.1%} | z |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for (statistic, name), a in reference.iterrows():
         b = check.loc[statistic, name]
-        lines.append(f"| {statistic} | {name} | {significant(a['mean'])} ± {significant(a.se, 2)} | "
-                     f"{significant(b['mean'])} ± {significant(b.se, 2)} | "
-                     f"{(a['mean'] - b['mean']) / math.hypot(a.se, b.se):.2f} |")
+        lines.append(
+            f"| {statistic} | {name} | {significant(a['mean'])} ± {significant(a.se, 2)} | "
+            f"{significant(b['mean'])} ± {significant(b.se, 2)} | "
+            f"{(a['mean'] - b['mean']) / math.hypot(a.se, b.se):.2f} |"
+        )
     for statistic, rows in table.groupby("statistic", sort=False):
-        lines += ["", (f"d E[total {statistic}] / dθ; cost in forward runs per draw, all θ; — where the reference "
-                       "is within 3 SE of 0."), "",
-                  ("| θ | estimator | nonzero | mean ± SE | bias % ± SE (z) | sd | cost | sd²·cost / ref² | "
-                   "MSE₁₀₀ / ref² (RMSE %) | break-even |"), "| " + " | ".join(["---"] * 10) + " |"]
+        lines += [
+            "",
+            (
+                f"d E[total {statistic}] / dθ; cost in forward runs per draw, all θ; — where the reference "
+                "is within 3 SE of 0."
+            ),
+            "",
+            (
+                "| θ | estimator | nonzero | mean ± SE | bias % ± SE (z) | sd | cost | sd²·cost / ref² | "
+                "MSE₁₀₀ / ref² (RMSE %) | break-even |"
+            ),
+            "| " + " | ".join(["---"] * 10) + " |",
+        ]
         lines += [row_markdown(row) for row in rows.itertuples()]
-    lines += ["", "Lowest MSE at a budget of B forward runs:", "",
-              "| statistic | θ | " + " | ".join(f"B = {budget:,}" for budget in BUDGETS) + " |",
-              "| --- | --- | " + " | ".join(["---"] * len(BUDGETS)) + " |"]
+    lines += [
+        "",
+        "Lowest MSE at a budget of B forward runs:",
+        "",
+        "| statistic | θ | " + " | ".join(f"B = {budget:,}" for budget in BUDGETS) + " |",
+        "| --- | --- | " + " | ".join(["---"] * len(BUDGETS)) + " |",
+    ]
     for (statistic, name), group in table.groupby(["statistic", "parameter"], sort=False):
         winners = [group.loc[group[f"mse_{budget}"].idxmin(), "estimator"] for budget in BUDGETS]
         lines.append(f"| {statistic} | {name} | " + " | ".join(winners) + " |")
@@ -193,13 +261,26 @@ def main() -> None:
     from diffabm.population.toy import toy_population
 
     population = toy_population(3_000, seed=3)
-    configs = {estimator: compose_study("toy", [
-        "model.days=30", f"model.draws={CALL_DRAWS}", "model.parameters.initial_fraction=0.01",
-        f"model/estimator={estimator}", *args.overrides]) for estimator in BERNOULLI_ESTIMATORS}
+    configs = {
+        estimator: compose_study(
+            "toy",
+            [
+                "model.days=30",
+                f"model.draws={CALL_DRAWS}",
+                "model.parameters.initial_fraction=0.01",
+                f"model/estimator={estimator}",
+                *args.overrides,
+            ],
+        )
+        for estimator in BERNOULLI_ESTIMATORS
+    }
     models = {estimator: build_model(cfg, population) for estimator, cfg in configs.items()}
-    setting = (f"Toy population of {population.n_agents:,} agents, 30 days, initial fraction 0.01, "
-               f"{configs['event_weighted'].model.course.presymptomatic_days} pre-symptomatic days"
-               + "".join(f", `{override}`" for override in args.overrides) + ".")
+    setting = (
+        f"Toy population of {population.n_agents:,} agents, 30 days, initial fraction 0.01, "
+        f"{configs['event_weighted'].model.course.presymptomatic_days} pre-symptomatic days"
+        + "".join(f", `{override}`" for override in args.overrides)
+        + "."
+    )
     model = models["event_weighted"]  # for the runs without autograd: the hard estimators' forwards are the same
     base = {name: value.detach().clone() for name, value in model.natural_parameters().items()}
     names = [f"beta_{layer}" for layer in model.layers] + ["initial_fraction", "hospitalisation_odds_ratio"]
@@ -230,8 +311,9 @@ def main() -> None:
         for alternatives in ALTERNATIVES:
             forward(seed)
             for statistic, f in STATISTICS.items():
-                (_, estimates), spent = timed(stochastic_derivatives, model, base, seed, f, names,
-                                              alternatives=alternatives)
+                (_, estimates), spent = timed(
+                    stochastic_derivatives, model, base, seed, f, names, alternatives=alternatives
+                )
                 record(f"stochastic derivatives, A={alternatives}", statistic, estimates.double(), spent)
         forward(seed)
         differences, spent = timed(finite_differences, model, base, names, seed, STEP)
@@ -240,8 +322,10 @@ def main() -> None:
         print(f"estimators: seed {seed} done, {time.perf_counter() - start:.0f} s", flush=True)
 
     references = []
-    for step, draws, first in ((STEP, args.reference_draws, REFERENCE_SEED),
-                               (CHECK_STEP, args.check_draws, CHECK_SEED)):
+    for step, draws, first in (
+        (STEP, args.reference_draws, REFERENCE_SEED),
+        (CHECK_STEP, args.check_draws, CHECK_SEED),
+    ):
         runs = [finite_differences(model, base, names, first + k, step) for k in range(draws // CALL_DRAWS)]
         pooled = {statistic: torch.cat([run[statistic] for run in runs]) for statistic in STATISTICS}
         references.append(describe(pooled, names, step))
@@ -249,16 +333,23 @@ def main() -> None:
     references = pd.concat(references, ignore_index=True)
 
     one_forward = np.mean(forwards, axis=0)
-    table = summarise(samples, {key: value / calls for key, value in seconds.items()}, one_forward,
-                      references[references.step == STEP], names)
+    table = summarise(
+        samples,
+        {key: value / calls for key, value in seconds.items()},
+        one_forward,
+        references[references.step == STEP],
+        names,
+    )
     args.output.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.output / "estimator_table.csv", index=False)
     references.to_csv(args.output / "estimator_reference.csv", index=False)
     text = markdown(table, references, setting)
     (args.output / "estimator_table.md").write_text(text)
     print(text)
-    print(f"one forward run of {CALL_DRAWS} draws: {one_forward[0]:.2f} s wall, {one_forward[1]:.2f} s CPU "
-          f"({len(forwards)} runs); total {time.perf_counter() - start:.0f} s")
+    print(
+        f"one forward run of {CALL_DRAWS} draws: {one_forward[0]:.2f} s wall, {one_forward[1]:.2f} s CPU "
+        f"({len(forwards)} runs); total {time.perf_counter() - start:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -38,18 +38,22 @@ def main() -> None:
         start = time.perf_counter()
         with torch.no_grad():
             for seed in range(0, args.epidemics, args.batch):
-                output = model.simulate({name: torch.full((args.batch,), value) for name, value in truth.items()},
-                                        seed=900 + seed)
+                output = model.simulate(
+                    {name: torch.full((args.batch,), value) for name, value in truth.items()}, seed=900 + seed
+                )
                 totals.append(output.new_infections.sum(1).numpy())
                 by_age.append(output.infections_by_age.sum(1).numpy())
         seconds = time.perf_counter() - start
         totals = np.concatenate(totals)
         shares = np.concatenate(by_age) / totals[:, None]
-        print(f"{study}: {model.n_agents:,} agents, {len(totals)} epidemics in {seconds:.0f} s; "
-              f"attack per 10^5 (median) {np.median(totals) / model.n_agents * 1e5:.0f}; "
-              f"sd of log total {np.log(totals).std(ddof=1):.3f}; "
-              f"95%/5% total {np.quantile(totals, 0.95) / np.quantile(totals, 0.05):.2f}; "
-              f"sd of age shares {shares.std(0, ddof=1).mean():.4f}", flush=True)
+        print(
+            f"{study}: {model.n_agents:,} agents, {len(totals)} epidemics in {seconds:.0f} s; "
+            f"attack per 10^5 (median) {np.median(totals) / model.n_agents * 1e5:.0f}; "
+            f"sd of log total {np.log(totals).std(ddof=1):.3f}; "
+            f"95%/5% total {np.quantile(totals, 0.95) / np.quantile(totals, 0.05):.2f}; "
+            f"sd of age shares {shares.std(0, ddof=1).mean():.4f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ ASTORIA_AGENTS, ASTORIA_DAYS = 37_518, 21  # AgentTorch's own population and epi
 
 RESULT_TAG = "PEERS-RESULT "
 
-COMMON = r'''
+COMMON = r"""
 import json, os, resource, sys, time
 from importlib import metadata
 
@@ -92,9 +92,11 @@ def report(seconds, attack_rate, agents, days, packages, **extra):
         "case": CASE, "agents": agents, "days": days, "seconds": seconds, "attack_rate": attack_rate,
         "peak_rss_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "versions": versions(*packages),
         **extra}), flush=True)
-'''
+"""
 
-STARSIM = COMMON + r'''
+STARSIM = (
+    COMMON
+    + r"""
 numba_threads()
 import starsim as ss
 
@@ -117,9 +119,12 @@ sim.run()
 seconds = time.perf_counter() - start
 r = sim.results.sir
 report(seconds, 1 - float(r.n_susceptible[-1]) / N, N, D, ["starsim", "sciris", "numpy", "numba"])
-'''
+"""
+)
 
-COVASIM = COMMON + r'''
+COVASIM = (
+    COMMON
+    + r"""
 numba_threads()
 import covasim as cv
 
@@ -140,9 +145,12 @@ seconds = time.perf_counter() - start
 assert len(sim.results["n_susceptible"].values) == D
 report(seconds, 1 - float(sim.results["n_susceptible"].values[-1]) / N, N, D,
        ["covasim", "sciris", "numpy", "numba"])
-'''
+"""
+)
 
-LASER = COMMON + r'''
+LASER = (
+    COMMON
+    + r'''
 numba_threads()
 import math
 import warnings
@@ -195,8 +203,11 @@ nodes = model.nodes
 total = int(nodes.S[0].sum() + nodes.E[0].sum() + nodes.I[0].sum() + nodes.R[0].sum())
 report(seconds, 1 - float(nodes.S[D].sum()) / total, N, D, ["laser-generic", "laser-core", "numpy", "numba"])
 '''
+)
 
-AGENTTORCH = COMMON + r'''
+AGENTTORCH = (
+    COMMON
+    + r'''
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import warnings
 from pathlib import Path
@@ -257,8 +268,11 @@ seconds = time.perf_counter() - start
 new = float(runner.state["environment"]["daily_infected"].sum())
 report(seconds, (initially_infected + new) / n, n, steps, ["agent-torch", "torch", "torch-geometric", "numpy"])
 '''
+)
 
-DIFFABM = COMMON + r'''
+DIFFABM = (
+    COMMON
+    + r"""
 import torch
 
 torch.set_num_threads(THREADS)
@@ -290,7 +304,8 @@ if backward:
     assert all(parameters[name].grad is not None for name in parameters if name.startswith("beta_"))
 report(seconds, float(total) / N, N, D, ["diffabm", "torch", "numpy"],
        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", ""), torch_threads=torch.get_num_threads())
-'''
+"""
+)
 
 # --------------------------------------------------------------------------------------------- the peers
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -311,10 +326,28 @@ PEERS: dict[str, dict] = {
         # agent-torch 0.6.0 requires `asyncio` (a 2015 PyPI backport that breaks Python 3) and langchain >= 0.2
         # without an upper bound; its code needs langchain < 1 (LLMChain, langchain.memory). So: --no-deps,
         # then what it imports. torch: the same build as diffabm's.
-        "install": [["--no-deps", "agent-torch==0.6.0"],
-                    [f"torch=={_torch_version()}", "torch_geometric", "omegaconf", "pandas", "numpy", "scipy",
-                     "networkx", "tqdm", "dask", "epiweeks", "langchain<1", "langchain-openai<1", "dspy"]],
-        "runner": AGENTTORCH, "cases": ["agenttorch-covid", "agenttorch-covid-nograph"], "torch": True},
+        "install": [
+            ["--no-deps", "agent-torch==0.6.0"],
+            [
+                f"torch=={_torch_version()}",
+                "torch_geometric",
+                "omegaconf",
+                "pandas",
+                "numpy",
+                "scipy",
+                "networkx",
+                "tqdm",
+                "dask",
+                "epiweeks",
+                "langchain<1",
+                "langchain-openai<1",
+                "dspy",
+            ],
+        ],
+        "runner": AGENTTORCH,
+        "cases": ["agenttorch-covid", "agenttorch-covid-nograph"],
+        "torch": True,
+    },
 }
 DIFFABM_CASES = ["diffabm-forward", "diffabm-forward+backward"]
 ASTORIA_CASE = "diffabm-forward@astoria"  # diffabm forward at AgentTorch's size, for its ratio
@@ -341,8 +374,9 @@ def ensure_venv(peer: str, venv_dir: Path, python: str) -> Path:
     extra = ["--extra-index-url", TORCH_CPU_INDEX] if any("+cpu" in a for step in spec for a in step) else []
     for step in spec:
         log(f"#   pip install {' '.join(step)}")
-        result = subprocess.run([str(interpreter), "-m", "pip", "install", "-q", *extra, *step],
-                                check=False, capture_output=True, text=True)
+        result = subprocess.run(
+            [str(interpreter), "-m", "pip", "install", "-q", *extra, *step], check=False, capture_output=True, text=True
+        )
         if result.returncode:
             raise RuntimeError(f"pip install {' '.join(step)} failed: {result.stderr.strip()[-1500:]}")
     marker.write_text(json.dumps(spec))
@@ -356,41 +390,69 @@ def case_env(threads: int, torch_peer: bool, omp_wait_policy: str) -> dict[str, 
     env.pop("OMP_WAIT_POLICY", None)
     if torch_peer and omp_wait_policy != "default":
         env["OMP_WAIT_POLICY"] = omp_wait_policy
-    env.update({"MPLBACKEND": "Agg", "STARSIM_INSTALL_FONTS": "0", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore",
-                "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    env.update(
+        {
+            "MPLBACKEND": "Agg",
+            "STARSIM_INSTALL_FONTS": "0",
+            "TQDM_DISABLE": "1",
+            "PYTHONWARNINGS": "ignore",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        }
+    )
     return env
 
 
-def run_case(case: str, interpreter: str, runner: Path, agents: int, days: int, seed: int, threads: int,
-             env: dict[str, str], timeout: float) -> dict:
+def run_case(
+    case: str,
+    interpreter: str,
+    runner: Path,
+    agents: int,
+    days: int,
+    seed: int,
+    threads: int,
+    env: dict[str, str],
+    timeout: float,
+) -> dict:
     arguments = json.dumps({"case": case, "agents": agents, "days": days, "seed": seed, "threads": threads})
     started = time.perf_counter()
     try:
-        result = subprocess.run([interpreter, str(runner), arguments], check=False, capture_output=True,
-                                text=True, env=env, cwd=ROOT, timeout=timeout)
+        result = subprocess.run(
+            [interpreter, str(runner), arguments],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"case": case, "error": f"timed out after {timeout:.0f} s"}
     lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT_TAG)]
     if result.returncode or not lines:
         tail = (result.stderr.strip() or result.stdout.strip())[-600:]
         return {"case": case, "error": f"exit {result.returncode}: {tail}"}
-    record = json.loads(lines[-1][len(RESULT_TAG):])
+    record = json.loads(lines[-1][len(RESULT_TAG) :])
     record["process_seconds"] = time.perf_counter() - started
     return record
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--agents", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS),
-                        help="peers to run (diffabm always runs)")
+    parser.add_argument(
+        "--peers", nargs="+", default=list(PEERS), choices=list(PEERS), help="peers to run (diffabm always runs)"
+    )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--omp-wait-policy", default="PASSIVE",
-                        help="OMP_WAIT_POLICY for the torch peers (diffabm, AgentTorch): PASSIVE, or ACTIVE for torch's "
-                        "spin-waiting; 'default' leaves it unset (diffabm then sets PASSIVE itself on import)")
+    parser.add_argument(
+        "--omp-wait-policy",
+        default="PASSIVE",
+        help="OMP_WAIT_POLICY for the torch peers (diffabm, AgentTorch): PASSIVE, or ACTIVE for torch's "
+        "spin-waiting; 'default' leaves it unset (diffabm then sets PASSIVE itself on import)",
+    )
     parser.add_argument("--venv-dir", type=Path, default=Path(tempfile.gettempdir()) / "diffabm-peers")
     parser.add_argument("--python", default=sys.executable, help="interpreter that creates the peers' venvs")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
@@ -428,31 +490,48 @@ def main() -> None:
     records: list[dict] = []
     load_before = os.getloadavg()
     for round_ in range(args.rounds):
-        order = names[round_ % len(names):] + names[:round_ % len(names)]
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for case in order:
             interpreter, runner, agents, days, torch_peer = cases[case]
             env = case_env(args.threads, torch_peer, args.omp_wait_policy)
-            record = run_case(case, interpreter, runner, agents, days, seed=round_ + 1, threads=args.threads,
-                              env=env, timeout=args.timeout)
+            record = run_case(
+                case,
+                interpreter,
+                runner,
+                agents,
+                days,
+                seed=round_ + 1,
+                threads=args.threads,
+                env=env,
+                timeout=args.timeout,
+            )
             record.update({"round": round_ + 1, "case": case})
             records.append(record)
             if "error" in record:
                 log(f"# round {round_ + 1} {case}: FAILED {record['error']}")
             else:
-                log(f"# round {round_ + 1} {case}: {record['seconds']:.2f} s, attack rate "
-                    f"{record['attack_rate']:.3f}, peak RSS {record['peak_rss_GB']:.2f} GB")
+                log(
+                    f"# round {round_ + 1} {case}: {record['seconds']:.2f} s, attack rate "
+                    f"{record['attack_rate']:.3f}, peak RSS {record['peak_rss_GB']:.2f} GB"
+                )
 
     summary = summarise(names, cases, records)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out / "peers_rounds.csv", [
-        {key: (json.dumps(value) if isinstance(value, dict) else value) for key, value in record.items()}
-        for record in records])
+    write_csv(
+        args.out / "peers_rounds.csv",
+        [
+            {key: (json.dumps(value) if isinstance(value, dict) else value) for key, value in record.items()}
+            for record in records
+        ],
+    )
     write_csv(args.out / "peers.csv", summary)
     plot(summary, args, args.out / "peers.png")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
-          f"OMP_WAIT_POLICY={args.omp_wait_policy} (torch peers), {args.rounds} rounds, medians; "
-          f"python {platform.python_version()}; load average (1 min) {load_before[0]:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
+        f"OMP_WAIT_POLICY={args.omp_wait_policy} (torch peers), {args.rounds} rounds, medians; "
+        f"python {platform.python_version()}; load average (1 min) {load_before[0]:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after"
+    )
     print(table(summary))
     for peer, reason in skipped.items():
         print(f"# skipped {peer}: {reason}")
@@ -469,17 +548,23 @@ def summarise(names: list[str], cases: dict, records: list[dict]) -> list[dict]:
         if ok:
             seconds = [r["seconds"] for r in ok]
             median = statistics.median(seconds)
-            row.update({
-                "versions": " ".join(f"{k}=={v}" for k, v in ok[0]["versions"].items()),
-                "median_s": round(median, 3), "min_s": round(min(seconds), 3), "max_s": round(max(seconds), 3),
-                "agent_steps_per_s": round(agents * days / median),
-                "peak_rss_GB": round(statistics.median(r["peak_rss_GB"] for r in ok), 2),
-                "attack_rate": round(statistics.median(r["attack_rate"] for r in ok), 4)})
+            row.update(
+                {
+                    "versions": " ".join(f"{k}=={v}" for k, v in ok[0]["versions"].items()),
+                    "median_s": round(median, 3),
+                    "min_s": round(min(seconds), 3),
+                    "max_s": round(max(seconds), 3),
+                    "agent_steps_per_s": round(agents * days / median),
+                    "peak_rss_GB": round(statistics.median(r["peak_rss_GB"] for r in ok), 2),
+                    "attack_rate": round(statistics.median(r["attack_rate"] for r in ok), 4),
+                }
+            )
         else:
             row["error"] = failed[-1]["error"] if failed else "not run"
         rows.append(row)
-    reference = {(r["agents"], r["days"]): r for r in rows
-                 if r["case"] in ("diffabm-forward", ASTORIA_CASE) and "median_s" in r}
+    reference = {
+        (r["agents"], r["days"]): r for r in rows if r["case"] in ("diffabm-forward", ASTORIA_CASE) and "median_s" in r
+    }
     for row in rows:
         base = reference.get((row["agents"], row["days"]))
         if base and "median_s" in row:
@@ -498,16 +583,23 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    lines = [("| case | agents | days | median s | M agent-steps/s | ratio to diffabm forward | peak RSS GB | "
-              "attack rate | versions |"), "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        (
+            "| case | agents | days | median s | M agent-steps/s | ratio to diffabm forward | peak RSS GB | "
+            "attack rate | versions |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         if "median_s" not in r:
             reason = r["error"].strip().splitlines()[-1][:200].replace("|", "/")
             lines.append(f"| {r['case']} | {r['agents']:,} | {r['days']} | failed: {reason} | | | | | |")
             continue
-        lines.append(f"| {r['case']} | {r['agents']:,} | {r['days']} | {r['median_s']:.2f} | "
-                     f"{r['agent_steps_per_s'] / 1e6:.2f} | {r.get('ratio_to_diffabm_forward', '')} | "
-                     f"{r['peak_rss_GB']:.2f} | {r['attack_rate']:.3f} | {r['versions']} |")
+        lines.append(
+            f"| {r['case']} | {r['agents']:,} | {r['days']} | {r['median_s']:.2f} | "
+            f"{r['agent_steps_per_s'] / 1e6:.2f} | {r.get('ratio_to_diffabm_forward', '')} | "
+            f"{r['peak_rss_GB']:.2f} | {r['attack_rate']:.3f} | {r['versions']} |"
+        )
     return "\n".join(lines)
 
 
@@ -532,8 +624,11 @@ def plot(rows: list[dict], args: argparse.Namespace, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlim(right=max(speeds) * 8)
     ax.set_xlabel("agent-steps per second (median over rounds, log scale)")
-    ax.set_title(f"Peers: {args.agents:,} agents × {args.days} days, {args.rounds} rounds, {args.threads} threads, "
-                 f"{os.cpu_count()} cores", fontsize=9)
+    ax.set_title(
+        f"Peers: {args.agents:,} agents × {args.days} days, {args.rounds} rounds, {args.threads} threads, "
+        f"{os.cpu_count()} cores",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

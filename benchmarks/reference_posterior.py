@@ -48,8 +48,9 @@ def importance_weights(losses: np.ndarray, weight: float, log_ratio: np.ndarray 
     return np.exp(log_weights - log_weights.max()) / np.exp(log_weights - log_weights.max()).sum()
 
 
-def proposal_draws(kind: str, cfg, target, prior, calibration: Path, checkpoint: Path, draws: int, seed: int
-                   ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def proposal_draws(
+    kind: str, cfg, target, prior, calibration: Path, checkpoint: Path, draws: int, seed: int
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """θ (n, d) from the prior or from the mixture ½ q + ½ π of the calibrated flow, log π − log m (n,),
     and log q − log π of the flow's half of the draws (empty for prior draws)."""
     theta = prior.sample(draws, seed)
@@ -69,8 +70,9 @@ def proposal_draws(kind: str, cfg, target, prior, calibration: Path, checkpoint:
         return theta, (log_prior - log_mixture).numpy(), (log_q - log_prior)[: draws // 2].numpy()
 
 
-def variational_gap(losses: np.ndarray, weight: float, log_ratio: np.ndarray, flow_log_ratio: np.ndarray
-                    ) -> tuple[float, float]:
+def variational_gap(
+    losses: np.ndarray, weight: float, log_ratio: np.ndarray, flow_log_ratio: np.ndarray
+) -> tuple[float, float]:
     """The flow's objective F(q) = w E_q[ℓ] + KL(q‖π) and F(q) + log Z = KL(q‖q*), q* ∝ π exp(−w ℓ)."""
     objective = float(np.mean(weight * losses[: len(flow_log_ratio)] + flow_log_ratio))
     log_terms = log_ratio - weight * losses
@@ -78,8 +80,9 @@ def variational_gap(losses: np.ndarray, weight: float, log_ratio: np.ndarray, fl
     return objective, objective + log_evidence
 
 
-def predictions(target, theta: torch.Tensor, batch: int, seed: int, cache: Path, key: str
-                ) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+def predictions(
+    target, theta: torch.Tensor, batch: int, seed: int, cache: Path, key: str
+) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
     """Natural-scale draws (n, d) and their replicate-mean series, simulated in batches, cached."""
     if cache.exists():
         stored = torch.load(cache, weights_only=True)
@@ -88,7 +91,7 @@ def predictions(target, theta: torch.Tensor, batch: int, seed: int, cache: Path,
     draws, batches = theta.shape[0], []
     with torch.no_grad():
         for start in range(0, draws, batch):
-            batches.append(target.replicate_means(theta[start:start + batch], seed + start))
+            batches.append(target.replicate_means(theta[start : start + batch], seed + start))
             print(f"{min(start + batch, draws)}/{draws} draws", flush=True)
     series = {name: torch.cat([b[name] for b in batches]) for name in batches[0]}
     natural = torch.stack([target.natural(theta)[name] for name in target.names], dim=-1).numpy()
@@ -96,8 +99,17 @@ def predictions(target, theta: torch.Tensor, batch: int, seed: int, cache: Path,
     return natural, series
 
 
-def realisation_study(target, natural: np.ndarray, series: dict[str, torch.Tensor], log_ratio: np.ndarray,
-                      truth: dict, weight: float, realisations: int, seed: int, observed_total: float) -> None:
+def realisation_study(
+    target,
+    natural: np.ndarray,
+    series: dict[str, torch.Tensor],
+    log_ratio: np.ndarray,
+    truth: dict,
+    weight: float,
+    realisations: int,
+    seed: int,
+    observed_total: float,
+) -> None:
     """Reference posteriors for fresh data sets at the truth: share within 10% and inside the 90% interval."""
     from diffabm.calibration.losses import ObservationLoss
 
@@ -115,13 +127,18 @@ def realisation_study(target, natural: np.ndarray, series: dict[str, torch.Tenso
         inside.append([low <= t <= high for (low, high), t in zip(intervals, true_values)])
     errors, inside = np.array(errors), np.array(inside)
     totals = output.new_infections.sum(1).numpy()
-    print(f"\n{realisations} fresh data sets at the truth (seed {seed}): total infections median {np.median(totals):.0f}, "
-          f"5-95% {np.quantile(totals, 0.05):.0f}-{np.quantile(totals, 0.95):.0f}; the observed data's "
-          f"{observed_total:.0f} exceeds {np.mean(totals < observed_total):.0%} of them. Reference posterior of each:")
+    print(
+        f"\n{realisations} fresh data sets at the truth (seed {seed}): "
+        f"total infections median {np.median(totals):.0f}, "
+        f"5-95% {np.quantile(totals, 0.05):.0f}-{np.quantile(totals, 0.95):.0f}; the observed data's "
+        f"{observed_total:.0f} exceeds {np.mean(totals < observed_total):.0%} of them. Reference posterior of each:"
+    )
     print("parameter            median |error of mean|   share within 10%   share inside 90% interval")
     for j, name in enumerate(target.names):
-        print(f"{name:18s} {np.median(errors[:, j]):14.2f} {np.mean(errors[:, j] <= 0.1):20.2f} "
-              f"{inside[:, j].mean():22.2f}")
+        print(
+            f"{name:18s} {np.median(errors[:, j]):14.2f} {np.mean(errors[:, j] <= 0.1):20.2f} "
+            f"{inside[:, j].mean():22.2f}"
+        )
     print(f"all truths inside: {inside.all(1).mean():.2f}")
 
 
@@ -132,8 +149,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="parameter draws per simulator call")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--loss-weight", type=float, help="w; default: calibration/loss_weight.json")
-    parser.add_argument("--proposal", choices=("prior", "flow"), default="prior",
-                        help="draw θ from the prior or from ½ flow + ½ prior")
+    parser.add_argument(
+        "--proposal", choices=("prior", "flow"), default="prior", help="draw θ from the prior or from ½ flow + ½ prior"
+    )
     parser.add_argument("--realisations", type=int, default=0, help="fresh data sets at the truth")
     args = parser.parse_args()
 
@@ -148,35 +166,52 @@ def main() -> None:
     target, prior, observed = load_target(cfg, results / "population.zarr", results / "observed.zarr")
     weight = args.loss_weight or read_loss_weight(calibration / "loss_weight.json")
     checkpoint = calibration / "flow" / "checkpoints" / "last.ckpt"
-    theta, log_ratio, flow_log_ratio = proposal_draws(args.proposal, cfg, target, prior, calibration, checkpoint,
-                                                      args.draws, args.seed)
+    theta, log_ratio, flow_log_ratio = proposal_draws(
+        args.proposal, cfg, target, prior, calibration, checkpoint, args.draws, args.seed
+    )
     # The flow proposal's draws depend on its checkpoint: a retrained flow must not reuse cached series.
     flow_state = hashlib.sha256(checkpoint.read_bytes()).hexdigest() if args.proposal == "flow" else ""
     key = f"{args.draws}:{args.seed}:{args.proposal}:{flow_state}:{observed.attrs.get('config')}"
-    natural, series = predictions(target, theta, args.batch, args.seed,
-                                  calibration / f"reference_series_{args.proposal}.pt", key)
+    natural, series = predictions(
+        target, theta, args.batch, args.seed, calibration / f"reference_series_{args.proposal}.pt", key
+    )
     losses = target.loss(series).numpy()
     weights = importance_weights(losses, weight, log_ratio)
-    print(f"w = {weight:.3g}, {len(losses)} draws from the {args.proposal}, effective sample size "
-          f"{1 / (weights**2).sum():.1f}, lowest loss {losses.min():.1f}")
+    print(
+        f"w = {weight:.3g}, {len(losses)} draws from the {args.proposal}, effective sample size "
+        f"{1 / (weights**2).sum():.1f}, lowest loss {losses.min():.1f}"
+    )
     if args.proposal == "flow":
         objective, gap = variational_gap(losses, weight, log_ratio, flow_log_ratio)
-        print(f"flow objective w E_q[l] + KL(q||prior) = {objective:.2f}; its excess over the optimum, "
-              f"KL(q||q*) = {gap:.2f} nats")
+        print(
+            f"flow objective w E_q[l] + KL(q||prior) = {objective:.2f}; its excess over the optimum, "
+            f"KL(q||q*) = {gap:.2f} nats"
+        )
     truth = dict(observed.attrs.get("truth", {}))
     flow_path = calibration / "flow" / "posterior.zarr"
     flow = read_dataset(flow_path) if flow_path.exists() else None
     print("parameter            truth      reference mean [5%, 95%]             flow mean [5%, 95%]")
     for j, name in enumerate(target.names):
         low, high = weighted_quantiles(natural[:, j], weights, (0.05, 0.95))
-        line = f"{name:18s} {truth.get(name, float('nan')):9.4g}   {weights @ natural[:, j]:9.4g} [{low:.4g}, {high:.4g}]"
+        line = (
+            f"{name:18s} {truth.get(name, float('nan')):9.4g}   {weights @ natural[:, j]:9.4g} [{low:.4g}, {high:.4g}]"
+        )
         if flow is not None:
             draws = flow[name].values
             line += f"   {draws.mean():9.4g} [{np.quantile(draws, 0.05):.4g}, {np.quantile(draws, 0.95):.4g}]"
         print(line)
     if args.realisations:
-        realisation_study(target, natural, series, log_ratio, truth, weight, args.realisations, args.seed + 10_000,
-                          float(observed["new_infections"].sum()))
+        realisation_study(
+            target,
+            natural,
+            series,
+            log_ratio,
+            truth,
+            weight,
+            args.realisations,
+            args.seed + 10_000,
+            float(observed["new_infections"].sum()),
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ import tempfile
 from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-VIEWS = {"image/png": "img", "image/jpeg": "img", "image/svg+xml": "img", "text/html": "html",
-         "application/pdf": "pdf"}
+VIEWS = {"image/png": "img", "image/jpeg": "img", "image/svg+xml": "img", "text/html": "html", "application/pdf": "pdf"}
 
 
 def find_browser() -> str | None:
@@ -39,17 +38,28 @@ def opening_script(path: str, item: dict) -> str:
     """Script that shows `path`'s caption in the side bar and the item in the main view (a figure or table)."""
     view = VIEWS.get(item.get("mime_type", ""))
     content = f"content: {json.dumps(view)}, contentPath: results[{json.dumps(path)}].data_uri, " if view else ""
-    return (f"<script>setTimeout(function () {{ app.setView({{navbarMode: 'resultinfo', {content}"
-            f"resultPath: {json.dumps(path)}}}); }}, 200);</script>\n</body>")
+    return (
+        f"<script>setTimeout(function () {{ app.setView({{navbarMode: 'resultinfo', {content}"
+        f"resultPath: {json.dumps(path)}}}); }}, 200);</script>\n</body>"
+    )
 
 
-def screenshot(browser: str, page: Path, output: Path, size: tuple[int, int] = (1600, 1000),
-               budget_ms: int = 10000) -> Path:
+def screenshot(
+    browser: str, page: Path, output: Path, size: tuple[int, int] = (1600, 1000), budget_ms: int = 10000
+) -> Path:
     """A headless Chromium screenshot of `page` (a local HTML file) after `budget_ms` of virtual time."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    command = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={budget_ms}",
-               f"--screenshot={output}", page.resolve().as_uri()]
+    command = [
+        browser,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--window-size={size[0]},{size[1]}",
+        f"--virtual-time-budget={budget_ms}",
+        f"--screenshot={output}",
+        page.resolve().as_uri(),
+    ]
     run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     if run.returncode != 0 or not output.exists():
         raise RuntimeError(f"{browser} failed ({run.returncode}): {run.stderr.strip()[-500:]}")
@@ -65,7 +75,7 @@ def screenshots(report: Path, out_dir: Path, browser: str, items: int | None = N
         for index, (path, item) in enumerate(results, start=1):
             page = Path(tmp) / "report.html"
             end = html.rindex("</body>")  # the page's own (the inlined libraries hold the string too)
-            page.write_text(html[:end] + opening_script(path, item) + html[end + len("</body>"):], encoding="utf-8")
+            page.write_text(html[:end] + opening_script(path, item) + html[end + len("</body>") :], encoding="utf-8")
             stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.split("/", 2)[-1])
             written.append(screenshot(browser, page, out_dir / f"{index:02d}_{stem}.png"))
     return written
@@ -79,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     browser = find_browser()
     if browser is None:
-        print(f"report_screenshot: no headless browser ({', '.join(BROWSERS)}) on the PATH; Debian: apt-get install "
-              "chromium", file=sys.stderr)
+        print(
+            f"report_screenshot: no headless browser ({', '.join(BROWSERS)}) on the PATH; Debian: apt-get install "
+            "chromium",
+            file=sys.stderr,
+        )
         return 2
     out_dir = args.out or args.report.with_name(f"{args.report.stem}_screenshots")
     for path in screenshots(args.report, out_dir, browser, args.items):

@@ -24,14 +24,21 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snake
 # 20,000 agents: reverse mode keeps ≈ 6 bytes per agent and day (≈ 4 MB over the 36 days between the two lengths),
 # far above the ≈ 0.2 MB by which fresh processes' peaks differ.
 AGENTS, SHORT, LONG = 20_000, 4, 40
-MODES = ["reverse", "forward", "checkpointed"]   # no_gradient runs in the slow test and the study
+MODES = ["reverse", "forward", "checkpointed"]  # no_gradient runs in the slow test and the study
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    cfg = compose_study("ad-memory", [f"ad_memory.agents={AGENTS}", "ad_memory.small_agents=null",
-                                      f"ad_memory.days=[{LONG},{SHORT}]", "ad_memory.repeats=1",
-                                      f"ad_memory.modes=[{','.join(MODES)}]"])
+    cfg = compose_study(
+        "ad-memory",
+        [
+            f"ad_memory.agents={AGENTS}",
+            "ad_memory.small_agents=null",
+            f"ad_memory.days=[{LONG},{SHORT}]",
+            "ad_memory.repeats=1",
+            f"ad_memory.modes=[{','.join(MODES)}]",
+        ],
+    )
     return write_ad_memory(cfg, tmp_path_factory.mktemp("ad_memory") / "ad_memory.zarr")
 
 
@@ -61,10 +68,9 @@ def test_the_stage_writes_every_mode_and_length_with_fits_tables_and_figure(stor
 def test_reverse_mode_memory_grows_with_the_days_and_forward_mode_memory_does_not(store):
     per_agent = read_dataset(store)["peak_bytes"] / AGENTS
     growth = per_agent.sel(days=LONG) - per_agent.sel(days=SHORT)
-    assert float(growth.sel(mode="reverse")) > 2.0 * (LONG - SHORT)          # bytes per agent and day
+    assert float(growth.sel(mode="reverse")) > 2.0 * (LONG - SHORT)  # bytes per agent and day
     assert abs(float(growth.sel(mode="forward"))) < 0.2 * float(growth.sel(mode="reverse"))
-    assert float(per_agent.sel(mode="checkpointed", days=LONG)) < 0.9 * float(per_agent.sel(mode="reverse",
-                                                                                           days=LONG))
+    assert float(per_agent.sel(mode="checkpointed", days=LONG)) < 0.9 * float(per_agent.sel(mode="reverse", days=LONG))
 
 
 def test_the_fits_recover_known_coefficients():
@@ -80,10 +86,15 @@ def test_two_population_sizes_separate_the_memory_per_agent_from_the_fixed_bytes
     """Peaks of 1,000 fixed bytes + (100 + 2·T) bytes per agent on 10,000 and 1,000 agents: the fit recovers 100 and
     2, not the fixed bytes spread over the agents."""
     settings = Settings(10_000, 1_000, (10, 50), ("reverse",), None, 1, 53e6, 300)
-    memory = [{"mode": "reverse", "days": days, "agents": agents, "peak_bytes": 1_000 + agents * (100 + 2 * days)}
-              for days in settings.days for agents in (10_000, 1_000)]
-    timing = [{"mode": "reverse", "days": days, "seconds": [1.0], "cpu_seconds": [1.0], "tensor_peak_bytes": 1.0}
-              for days in settings.days]
+    memory = [
+        {"mode": "reverse", "days": days, "agents": agents, "peak_bytes": 1_000 + agents * (100 + 2 * days)}
+        for days in settings.days
+        for agents in (10_000, 1_000)
+    ]
+    timing = [
+        {"mode": "reverse", "days": days, "seconds": [1.0], "cpu_seconds": [1.0], "tensor_peak_bytes": 1.0}
+        for days in settings.days
+    ]
     ds = ad_memory_dataset(memory, timing, settings).sel(mode="reverse")
     np.testing.assert_allclose(ds["fixed_bytes"], 1_000)
     np.testing.assert_allclose(ds["mb_per_1000_agents"], [0.12, 0.2])
@@ -98,19 +109,25 @@ def test_a_study_without_the_section_is_refused_naming_it():
 
 
 def test_the_study_dag_has_the_memory_rules(tmp_path):
-    run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--config", "study=ad-memory"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--config", "study=ad-memory"], capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "ad_memory" in run.stdout and "plot_ad_memory" in run.stdout
 
 
 @pytest.mark.slow
 def test_the_study_runs_through_snakemake(tmp_path):
-    overrides = ('overrides=["population.n_agents=500", "model.days=10", "ad_memory.agents=5000", '
-                 '"ad_memory.small_agents=1000", "ad_memory.days=[3,6]", "ad_memory.repeats=1", '
-                 '"ad_memory.modes=[no_gradient,checkpointed]"]')
-    run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "--config", "study=ad-memory", overrides],
-                         capture_output=True, text=True)
+    overrides = (
+        'overrides=["population.n_agents=500", "model.days=10", "ad_memory.agents=5000", '
+        '"ad_memory.small_agents=1000", "ad_memory.days=[3,6]", "ad_memory.repeats=1", '
+        '"ad_memory.modes=[no_gradient,checkpointed]"]'
+    )
+    run = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "--config", "study=ad-memory", overrides],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     results = tmp_path / "results" / "ad-memory"
     for name in ("ad_memory.zarr", "ad_memory.csv", "ad_memory_england.csv", "figures/ad_memory.png"):

@@ -80,6 +80,7 @@ def two_draws():
 
 # --- model values ------------------------------------------------------------------------------------------------
 
+
 def test_first_three_steps_match_hand_computation():
     theta, beta, sigma, R = two_draws()
     eps = fixed_eps(2, 3, seed=4)
@@ -96,8 +97,9 @@ def test_whole_series_matches_plain_recursion():
     eps = fixed_eps(2, 40, seed=5)
     x = simulate_series(theta, eps, beta=beta, sigma=sigma, R=R)
     for row in range(2):
-        expected = plain_series(theta[row].tolist(), eps[row].tolist(), beta[row].item(), sigma[row].item(),
-                                R[row].item())
+        expected = plain_series(
+            theta[row].tolist(), eps[row].tolist(), beta[row].item(), sigma[row].item(), R[row].item()
+        )
         np.testing.assert_allclose(x[row].numpy(), expected, rtol=1e-10, atol=1e-12)
 
 
@@ -110,6 +112,7 @@ def test_values_do_not_depend_on_horizon():
 
 
 # --- gradients and the gradient horizon ---------------------------------------------------------------------------
+
 
 def independent_series(theta, eps, beta, sigma, R):
     """Straightforward torch implementation (scalars, explicit exp/sum, no detach) for one draw."""
@@ -192,6 +195,7 @@ def test_horizon_keeps_exactly_the_lags_within_it(horizon):
 
 # --- simulator interface ------------------------------------------------------------------------------------------
 
+
 def test_simulator_interface_seeds_shapes_and_dataset():
     model = BrockHommes(PAPER, steps=100, draws=3)
     params = model.natural_parameters()
@@ -228,18 +232,21 @@ def test_config_instantiates_the_model():
     assert model.defaults == pytest.approx(PAPER)
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"steps": 3}, ["model.steps", "3"]),
-    ({"steps": 10.5}, ["model.steps", "10.5"]),
-    ({"horizon": -1}, ["model.horizon", "-1"]),
-    ({"horizon": 1.5}, ["model.horizon", "1.5"]),
-    ({"draws": 0}, ["model.draws", "0"]),
-    ({"parameters": {**PAPER, "sigma": -0.5}}, ["sigma", "-0.5"]),
-    ({"parameters": {**PAPER, "beta": 0.0}}, ["beta", "0.0"]),
-    ({"parameters": {**PAPER, "g2": math.nan}}, ["g2", "nan"]),
-    ({"parameters": {k: v for k, v in PAPER.items() if k != "R"}}, ["missing", "R"]),
-    ({"parameters": {**PAPER, "g4": 1.0}}, ["unknown", "g4"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"steps": 3}, ["model.steps", "3"]),
+        ({"steps": 10.5}, ["model.steps", "10.5"]),
+        ({"horizon": -1}, ["model.horizon", "-1"]),
+        ({"horizon": 1.5}, ["model.horizon", "1.5"]),
+        ({"draws": 0}, ["model.draws", "0"]),
+        ({"parameters": {**PAPER, "sigma": -0.5}}, ["sigma", "-0.5"]),
+        ({"parameters": {**PAPER, "beta": 0.0}}, ["beta", "0.0"]),
+        ({"parameters": {**PAPER, "g2": math.nan}}, ["g2", "nan"]),
+        ({"parameters": {k: v for k, v in PAPER.items() if k != "R"}}, ["missing", "R"]),
+        ({"parameters": {**PAPER, "g4": 1.0}}, ["unknown", "g4"]),
+    ],
+)
 def test_bad_configuration_is_named(kwargs, words):
     arguments = {"parameters": PAPER, **kwargs}
     with pytest.raises(ValueError) as error:
@@ -251,7 +258,7 @@ def test_bad_configuration_is_named(kwargs, words):
 def test_bad_simulate_inputs_are_named():
     model = BrockHommes(PAPER, steps=10, draws=2)
     params = model.natural_parameters()
-    with pytest.raises(ValueError, match="R.*-1"):
+    with pytest.raises(ValueError, match=r"R.*-1"):
         model.simulate({**params, "R": torch.tensor([1.01, -1.0])})
     with pytest.raises(ValueError, match=r"shape \(B,\)"):
         model.simulate({**params, "g2": torch.tensor(0.9)})
@@ -276,14 +283,16 @@ def factory(steps):
 
 def observed(steps):
     with torch.no_grad():
-        return factory(steps)(None).simulate({k: torch.tensor([v], dtype=torch.float64) for k, v in PAPER.items()},
-                                             seed=123)["x"][0]
+        return factory(steps)(None).simulate(
+            {k: torch.tensor([v], dtype=torch.float64) for k, v in PAPER.items()}, seed=123
+        )["x"][0]
 
 
 @pytest.fixture(scope="module")
 def tiny_study():
-    return diagonal_gaussian_estimates(factory(20), observed(20), TRUTH, [0.05] * 4, ESTIMATORS, samples=5,
-                                       repeats=8, reference_samples=64, seed=3)
+    return diagonal_gaussian_estimates(
+        factory(20), observed(20), TRUTH, [0.05] * 4, ESTIMATORS, samples=5, repeats=8, reference_samples=64, seed=3
+    )
 
 
 def test_diagonal_gaussian_study_shapes(tiny_study):
@@ -316,7 +325,8 @@ def test_pathwise_estimates_backpropagate_through_the_draws(tiny_study):
     sd = torch.full((4,), 0.05, dtype=torch.float64, requires_grad=True)
     u = (torch.as_tensor(tiny_study["theta"]) - mu.detach()) / sd.detach()
     losses = loss_of_draws(model, observed(20), stable_seed(3, "gradient_study", "simulator", 0))(
-        (mu + sd * u).reshape(-1, 4)).reshape(8, 5)
+        (mu + sd * u).reshape(-1, 4)
+    ).reshape(8, 5)
     np.testing.assert_allclose(losses.detach().numpy(), tiny_study["losses"], rtol=1e-12)
     for r in (0, 7):
         expected = torch.cat(torch.autograd.grad(losses[r].mean(), (mu, sd), retain_graph=True)).numpy()
@@ -340,8 +350,9 @@ def test_full_horizon_pathwise_agrees_with_score_reference():
     T = 10 rather than 20: at T = 20 the pathwise estimates are already heavy-tailed (chaotic dynamics at
     β = 120; sd up to 700 for 5 draws), so their sample SE is unreliable; at T = 10 they are not, and the
     reference's ∇_{μ_b2}, ∇_{μ_b3} are > 5 combined SE from zero, so a sign or scale error is caught."""
-    study = diagonal_gaussian_estimates(factory(10), observed(10), TRUTH, [0.05] * 4, ["H100"], samples=5,
-                                        repeats=400, reference_samples=8000, seed=1)
+    study = diagonal_gaussian_estimates(
+        factory(10), observed(10), TRUTH, [0.05] * 4, ["H100"], samples=5, repeats=400, reference_samples=8000, seed=1
+    )
     mean = study["estimates"][0].mean(0)[:4]
     se = study["estimates"][0].std(0, ddof=1)[:4] / math.sqrt(400)
     combined = np.sqrt(se**2 + study["reference_se"][:4] ** 2)
@@ -351,13 +362,15 @@ def test_full_horizon_pathwise_agrees_with_score_reference():
 
 
 def test_flow_gradient_spread_and_its_mean():
-    prior = Prior({name: Normal(torch.tensor(v), torch.tensor(0.2)) for name, v in zip(("g2", "g3", "b2", "b3"),
-                                                                                         TRUTH)},
-                  BrockHommes(PAPER).space)
+    prior = Prior(
+        {name: Normal(torch.tensor(v), torch.tensor(0.2)) for name, v in zip(("g2", "g3", "b2", "b3"), TRUTH)},
+        BrockHommes(PAPER).space,
+    )
     settings = {"transforms": 2, "hidden_features": [8]}
     y = observed(20)
-    spread = flow_gradient_spread(factory(20), y, prior, ["H0", "H100", "score"], settings, samples=3, repeats=4,
-                                  seed=5)
+    spread = flow_gradient_spread(
+        factory(20), y, prior, ["H0", "H100", "score"], settings, samples=3, repeats=4, seed=5
+    )
     flow, q = initial_flow(prior, settings, seed=5)
     n_phi = sum(p.numel() for p in flow.parameters())
     assert spread["sd"].shape == spread["mean"].shape == (3, n_phi) and len(spread["phi_names"]) == n_phi
@@ -381,21 +394,28 @@ def test_flow_gradient_spread_and_its_mean():
 
 
 def test_figures_are_written(tiny_study, tmp_path):
-    spread = {"sd": np.abs(tiny_study["estimates"].std(1)), "active": np.ones(8, dtype=bool),
-              "estimators": tiny_study["estimators"]}
-    for path in (plot_gradient_boxplots(tiny_study, tmp_path / "fig6.png"),
-                 plot_gradient_spread(spread, tmp_path / "fig2.png")):
+    spread = {
+        "sd": np.abs(tiny_study["estimates"].std(1)),
+        "active": np.ones(8, dtype=bool),
+        "estimators": tiny_study["estimators"],
+    }
+    for path in (
+        plot_gradient_boxplots(tiny_study, tmp_path / "fig6.png"),
+        plot_gradient_spread(spread, tmp_path / "fig2.png"),
+    ):
         assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 
 def test_unknown_estimator_is_named():
     threads = torch.get_num_threads()
     with pytest.raises(ValueError, match="'H-1'"):
-        diagonal_gaussian_estimates(factory(10), observed(10), TRUTH, [0.05] * 4, ["H-1"], repeats=2,
-                                    reference_samples=2)
+        diagonal_gaussian_estimates(
+            factory(10), observed(10), TRUTH, [0.05] * 4, ["H-1"], repeats=2, reference_samples=2
+        )
     with pytest.raises(ValueError, match="twice"):
         flow_gradient_spread(factory(10), observed(10), None, ["H0", "H0"], repeats=2)
     with pytest.raises(ValueError, match="sd"):
-        diagonal_gaussian_estimates(factory(10), observed(10), TRUTH, [0.0] * 4, ["H0"], repeats=2,
-                                    reference_samples=2, threads=1)
+        diagonal_gaussian_estimates(
+            factory(10), observed(10), TRUTH, [0.0] * 4, ["H0"], repeats=2, reference_samples=2, threads=1
+        )
     assert torch.get_num_threads() == threads, "the study restores torch's intra-op threads"

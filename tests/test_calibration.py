@@ -19,13 +19,20 @@ from diffabm.parameters import ParameterSpace
 from diffabm.population.toy import toy_population
 from diffabm.store import read_dataset, write_dataset
 
-TINY = ["population=toy", "population.n_agents=500", "model.days=20", "truth.initial_fraction=0.03",
-        "interventions.0.start=10", "interventions.0.end=15",  # the default study's school closure, within 20 days
-        "calibration.loggers=[csv]", "calibration.progress_bar=false",
-        # a prior near the truth's I0
-        "calibration.prior.initial_fraction.concentration0=30",
-        # start well below the true contact rates (truth: 2, 4, 2.5, 1.5)
-        *(f"calibration.prior.beta_{layer}.loc=-0.5" for layer in ("household", "school", "workplace", "community"))]
+TINY = [
+    "population=toy",
+    "population.n_agents=500",
+    "model.days=20",
+    "truth.initial_fraction=0.03",
+    "interventions.0.start=10",
+    "interventions.0.end=15",  # the default study's school closure, within 20 days
+    "calibration.loggers=[csv]",
+    "calibration.progress_bar=false",
+    # a prior near the truth's I0
+    "calibration.prior.initial_fraction.concentration0=30",
+    # start well below the true contact rates (truth: 2, 4, 2.5, 1.5)
+    *(f"calibration.prior.beta_{layer}.loc=-0.5" for layer in ("household", "school", "workplace", "community")),
+]
 
 
 def test_log_mse_is_the_squared_error_of_log_counts():
@@ -61,8 +68,13 @@ def test_mmd_of_identical_samples_is_near_zero_and_grows_with_a_shift():
 def test_flow_kl_estimate_matches_the_closed_form_for_gaussians():
     """LogNormal priors are Normal on the log scale: the Monte-Carlo KL must match the closed form."""
     space = ParameterSpace({"beta_a": "positive", "beta_b": "positive"})
-    prior = build_prior({"beta_a": {"distribution": "LogNormal", "loc": 0.5, "scale": 1.0},
-                         "beta_b": {"distribution": "LogNormal", "loc": -1.0, "scale": 0.5}}, space)
+    prior = build_prior(
+        {
+            "beta_a": {"distribution": "LogNormal", "loc": 0.5, "scale": 1.0},
+            "beta_b": {"distribution": "LogNormal", "loc": -1.0, "scale": 0.5},
+        },
+        space,
+    )
     q_loc, q_scale = torch.tensor([0.2, -0.7], requires_grad=True), torch.tensor([0.3, 0.8])
     q = torch.distributions.Independent(torch.distributions.Normal(q_loc, q_scale), 1)
     p_loc, p_scale = torch.tensor([0.5, -1.0]), torch.tensor([1.0, 0.5])
@@ -78,8 +90,13 @@ def test_flow_kl_estimate_matches_the_closed_form_for_gaussians():
 
 def test_sticking_the_landing_keeps_the_kl_gradient_mean_and_has_no_variance_where_q_is_the_prior():
     space = ParameterSpace({"beta_a": "positive", "beta_b": "positive"})
-    prior = build_prior({"beta_a": {"distribution": "LogNormal", "loc": 0.5, "scale": 1.0},
-                         "beta_b": {"distribution": "LogNormal", "loc": -1.0, "scale": 0.5}}, space)
+    prior = build_prior(
+        {
+            "beta_a": {"distribution": "LogNormal", "loc": 0.5, "scale": 1.0},
+            "beta_b": {"distribution": "LogNormal", "loc": -1.0, "scale": 0.5},
+        },
+        space,
+    )
 
     def gradients(loc: list[float], scale: list[float], n: int, seed: int, path: bool) -> torch.Tensor:
         q_loc, q_scale = torch.tensor(loc, requires_grad=True), torch.tensor(scale, requires_grad=True)
@@ -102,10 +119,12 @@ def test_prior_density_on_the_unconstrained_scale_includes_the_jacobian():
     prior = build_prior({"initial_fraction": {"distribution": "Uniform", "low": 0.0, "high": 1.0}}, space)
     z = torch.linspace(-4, 4, 9)[:, None]
     logistic = torch.distributions.TransformedDistribution(
-        torch.distributions.Uniform(0.0, 1.0), [torch.distributions.SigmoidTransform().inv])
+        torch.distributions.Uniform(0.0, 1.0), [torch.distributions.SigmoidTransform().inv]
+    )
     assert torch.allclose(prior.log_prob(z), logistic.log_prob(z[:, 0]), atol=1e-5)
-    assert torch.exp(prior.log_prob(torch.linspace(-30, 30, 20001)[:, None])).sum() * 60 / 20000 == \
-        pytest.approx(1.0, abs=1e-3)
+    assert torch.exp(prior.log_prob(torch.linspace(-30, 30, 20001)[:, None])).sum() * 60 / 20000 == pytest.approx(
+        1.0, abs=1e-3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -132,15 +151,31 @@ def expected_loss(target, theta: torch.Tensor, module=None, repeats: int = 12) -
         return target.losses(theta.expand(repeats, -1), 12345, controls).mean().item()
 
 
-@pytest.mark.parametrize("mode, overrides", [
-    ("point", ["calibration.point.epochs=12", "calibration.point.lr=0.05"]),
-    ("ensemble", ["calibration.ensemble.epochs=12", "calibration.ensemble.lr=0.05"]),
-    ("calibnn", ["calibration.calibnn.epochs=12", "calibration.calibnn.lr=0.01",
-                 "calibration.calibnn.control=transmission_multiplier"]),
-    ("calibnn", ["calibration.calibnn.epochs=12", "calibration.calibnn.lr=0.01",
-                 "calibration.calibnn.control=transmission_by_region", "calibration.observables=[infections_by_region]"]),
-    ("point", ["calibration.point.epochs=12", "calibration.point.lr=0.05", "calibration.gradients=stochastic"]),
-])
+@pytest.mark.parametrize(
+    "mode, overrides",
+    [
+        ("point", ["calibration.point.epochs=12", "calibration.point.lr=0.05"]),
+        ("ensemble", ["calibration.ensemble.epochs=12", "calibration.ensemble.lr=0.05"]),
+        (
+            "calibnn",
+            [
+                "calibration.calibnn.epochs=12",
+                "calibration.calibnn.lr=0.01",
+                "calibration.calibnn.control=transmission_multiplier",
+            ],
+        ),
+        (
+            "calibnn",
+            [
+                "calibration.calibnn.epochs=12",
+                "calibration.calibnn.lr=0.01",
+                "calibration.calibnn.control=transmission_by_region",
+                "calibration.observables=[infections_by_region]",
+            ],
+        ),
+        ("point", ["calibration.point.epochs=12", "calibration.point.lr=0.05", "calibration.gradients=stochastic"]),
+    ],
+)
 def test_point_like_modes_lower_the_loss(study, tmp_path, mode, overrides):
     import lightning as L
 
@@ -179,10 +214,18 @@ def test_flow_lowers_the_expected_loss(study, tmp_path, estimator, kl_gradient):
     from diffabm.calibration.setup import build_module
     from diffabm.calibration.training import train
 
-    cfg = compose_study("default", [*TINY, "calibration.flow.epochs=15", "calibration.flow.lr=0.03",
-                                    "calibration.flow.loss_weight=10", "calibration.flow.transforms=2",
-                                    f"calibration.flow.estimator={estimator}",
-                                    f"calibration.flow.kl_gradient={kl_gradient}"])
+    cfg = compose_study(
+        "default",
+        [
+            *TINY,
+            "calibration.flow.epochs=15",
+            "calibration.flow.lr=0.03",
+            "calibration.flow.loss_weight=10",
+            "calibration.flow.transforms=2",
+            f"calibration.flow.estimator={estimator}",
+            f"calibration.flow.kl_gradient={kl_gradient}",
+        ],
+    )
     target, prior = target_and_prior(cfg, study)
 
     def mean_loss(module) -> float:
@@ -202,8 +245,16 @@ def test_ad_modes_give_the_reverse_mode_flow_gradient(study, mode):
     from diffabm.calibration.estimators import pathwise
     from diffabm.models.autodiff import AutoDiff
 
-    cfg = compose_study("default", [*TINY, "model/estimator=gumbel_softmax",
-                                    "model.estimator.temperature=0.5", f"ad.mode={mode}", "ad.segment_days=3"])
+    cfg = compose_study(
+        "default",
+        [
+            *TINY,
+            "model/estimator=gumbel_softmax",
+            "model.estimator.temperature=0.5",
+            f"ad.mode={mode}",
+            "ad.segment_days=3",
+        ],
+    )
     target, _ = target_and_prior(cfg, study)
     assert target.ad == AutoDiff(mode, 3)
     loc = torch.tensor([0.5, 0.5, 0.5, 0.5, -3.5], requires_grad=True)
@@ -213,8 +264,9 @@ def test_ad_modes_give_the_reverse_mode_flow_gradient(study, mode):
     gradients = []
     for ad in (AutoDiff("reverse"), target.ad):
         target.ad = ad
-        gradients.append(torch.autograd.grad(pathwise(theta, q, lambda t: target.losses(t, 7))[0], loc,
-                                             retain_graph=True)[0])
+        gradients.append(
+            torch.autograd.grad(pathwise(theta, q, lambda t: target.losses(t, 7))[0], loc, retain_graph=True)[0]
+        )
     if mode == "checkpointed":
         assert torch.equal(gradients[0], gradients[1])
     assert torch.allclose(gradients[0], gradients[1], rtol=1e-3, atol=1e-4)
@@ -222,6 +274,7 @@ def test_ad_modes_give_the_reverse_mode_flow_gradient(study, mode):
 
 def kill_at_epoch(monkeypatch, module_class: type, epoch: int, run) -> None:
     """Run `run()` with `module_class` raising KeyboardInterrupt (a kill) at the start of `epoch`."""
+
     def killed(module) -> None:
         if module.current_epoch == epoch:
             raise KeyboardInterrupt("killed")
@@ -232,16 +285,26 @@ def kill_at_epoch(monkeypatch, module_class: type, epoch: int, run) -> None:
             run()
 
 
-def test_a_killed_or_extended_run_ends_like_an_uninterrupted_one_with_an_annealed_loss_weight(study, tmp_path,
-                                                                                              monkeypatch):
+def test_a_killed_or_extended_run_ends_like_an_uninterrupted_one_with_an_annealed_loss_weight(
+    study, tmp_path, monkeypatch
+):
     """Run 2 epochs, raise to 5 and kill at the start of epoch 4, rerun: the result of 5 epochs at once."""
     from diffabm.calibration.flow import FlowCalibration
     from diffabm.calibration.stage import calibrate
 
     def run(run_dir: Path, epochs: int):
-        cfg = compose_study("default", [*TINY, f"calibration.flow.epochs={epochs}", "calibration.flow.transforms=2",
-                                        "calibration.flow.steps_per_epoch=2", "calibration.fit_draws=2",
-                                        "calibration.flow.loss_weight=1", "calibration.flow.loss_weight_warmup=4"])
+        cfg = compose_study(
+            "default",
+            [
+                *TINY,
+                f"calibration.flow.epochs={epochs}",
+                "calibration.flow.transforms=2",
+                "calibration.flow.steps_per_epoch=2",
+                "calibration.fit_draws=2",
+                "calibration.flow.loss_weight=1",
+                "calibration.flow.loss_weight_warmup=4",
+            ],
+        )
         calibrate(cfg, "flow", *study, run_dir, resume=True)  # as Snakemake's retries (attempt > 1) do
         return read_dataset(run_dir / "posterior.zarr")
 
@@ -261,14 +324,23 @@ def test_a_killed_or_extended_run_ends_like_an_uninterrupted_one_with_an_anneale
 
 
 def test_a_cosine_learning_rate_decays_to_zero_survives_a_kill_and_restarts_when_the_epochs_change(
-        study, tmp_path, monkeypatch):
+    study, tmp_path, monkeypatch
+):
     """lr_k = lr · ½(1 + cos(πk/K)) across a kill; a run of other length cannot reuse the checkpoint."""
     from diffabm.calibration.point import PointCalibration
     from diffabm.calibration.stage import calibrate
 
     def run(run_dir: Path, epochs: int):
-        cfg = compose_study("default", [*TINY, f"calibration.point.epochs={epochs}", "calibration.point.lr=0.05",
-                                        "calibration.point.lr_schedule=cosine", "calibration.fit_draws=2"])
+        cfg = compose_study(
+            "default",
+            [
+                *TINY,
+                f"calibration.point.epochs={epochs}",
+                "calibration.point.lr=0.05",
+                "calibration.point.lr_schedule=cosine",
+                "calibration.fit_draws=2",
+            ],
+        )
         calibrate(cfg, "point", *study, run_dir, resume=True)
         return read_dataset(run_dir / "posterior.zarr")
 
@@ -284,12 +356,15 @@ def test_a_cosine_learning_rate_decays_to_zero_survives_a_kill_and_restarts_when
         np.testing.assert_array_equal(longer[name].values, fresh[name].values)
 
 
-@pytest.mark.parametrize("override, field", [
-    ("calibration.point.lr_schedule=linear", "calibration.point.lr_schedule"),
-    ("calibration.flow.loss_weight=-1", "calibration.flow.loss_weight"),
-    ("calibration.flow.loss_weight_warmup=-5", "calibration.flow.loss_weight_warmup"),
-    ("calibration.flow.kl_gradient=score", "calibration.flow.kl_gradient"),
-])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("calibration.point.lr_schedule=linear", "calibration.point.lr_schedule"),
+        ("calibration.flow.loss_weight=-1", "calibration.flow.loss_weight"),
+        ("calibration.flow.loss_weight_warmup=-5", "calibration.flow.loss_weight_warmup"),
+        ("calibration.flow.kl_gradient=score", "calibration.flow.kl_gradient"),
+    ],
+)
 def test_a_bad_calibration_setting_fails_at_composition(override, field):
     with pytest.raises(ConfigError, match=f"config field '{field}'"):
         compose_study("default", [*TINY, override])
@@ -327,13 +402,20 @@ def test_calibnn_weekly_features_lag_the_data_and_multipliers_are_centred(study)
     )
 
     cfg = compose_study("default", TINY)
-    target, prior = target_and_prior(cfg, study)
+    target, _ = target_and_prior(cfg, study)
     series, features = observed_series(target), weekly_features(target)
     assert features.shape[0] == 3  # 20 days
     assert torch.equal(features[0, :-1], torch.zeros_like(features[0, :-1])), "week 0 has no past week"
     assert torch.equal(features[1, :-1], series[:7].flatten()), "week 1 sees week 0"
-    module = CalibNNCalibration(target, torch.zeros(target.dimension), seed=0, draws_per_step=2, steps_per_epoch=1,
-                                lr=0.01, control="transmission_multiplier")
+    module = CalibNNCalibration(
+        target,
+        torch.zeros(target.dimension),
+        seed=0,
+        draws_per_step=2,
+        steps_per_epoch=1,
+        lr=0.01,
+        control="transmission_multiplier",
+    )
     torch.nn.init.normal_(module.weekly_network[-1].weight)
     daily = module.controls(2)["transmission_multiplier"]
     assert daily.shape == (2, 20) and not torch.allclose(daily, torch.ones_like(daily))
@@ -347,8 +429,9 @@ def test_calibnn_per_group_features_hold_exogenous_inputs_lagged_data_and_no_hel
     weeks the last fitted week's), and a one-hot code; the control is (draws, days, regions), centred."""
     from diffabm.calibration.calibnn import CalibNNCalibration, group_week_features
 
-    cfg = compose_study("default", [*TINY, "calibration.observables=[infections_by_region]",
-                                    "calibration.holdout_days=7"])
+    cfg = compose_study(
+        "default", [*TINY, "calibration.observables=[infections_by_region]", "calibration.holdout_days=7"]
+    )
     population = toy_population(600, seed=3, area_size=100, areas_per_region=2)  # 3 regions
     population_path = write_dataset(population.to_dataset(), tmp_path / "population.zarr", cfg, 3)
     target, _ = target_and_prior(cfg, (population_path, observe(cfg, population_path, tmp_path / "observed.zarr")))
@@ -361,8 +444,15 @@ def test_calibnn_per_group_features_hold_exogenous_inputs_lagged_data_and_no_hel
     assert not torch.equal(lagged[1], lagged[0]), "week 1 sees week 0"
     assert torch.equal(lagged[2], lagged[1]), "days 14-19 are held out: week 2 sees no data of week 1's end"
     assert torch.equal(features[0, :, -regions:], torch.eye(regions))
-    module = CalibNNCalibration(target, torch.zeros(target.dimension), seed=0, draws_per_step=2, steps_per_epoch=1,
-                                lr=0.01, control="transmission_by_region")
+    module = CalibNNCalibration(
+        target,
+        torch.zeros(target.dimension),
+        seed=0,
+        draws_per_step=2,
+        steps_per_epoch=1,
+        lr=0.01,
+        control="transmission_by_region",
+    )
     torch.nn.init.normal_(module.weekly_network[-1].weight)
     daily = module.controls(2)["transmission_by_region"]
     assert daily.shape == (2, 20, regions)
@@ -393,8 +483,9 @@ def test_loss_weight_stage_writes_the_weight_that_an_auto_flow_reads(study, tmp_
     target, prior = target_and_prior(cfg, study, observed)
     with pytest.raises(ValueError, match="at least 2 synthetic data sets"):
         bootstrap_losses(target, prior.sample(1, 0)[0], 1, seed=0)
-    posterior = write_dataset(posterior_dataset(target, prior.sample(8, 0), "point", observed),
-                              tmp_path / "posterior.zarr", cfg, 0)
+    posterior = write_dataset(
+        posterior_dataset(target, prior.sample(8, 0), "point", observed), tmp_path / "posterior.zarr", cfg, 0
+    )
     paths = ["--population", str(study[0]), "--observed", str(study[1]), "--posterior", str(posterior)]
     assert main(["loss-weight", *paths, *TINY]) == 0
     assert "calibration.flow.loss_weight ≈" in capsys.readouterr().out
@@ -412,9 +503,12 @@ def test_loss_weight_stage_writes_the_weight_that_an_auto_flow_reads(study, tmp_
         with_loss_weight(cfg, "flow", tmp_path / "bad.json")
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ([], "loss_weight must be a positive number .or auto., got 'auto'"),  # auto, never resolved
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ([], "loss_weight must be a positive number .or auto., got 'auto'"),  # auto, never resolved
+    ],
+)
 def test_flow_rejects_a_bad_setting(study, overrides, message):
     from diffabm.calibration.setup import build_module
 
@@ -437,18 +531,35 @@ def test_merged_ensemble_keeps_each_member_as_a_chain(study, tmp_path):
     for k in range(2):
         (tmp_path / str(k)).mkdir()
         pd.DataFrame({"step": [0], "loss": [1.0]}).to_csv(tmp_path / str(k) / "metrics.csv", index=False)
-        members.append(write_dataset(posterior_dataset(target, prior.sample(1, k), "point", observed),
-                                     tmp_path / str(k) / "posterior.zarr", cfg, k))
-    merged = read_dataset(merge_ensemble(cfg, members, study[0], study[1], tmp_path / "posterior.zarr",
-                                         tmp_path / "fit.zarr", tmp_path / "metrics.csv"))
+        members.append(
+            write_dataset(
+                posterior_dataset(target, prior.sample(1, k), "point", observed),
+                tmp_path / str(k) / "posterior.zarr",
+                cfg,
+                k,
+            )
+        )
+    merged = read_dataset(
+        merge_ensemble(
+            cfg,
+            members,
+            study[0],
+            study[1],
+            tmp_path / "posterior.zarr",
+            tmp_path / "fit.zarr",
+            tmp_path / "metrics.csv",
+        )
+    )
     assert sorted(merged.data_vars) == sorted(target.names)
     assert merged["chain"].values.tolist() == [0, 1] and merged.sizes["draw"] == 1
     for k, member in enumerate(members):
         assert (merged.isel(chain=k)[target.names[0]].values == read_dataset(member)[target.names[0]].values[0]).all()
 
 
-@pytest.mark.parametrize("overrides", [[], ["calibration.replicates=2", "calibration.alternatives=2",
-                                              "calibration.observables=[infections_by_setting]"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["calibration.replicates=2", "calibration.alternatives=2", "calibration.observables=[infections_by_setting]"]],
+)
 def test_stochastic_gradients_reach_theta_through_the_bijections(study, overrides):
     """The surrogate's gradient in θ (unconstrained) is the model's stochastic derivative in the natural parameters
     times d natural / d θ, with the target's replicates and alternatives."""
@@ -459,11 +570,21 @@ def test_stochastic_gradients_reach_theta_through_the_bijections(study, override
     (gradient,) = torch.autograd.grad(losses.sum(), theta)
     natural = target.natural(theta.detach())
     values, estimates = target.model.derivative_estimates(
-        natural, 7, lambda output: target.loss({name: output[name] for name in target.loss.observed}), target.names,
-        target.alternatives, target.replicates)
+        natural,
+        7,
+        lambda output: target.loss({name: output[name] for name in target.loss.observed}),
+        target.names,
+        target.alternatives,
+        target.replicates,
+    )
     torch.testing.assert_close(losses.detach(), values)
-    chain = torch.stack([torch.autograd.functional.jacobian(target.model.space.bijections[name], theta[:, k].detach()
-                                                            ).diagonal() for k, name in enumerate(target.names)], -1)
+    chain = torch.stack(
+        [
+            torch.autograd.functional.jacobian(target.model.space.bijections[name], theta[:, k].detach()).diagonal()
+            for k, name in enumerate(target.names)
+        ],
+        -1,
+    )
     torch.testing.assert_close(gradient, estimates * chain)
     with torch.no_grad():
         torch.testing.assert_close(losses.detach(), target.losses(theta, 7))  # the loss is the plain loss
@@ -472,8 +593,10 @@ def test_stochastic_gradients_reach_theta_through_the_bijections(study, override
 def test_finite_difference_gradients_are_central_differences_with_common_random_numbers(study):
     """calibration.gradients: finite_differences: the surrogate's value is the plain loss and its gradient the central
     difference in each unconstrained coordinate with the same seed; controls are refused, as for stochastic."""
-    cfg = compose_study("default", [*TINY, "calibration.gradients=finite_differences", "calibration.step=0.1",
-                                    "calibration.replicates=2"])
+    cfg = compose_study(
+        "default",
+        [*TINY, "calibration.gradients=finite_differences", "calibration.step=0.1", "calibration.replicates=2"],
+    )
     target, prior = target_and_prior(cfg, study)
     theta = prior.sample(3, 0).requires_grad_(True)
     losses = target.losses(theta, 7)
@@ -499,15 +622,19 @@ def test_posterior_stores_are_read_by_arviz_as_they_are_and_flat_by_read_posteri
     cfg = compose_study("default", TINY)
     target, prior = target_and_prior(cfg, study)
     theta = prior.sample(40, 0)
-    path = write_dataset(posterior_dataset(target, theta, "flow", read_dataset(study[1])), tmp_path / "posterior.zarr",
-                         cfg, 0)
+    path = write_dataset(
+        posterior_dataset(target, theta, "flow", read_dataset(study[1])), tmp_path / "posterior.zarr", cfg, 0
+    )
     data = arviz.convert_to_inference_data(xr.open_zarr(path, consolidated=False))
     table = arviz.summary(data, kind="stats")
     assert sorted(table.index) == sorted(target.names) and (table["sd"] > 0).all()
     flat = read_posterior(path)
     assert flat.sizes == {"draw": 40}
-    torch.testing.assert_close(torch.as_tensor(flat[target.names[0]].values),
-                               target.natural(theta)[target.names[0]].double(), check_dtype=False)
+    torch.testing.assert_close(
+        torch.as_tensor(flat[target.names[0]].values),
+        target.natural(theta)[target.names[0]].double(),
+        check_dtype=False,
+    )
 
 
 def test_wandb_runs_are_grouped_by_study_tagged_by_mode_and_one_per_job(tmp_path, monkeypatch):
@@ -534,6 +661,12 @@ def test_an_offline_wandb_run_holds_the_metrics_and_the_resolved_config(study, t
     train(cfg, "point", target, prior, tmp_path, seed=1, run_name="default-point")
     (records,) = (tmp_path / "wandb").glob("offline-run-*-default-point/run-default-point.wandb")
     data = records.read_bytes()
-    for expected in (b"study", b'"default"', b"calibration", b"holdout_days",  # the config, as JSON values
-                     b"loss_epoch", b"parameter/beta_household"):  # the metrics
+    for expected in (
+        b"study",
+        b'"default"',
+        b"calibration",
+        b"holdout_days",  # the config, as JSON values
+        b"loss_epoch",
+        b"parameter/beta_household",
+    ):  # the metrics
         assert expected in data, expected

@@ -27,10 +27,17 @@ SCRIPTS = sorted((ROOT / "workflow" / "scripts").glob("*.py"))
 def script_stage(path: Path) -> str:
     """The stage function (`module:name`) a workflow script calls: the call in its `run_job(smk, lambda cfg: ...)`."""
     tree = ast.parse(path.read_text())
-    imported = {alias.asname or alias.name: f"{node.module}:{alias.name}" for node in ast.walk(tree)
-                if isinstance(node, ast.ImportFrom) for alias in node.names}
-    (call,) = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-               and node.func.id == "run_job"]
+    imported = {
+        alias.asname or alias.name: f"{node.module}:{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    (call,) = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "run_job"
+    ]
     body = call.args[1].body
     assert isinstance(body, ast.Call) and isinstance(body.func, ast.Name), f"{path.name}: not run_job(smk, lambda: f())"
     return imported[body.func.id]
@@ -69,19 +76,26 @@ def test_version_is_the_installed_packages():
 
 
 def test_parsing_a_command_line_imports_neither_lightning_nor_torch():
-    code = ("import sys; from diffabm.cli import parser; "
-            "parser().parse_args(['calibrate', '--mode', 'point', '--observed', 'o', '--run-dir', 'r']); "
-            "print(sorted(m for m in ('lightning', 'torch') if m in sys.modules))")
+    code = (
+        "import sys; from diffabm.cli import parser; "
+        "parser().parse_args(['calibrate', '--mode', 'point', '--observed', 'o', '--run-dir', 'r']); "
+        "print(sorted(m for m in ('lightning', 'torch') if m in sys.modules))"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["recovery-table", "--run", "point", "--output", "r.csv"], "--run 'point' is not NAME=PATH"),
-    (["recovery-table", "--run", "a=x", "--run", "a=y", "--output", "r.csv"], "--run: 'a' given twice"),
-    (["merge-ensemble", "--observed", "o", "--posterior", "p", "--fit", "f", "--metrics", "m"],
-     "the following arguments are required: --member"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["recovery-table", "--run", "point", "--output", "r.csv"], "--run 'point' is not NAME=PATH"),
+        (["recovery-table", "--run", "a=x", "--run", "a=y", "--output", "r.csv"], "--run: 'a' given twice"),
+        (
+            ["merge-ensemble", "--observed", "o", "--posterior", "p", "--fit", "f", "--metrics", "m"],
+            "the following arguments are required: --member",
+        ),
+    ],
+)
 def test_a_bad_command_line_is_one_line_and_exit_2(argv, message, capsys):
     try:
         code = main(argv)
@@ -94,22 +108,75 @@ def test_a_bad_command_line_is_one_line_and_exit_2(argv, message, capsys):
 def test_the_calibration_stages_after_calibrate_run_from_the_command_line(tmp_path):
     """Brock & Hommes on a tiny budget: two ensemble members, merged, plotted, and in the recovery table."""
     study = ["--study", "bh-gradient-horizon"]
-    tiny = ["model.steps=10", "model.draws=2", "calibration.ensemble.epochs=2", "calibration.ensemble.draws_per_step=2",
-            "calibration.fit_draws=2", "calibration.loggers=[csv]"]
+    tiny = [
+        "model.steps=10",
+        "model.draws=2",
+        "calibration.ensemble.epochs=2",
+        "calibration.ensemble.draws_per_step=2",
+        "calibration.fit_draws=2",
+        "calibration.loggers=[csv]",
+    ]
     observed, ensemble = tmp_path / "observed.zarr", tmp_path / "ensemble"
     assert main(["observe", *study, "--output", str(observed), *tiny]) == 0
     for member in (0, 1):
-        assert main(["calibrate", *study, "--mode", "ensemble", "--member", str(member), "--observed", str(observed),
-                     "--run-dir", str(ensemble / "members" / str(member)), *tiny]) == 0
+        assert (
+            main(
+                [
+                    "calibrate",
+                    *study,
+                    "--mode",
+                    "ensemble",
+                    "--member",
+                    str(member),
+                    "--observed",
+                    str(observed),
+                    "--run-dir",
+                    str(ensemble / "members" / str(member)),
+                    *tiny,
+                ]
+            )
+            == 0
+        )
     run = {name: str(ensemble / name) for name in ("posterior.zarr", "fit.zarr", "metrics.csv")}
-    assert main(["merge-ensemble", *study, *(f"--member={ensemble / 'members' / str(k) / 'posterior.zarr'}"
-                                             for k in (0, 1)),
-                 "--observed", str(observed), "--posterior", run["posterior.zarr"], "--fit", run["fit.zarr"],
-                 "--metrics", run["metrics.csv"], *tiny]) == 0
+    assert (
+        main(
+            [
+                "merge-ensemble",
+                *study,
+                *(f"--member={ensemble / 'members' / str(k) / 'posterior.zarr'}" for k in (0, 1)),
+                "--observed",
+                str(observed),
+                "--posterior",
+                run["posterior.zarr"],
+                "--fit",
+                run["fit.zarr"],
+                "--metrics",
+                run["metrics.csv"],
+                *tiny,
+            ]
+        )
+        == 0
+    )
     posterior = read_dataset(ensemble / "posterior.zarr")
     assert (posterior.sizes["chain"], posterior.sizes["draw"]) == (2, 1), "one chain per member"
-    assert main(["plot-calibration", *study, "--posterior", run["posterior.zarr"], "--fit", run["fit.zarr"],
-                 "--metrics", run["metrics.csv"], "--output", str(tmp_path / "ensemble.png"), *tiny]) == 0
+    assert (
+        main(
+            [
+                "plot-calibration",
+                *study,
+                "--posterior",
+                run["posterior.zarr"],
+                "--fit",
+                run["fit.zarr"],
+                "--metrics",
+                run["metrics.csv"],
+                "--output",
+                str(tmp_path / "ensemble.png"),
+                *tiny,
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "ensemble.png").stat().st_size > 0
     assert main(["recovery-table", "--run", f"ensemble={ensemble}", "--output", str(tmp_path / "recovery.csv")]) == 0
     table = pd.read_csv(tmp_path / "recovery.csv")
@@ -122,6 +189,11 @@ def test_importing_diffabm_makes_openmp_wait_passively_unless_the_user_chose(tmp
     script = "import os, diffabm; print(os.environ['OMP_WAIT_POLICY'])"
     env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
     for preset, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
-        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                             env=env if preset is None else {**env, "OMP_WAIT_POLICY": preset})
+        run = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env if preset is None else {**env, "OMP_WAIT_POLICY": preset},
+        )
         assert run.stdout.strip() == expected

@@ -18,25 +18,44 @@ from diffabm.store import read_dataset, write_dataset
 
 START = dt.date(2021, 8, 17)
 LOCKDOWN = [
-    {"name": "lockdown", "kind": "contact_multiplier", "layers": ["school", "workplace"], "start": 5, "end": 25,
-     "multiplier": 0.1},
-    {"name": "lockdown", "kind": "contact_multiplier", "layers": ["community"], "start": "2021-08-22",
-     "multiplier": 0.3},
+    {
+        "name": "lockdown",
+        "kind": "contact_multiplier",
+        "layers": ["school", "workplace"],
+        "start": 5,
+        "end": 25,
+        "multiplier": 0.1,
+    },
+    {
+        "name": "lockdown",
+        "kind": "contact_multiplier",
+        "layers": ["community"],
+        "start": "2021-08-22",
+        "multiplier": 0.3,
+    },
     {"name": "isolation", "kind": "isolation", "compliance": 0.5, "delay_days": 1},
 ]
-SCENARIOS = {"baseline": [], "lockdown_later": [{"name": "lockdown", "shift_start": 7}],
-             "no_lockdown": [{"name": "lockdown", "drop": True}],
-             "isolation_90": [{"name": "isolation", "set": {"compliance": 0.9}}],
-             "no_vaccination": [{"name": "vaccination", "drop": True}]}
-EFFICACY = {"efficacy_infection_dose1": 0.4, "efficacy_infection_dose2": 0.7, "efficacy_severe_dose1": 0.5,
-            "efficacy_severe_dose2": 0.8}
+SCENARIOS = {
+    "baseline": [],
+    "lockdown_later": [{"name": "lockdown", "shift_start": 7}],
+    "no_lockdown": [{"name": "lockdown", "drop": True}],
+    "isolation_90": [{"name": "isolation", "set": {"compliance": 0.9}}],
+    "no_vaccination": [{"name": "vaccination", "drop": True}],
+}
+EFFICACY = {
+    "efficacy_infection_dose1": 0.4,
+    "efficacy_infection_dose2": 0.7,
+    "efficacy_severe_dose1": 0.5,
+    "efficacy_severe_dose2": 0.8,
+}
 
 
 def test_edits_shift_drop_and_set_named_interventions():
     later = scenario_interventions(LOCKDOWN, SCENARIOS["lockdown_later"], "later", START)
     assert [spec["start"] for spec in later[:2]] == [12, "2021-08-29"] and later[0]["end"] == 25
-    assert [spec["kind"] for spec in scenario_interventions(LOCKDOWN, SCENARIOS["no_lockdown"], "none", START)] \
-        == ["isolation"]
+    assert [spec["kind"] for spec in scenario_interventions(LOCKDOWN, SCENARIOS["no_lockdown"], "none", START)] == [
+        "isolation"
+    ]
     assert scenario_interventions(LOCKDOWN, SCENARIOS["isolation_90"], "iso", START)[2]["compliance"] == 0.9
     assert LOCKDOWN[0]["start"] == 5, "the study's own interventions are not changed"
     with pytest.raises(ValueError, match=r"counterfactual.scenarios.bad\[0\].name is 'curfew'"):
@@ -50,23 +69,42 @@ def scenarios(tmp_path_factory):
     root = tmp_path_factory.mktemp("counterfactual")
     doses = root / "doses.csv"
     doses.write_text("Date,First doses\n2021-06-01,60\n2021-08-27,40\n")
-    interventions = [*LOCKDOWN, {"name": "vaccination", "kind": "vaccination", "doses": str(doses),
-                                 "interval_days": 21}]
-    cfg = compose_study("toy", ["model.days=40", "model.parameters.initial_fraction=0.01",
-                                "model.parameters.hospitalisation_odds_ratio=10", "model.parameters.fatality_odds_ratio=5"])
+    interventions = [
+        *LOCKDOWN,
+        {"name": "vaccination", "kind": "vaccination", "doses": str(doses), "interval_days": 21},
+    ]
+    cfg = compose_study(
+        "toy",
+        [
+            "model.days=40",
+            "model.parameters.initial_fraction=0.01",
+            "model.parameters.hospitalisation_odds_ratio=10",
+            "model.parameters.fatality_odds_ratio=5",
+        ],
+    )
     OmegaConf.set_struct(cfg, False)
-    cfg = OmegaConf.merge(cfg, {"interventions": interventions, "start_date": START.isoformat(),
-                                "model": {"interventions": interventions, "start_date": START.isoformat(),
-                                          "parameters": EFFICACY},
-                                "counterfactual": {"posterior": "flow", "draws": 24, "scenarios": SCENARIOS}})
+    cfg = OmegaConf.merge(
+        cfg,
+        {
+            "interventions": interventions,
+            "start_date": START.isoformat(),
+            "model": {"interventions": interventions, "start_date": START.isoformat(), "parameters": EFFICACY},
+            "counterfactual": {"posterior": "flow", "draws": 24, "scenarios": SCENARIOS},
+        },
+    )
     toy = toy_population(4_000, seed=5)
     uptake = np.full(toy.n_agents, 0.7, dtype=np.float32)
     toy = dataclasses.replace(toy, extra={**toy.extra, "vaccine_dose1_uptake": uptake, "vaccine_dose2_uptake": uptake})
     population = write_dataset(toy.to_dataset(), root / "population.zarr", None, 0)
     rng = np.random.default_rng(0)
-    posterior = write_dataset(xr.Dataset({"beta_household": ("draw", rng.uniform(2, 4, 24)),
-                                          "beta_community": ("draw", rng.uniform(1, 3, 24))}),
-                              root / "posterior.zarr", None, 0)
+    posterior = write_dataset(
+        xr.Dataset(
+            {"beta_household": ("draw", rng.uniform(2, 4, 24)), "beta_community": ("draw", rng.uniform(1, 3, 24))}
+        ),
+        root / "posterior.zarr",
+        None,
+        0,
+    )
     paths = [write_scenario(cfg, name, population, posterior, root / f"{name}.zarr") for name in SCENARIOS]
     merge_counterfactuals(cfg, paths, root / "counterfactuals.zarr", root / "counterfactuals.csv")
     return read_dataset(root / "counterfactuals.zarr"), root

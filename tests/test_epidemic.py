@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import Tensor
 from conftest import make_model
+from torch import Tensor
 
 from diffabm.models.epidemic import STAGES, ContactLayers
 from diffabm.stochastic import (
@@ -66,8 +66,9 @@ def test_regions_are_the_populations_own(small_population):
     import dataclasses
 
     region = np.where(np.arange(small_population.n_agents) % 3 == 0, 7, 3)
-    population = dataclasses.replace(small_population, extra={"region": region},
-                                     attrs={"region_labels": [f"R{k}" for k in range(9)]})
+    population = dataclasses.replace(
+        small_population, extra={"region": region}, attrs={"region_labels": [f"R{k}" for k in range(9)]}
+    )
     model = make_model(population)
     assert model.coords()["region"].tolist() == ["R3", "R7"]
     out = model(seed=1)
@@ -87,8 +88,12 @@ def test_checkpointed_reverse_mode_gives_the_plain_gradients_exactly(small_popul
     def gradients(ad: AutoDiff) -> list[Tensor]:
         leaves = {name: value.clone().requires_grad_(True) for name, value in base.items()}
         out = ad.simulate(model, leaves, 4)
-        y = out["new_infections"].sum() + 3 * out["hospitalisations"].sum() + out["deaths_by_age"][..., -1].sum() \
+        y = (
+            out["new_infections"].sum()
+            + 3 * out["hospitalisations"].sum()
+            + out["deaths_by_age"][..., -1].sum()
             + out["infections_by_ethnicity"][..., 2].sum()
+        )
         return list(torch.autograd.grad(y, list(leaves.values())))
 
     plain = gradients(AutoDiff("reverse"))
@@ -121,12 +126,19 @@ def test_draws_are_independent_unless_common_random_numbers(small_population):
 
 
 def test_closing_the_only_transmitting_layer_stops_transmission(small_population):
-    only_school = ["model.parameters.beta_household=0", "model.parameters.beta_workplace=0",
-                   "model.parameters.beta_community=0", "model.parameters.beta_school=20",
-                   "model.parameters.initial_fraction=0.05"]
+    only_school = [
+        "model.parameters.beta_household=0",
+        "model.parameters.beta_workplace=0",
+        "model.parameters.beta_community=0",
+        "model.parameters.beta_school=20",
+        "model.parameters.initial_fraction=0.05",
+    ]
     open_ = make_model(small_population, *only_school)(seed=4)
-    closed = make_model(small_population, *only_school, "+interventions=[{kind: contact_multiplier, "
-                        "layers: [school], start: 0, end: 30, multiplier: 0.0}]")(seed=4)
+    closed = make_model(
+        small_population,
+        *only_school,
+        "+interventions=[{kind: contact_multiplier, layers: [school], start: 0, end: 30, multiplier: 0.0}]",
+    )(seed=4)
     assert open_.new_infections[:, 1:].sum() > 0
     assert closed.new_infections[:, 1:].sum() == 0
 
@@ -134,8 +146,9 @@ def test_closing_the_only_transmitting_layer_stops_transmission(small_population
 def test_isolation_reduces_infections(small_population):
     base = ["model.draws=16", "model.parameters.beta_household=0", "model.parameters.initial_fraction=0.02"]
     free = make_model(small_population, *base)(seed=8).new_infections.sum()
-    isolated = make_model(small_population, *base, "+interventions=[{kind: isolation, compliance: 1.0, "
-                          "delay_days: 0}]")(seed=8).new_infections.sum()
+    isolated = make_model(
+        small_population, *base, "+interventions=[{kind: isolation, compliance: 1.0, delay_days: 0}]"
+    )(seed=8).new_infections.sum()
     assert isolated < 0.9 * free
 
 
@@ -152,8 +165,9 @@ def autograd_and_finite_differences(name: str, series, *overrides: str) -> tuple
     (step 10%), each (192,): toy population of 3,000 agents, 30 days, initial fraction 0.01, 64 draws × 3 seeds."""
     from diffabm.population.toy import toy_population
 
-    model = make_model(toy_population(3_000, seed=3), "model.draws=64", "model.parameters.initial_fraction=0.01",
-                       *overrides)
+    model = make_model(
+        toy_population(3_000, seed=3), "model.draws=64", "model.parameters.initial_fraction=0.01", *overrides
+    )
     base = natural(model)
     step = 0.1 * base[name][0].item()
     autograd, differences = [], []
@@ -206,7 +220,9 @@ BY_SETTING_BIAS = {"workplace": (1.496, 0.026), "community": (1.268, 0.023)}
 def assert_pinned(ratio: float, se: float, pinned: tuple[float, float], what: str) -> None:
     """The ratio equals its pinned value within 3 standard errors of the two measurements combined."""
     expected, expected_se = pinned
-    assert abs(ratio - expected) < 3 * (se**2 + expected_se**2) ** 0.5, f"{what}: {ratio:.3f} ± {se:.3f}, pinned {pinned}"
+    assert abs(ratio - expected) < 3 * (se**2 + expected_se**2) ** 0.5, (
+        f"{what}: {ratio:.3f} ± {se:.3f}, pinned {pinned}"
+    )
 
 
 @pytest.mark.parametrize(("estimator", "name", "seeding", "output"), sorted(BIAS))
@@ -217,8 +233,9 @@ def test_the_bias_of_each_biased_estimator_is_as_measured(estimator, name, seedi
     ones are biased per draw. The test pins the measured ratio within 3 combined SE, so a change of the bias
     either way fails; the unbiased stochastic derivatives are tested against the same kind of finite differences
     below."""
-    autograd, differences = autograd_and_finite_differences(name, lambda out: getattr(out, output),
-                                                            f"model.seeding={seeding}", f"model/estimator={estimator}")
+    autograd, differences = autograd_and_finite_differences(
+        name, lambda out: getattr(out, output), f"model.seeding={seeding}", f"model/estimator={estimator}"
+    )
     ratio, se = ratio_and_standard_error(autograd, differences)
     assert_pinned(ratio, se, BIAS[(estimator, name, seeding, output)], f"{estimator}: {name} ({seeding}) on {output}")
 
@@ -227,8 +244,9 @@ def test_the_bias_of_each_biased_estimator_is_as_measured(estimator, name, seedi
 def test_the_bias_on_infections_by_setting_is_as_measured(setting):
     """d E[infections in a setting] / dβ of that setting, pinned as above."""
     column = ["household", "school", "workplace", "community"].index(setting)
-    autograd, differences = autograd_and_finite_differences(f"beta_{setting}",
-                                                            lambda out: out.infections_by_setting[..., column])
+    autograd, differences = autograd_and_finite_differences(
+        f"beta_{setting}", lambda out: out.infections_by_setting[..., column]
+    )
     ratio, se = ratio_and_standard_error(autograd, differences)
     assert_pinned(ratio, se, BY_SETTING_BIAS[setting], f"infections in {setting}")
 
@@ -243,10 +261,16 @@ def test_infections_by_setting_split_each_day_infections_and_their_gradients(sma
     assert (by_setting[:, 0] == 0).all() and (by_setting[..., model.layers.index("school")] == 0).all()
     torch.testing.assert_close(by_setting.sum(-1)[:, 1:], out.new_infections[:, 1:])
     assert by_setting[..., model.layers.index("workplace")].sum() > 0
-    by_day = torch.autograd.grad(out.new_infections[:, 1:].sum(), list(params.values()), retain_graph=True,
-                                 allow_unused=True, materialize_grads=True)
-    split = torch.autograd.grad(by_setting.sum(), list(params.values()), retain_graph=True, allow_unused=True,
-                                materialize_grads=True)
+    by_day = torch.autograd.grad(
+        out.new_infections[:, 1:].sum(),
+        list(params.values()),
+        retain_graph=True,
+        allow_unused=True,
+        materialize_grads=True,
+    )
+    split = torch.autograd.grad(
+        by_setting.sum(), list(params.values()), retain_graph=True, allow_unused=True, materialize_grads=True
+    )
     for day_grad, setting_grad in zip(by_day, split):
         torch.testing.assert_close(day_grad, setting_grad)
     share = torch.autograd.grad(by_setting[..., model.layers.index("workplace")].sum(), params["beta_workplace"])[0]
@@ -288,8 +312,9 @@ def test_estimators_share_forward_values_and_differ_in_gradients():
     assert torch.equal(relaxed > 0.5, hard > 0), "the relaxed sample must round to the hard sample"
 
 
-@pytest.mark.parametrize("estimator", [StraightThroughGumbel(0.7), GumbelSoftmax(0.5), StraightThrough(),
-                                       EventWeighted()])
+@pytest.mark.parametrize(
+    "estimator", [StraightThroughGumbel(0.7), GumbelSoftmax(0.5), StraightThrough(), EventWeighted()]
+)
 def test_rate_draws_match_the_logit_estimators(estimator):
     rate = torch.rand(500, generator=torch.Generator().manual_seed(1)).mul(3).requires_grad_(True)
     u = torch.rand(500, generator=torch.Generator().manual_seed(2)).clamp(1e-6, 1 - 1e-6)
@@ -307,7 +332,7 @@ def test_event_weighted_derivative_is_unbiased_and_straight_through_gumbel_is_no
     exact = np.exp(-rate)
     assert EventWeighted().rate_derivative(rates, u).mean().item() == pytest.approx(exact, rel=0.01)
     gumbel = StraightThroughGumbel(1.0).rate_derivative(rates, u).mean().item()
-    assert not gumbel == pytest.approx(exact, rel=0.1), "τ = 1 Gumbel is biased by a p-dependent factor"
+    assert gumbel != pytest.approx(exact, rel=0.1), "τ = 1 Gumbel is biased by a p-dependent factor"
 
 
 def test_hand_derived_adjoint_matches_finite_differences_of_a_smooth_simulation():
@@ -315,9 +340,14 @@ def test_hand_derived_adjoint_matches_finite_differences_of_a_smooth_simulation(
     from diffabm.population.toy import toy_population
 
     population = toy_population(400, seed=5)
-    model = make_model(population, "model.days=12", "model.draws=2", "model/estimator=gumbel_softmax",
-                       "model.estimator.temperature=3.0",
-                       "+interventions=[{kind: isolation, compliance: 0.7, delay_days: 0}]")
+    model = make_model(
+        population,
+        "model.days=12",
+        "model.draws=2",
+        "model/estimator=gumbel_softmax",
+        "model.estimator.temperature=3.0",
+        "+interventions=[{kind: isolation, compliance: 0.7, delay_days: 0}]",
+    )
     base = natural(model, initial_fraction=0.05)
     for name in ("beta_household", "beta_school", "beta_community"):
         params = {k: v.clone().double().requires_grad_(k == name) for k, v in base.items()}
@@ -333,8 +363,9 @@ def test_hand_derived_adjoint_matches_finite_differences_of_a_smooth_simulation(
 def test_a_constant_transmission_multiplier_scales_every_beta(model):
     half = {name: 0.5 * value for name, value in natural(model).items() if name.startswith("beta_")}
     scaled = model.simulate({**natural(model), **half}, seed=4)
-    multiplied = model.simulate(natural(model), seed=4,
-                                controls={"transmission_multiplier": torch.full((3, model.days), 0.5)})
+    multiplied = model.simulate(
+        natural(model), seed=4, controls={"transmission_multiplier": torch.full((3, model.days), 0.5)}
+    )
     assert torch.equal(scaled.new_infections, multiplied.new_infections)
     with pytest.raises(ValueError, match=r"control 'transmission_multiplier' has shape \(3, 3\), expected \(3, 30\)"):
         model.simulate(natural(model), controls={"transmission_multiplier": torch.ones(3, 3)})
@@ -370,11 +401,13 @@ def test_negative_or_malformed_parameters_are_rejected(model):
 
 def test_config_errors_name_the_field(small_population):
     with pytest.raises(ValueError, match=r"interventions\[0\].layers is \['gym'\]: unknown layers \['gym'\]"):
-        make_model(small_population, "+interventions=[{kind: contact_multiplier, layers: [gym], start: 0, "
-                                     "multiplier: 0}]")
+        make_model(
+            small_population, "+interventions=[{kind: contact_multiplier, layers: [gym], start: 0, multiplier: 0}]"
+        )
     with pytest.raises(ValueError, match=r"'interventions\[0\].multiplier'.* -1"):
-        make_model(small_population, "+interventions=[{kind: contact_multiplier, layers: [school], start: 0, "
-                                     "multiplier: -1}]")
+        make_model(
+            small_population, "+interventions=[{kind: contact_multiplier, layers: [school], start: 0, multiplier: -1}]"
+        )
     with pytest.raises(ValueError, match=r"need .*beta_community"):
         make_model(small_population, "~model.parameters.beta_community")
     with pytest.raises(ValueError, match=r"'model.seeding'.*'poisson'"):
@@ -410,12 +443,23 @@ def test_multi_membership_layer_equals_separate_layers_with_the_same_beta():
     school, workplace = population.groups["school"], population.groups["workplace"]
     offset = school.max() + 1
     merged_ids = np.stack([school, np.where(workplace >= 0, workplace + offset, -1)], axis=1)
-    merged = dataclasses.replace(population, groups={"household": population.groups["household"],
-                                                     "mixing": merged_ids, "community": population.groups["community"]})
+    merged = dataclasses.replace(
+        population,
+        groups={
+            "household": population.groups["household"],
+            "mixing": merged_ids,
+            "community": population.groups["community"],
+        },
+    )
     course = disease_course(OmegaConf.to_container(compose_study("toy").model.course))
     common = dict(course=course, days=20, draws=2)
-    beta = {"beta_household": 1.0, "beta_community": 1.0, "initial_fraction": 0.02,
-            "hospitalisation_odds_ratio": 1.0, "fatality_odds_ratio": 1.0}
+    beta = {
+        "beta_household": 1.0,
+        "beta_community": 1.0,
+        "initial_fraction": 0.02,
+        "hospitalisation_odds_ratio": 1.0,
+        "fatality_odds_ratio": 1.0,
+    }
     separate = EpidemicModel(population, parameters={**beta, "beta_school": 4.0, "beta_workplace": 4.0}, **common)
     together = EpidemicModel(merged, parameters={**beta, "beta_mixing": 4.0}, **common)
     assert torch.equal(separate(seed=3).stage_counts, together(seed=3).stage_counts)
@@ -425,10 +469,12 @@ def test_gradients_of_infections_by_age_sum_to_those_of_new_infections(small_pop
     model = make_model(small_population, "model.draws=8")
     params = {k: v.detach().clone().requires_grad_(True) for k, v in natural(model).items()}
     out = model.simulate(params, seed=4)
-    by_day = torch.autograd.grad(out.new_infections.sum(), list(params.values()), retain_graph=True,
-                                 allow_unused=True, materialize_grads=True)
-    by_age = torch.autograd.grad(out.infections_by_age.sum(), list(params.values()), allow_unused=True,
-                                 materialize_grads=True)
+    by_day = torch.autograd.grad(
+        out.new_infections.sum(), list(params.values()), retain_graph=True, allow_unused=True, materialize_grads=True
+    )
+    by_age = torch.autograd.grad(
+        out.infections_by_age.sum(), list(params.values()), allow_unused=True, materialize_grads=True
+    )
     for day_grad, age_grad in zip(by_day, by_age):
         torch.testing.assert_close(day_grad, age_grad)
     assert by_day[0].abs().sum() > 0
@@ -450,9 +496,13 @@ def test_simulations_free_their_graph(small_population):
 
 def test_interventions_act_on_their_own_days(small_population):
     """Every layer closed on [5, 6): no infection on day 5 (the multiplier of day t acts on day t, not t + 1)."""
-    model = make_model(small_population, "model.draws=4", "model.parameters.initial_fraction=0.05",
-                       "+interventions=[{kind: contact_multiplier, layers: [household, school, workplace, community], "
-                       "start: 5, end: 6, multiplier: 0.0}]")
+    model = make_model(
+        small_population,
+        "model.draws=4",
+        "model.parameters.initial_fraction=0.05",
+        "+interventions=[{kind: contact_multiplier, layers: [household, school, workplace, community], "
+        "start: 5, end: 6, multiplier: 0.0}]",
+    )
     with torch.no_grad():
         new = model.simulate(natural(model, initial_fraction=0.05), seed=1).new_infections
     assert (new[:, 5] == 0).all()
@@ -463,20 +513,28 @@ def test_agents_infect_before_symptom_onset(small_population):
     """Everyone symptomatic and isolating from all layers at onset: only pre-symptomatic infectiousness transmits,
     so with `presymptomatic_days: 0` no one is infected after the seeds, and with 2 days many are."""
     everyone = "[1, 1, 1, 1, 1, 1, 1, 1]"
-    isolation = ("+interventions=[{kind: isolation, compliance: 1.0, delay_days: 0, layers: [household, school, "
-                 "workplace, community]}]")
+    isolation = (
+        "+interventions=[{kind: isolation, compliance: 1.0, delay_days: 0, layers: [household, school, "
+        "workplace, community]}]"
+    )
     after_seeds = {}
     for days in (0, 2):
-        model = make_model(small_population, "model.draws=4", f"model.course.p_symptomatic={everyone}", isolation,
-                           f"model.course.presymptomatic_days={days}")
+        model = make_model(
+            small_population,
+            "model.draws=4",
+            f"model.course.p_symptomatic={everyone}",
+            isolation,
+            f"model.course.presymptomatic_days={days}",
+        )
         with torch.no_grad():
             after_seeds[days] = model.simulate(natural(model, initial_fraction=0.05), seed=1).new_infections[:, 1:]
     assert after_seeds[0].sum() == 0
     assert (after_seeds[2].sum(1) > 0).all()
 
 
-@pytest.mark.parametrize("parameter, output", [("fatality_odds_ratio", "deaths"),
-                                               ("hospitalisation_odds_ratio", "hospitalisations")])
+@pytest.mark.parametrize(
+    "parameter, output", [("fatality_odds_ratio", "deaths"), ("hospitalisation_odds_ratio", "hospitalisations")]
+)
 def test_forward_mode_reaches_the_odds_ratios(small_population, parameter, output):
     """torch.func.jvp of admissions and deaths in the odds ratios equals reverse mode (it was 0)."""
     model = make_model(small_population, "model.days=40", "model.draws=2")
@@ -502,8 +560,9 @@ def test_an_earlier_retained_backward_does_not_leak_into_a_later_one(small_popul
         return parameters, model.simulate(parameters, seed=3)
 
     parameters, out = run()
-    torch.autograd.grad(out.deaths.sum() + out.hospitalisations.sum(), parameters["fatality_odds_ratio"],
-                        retain_graph=True)
+    torch.autograd.grad(
+        out.deaths.sum() + out.hospitalisations.sum(), parameters["fatality_odds_ratio"], retain_graph=True
+    )
     (after,) = torch.autograd.grad(out.new_infections.sum(), parameters["beta_household"])
     parameters, out = run()
     (fresh,) = torch.autograd.grad(out.new_infections.sum(), parameters["beta_household"])
@@ -518,20 +577,23 @@ STATISTICS = {  # name: per-row statistic of the outputs
 }
 
 
-def stochastic_and_finite_differences(statistic: str, names: list[str], *overrides: str, alternatives: int = 1,
-                                      replicates: int = 1) -> dict[str, float]:
+def stochastic_and_finite_differences(
+    statistic: str, names: list[str], *overrides: str, alternatives: int = 1, replicates: int = 1
+) -> dict[str, float]:
     """z = (mean stochastic derivative − mean central difference) / combined SE for each parameter of `names`:
     512 stochastic derivatives of all parameters at once against 512 central differences (step 5%, common random
     numbers), toy population of 3,000 agents, 30 days, initial fraction 0.01."""
     from diffabm.models.epidemic.derivatives import stochastic_derivatives
     from diffabm.population.toy import toy_population
 
-    model = make_model(toy_population(3_000, seed=3), "model.draws=256", "model.parameters.initial_fraction=0.01",
-                       *overrides)
+    model = make_model(
+        toy_population(3_000, seed=3), "model.draws=256", "model.parameters.initial_fraction=0.01", *overrides
+    )
     base = natural(model)
     f = STATISTICS[statistic]
-    estimates = torch.cat([stochastic_derivatives(model, base, seed, f, names, alternatives, replicates)[1]
-                           for seed in range(2)])
+    estimates = torch.cat(
+        [stochastic_derivatives(model, base, seed, f, names, alternatives, replicates)[1] for seed in range(2)]
+    )
 
     def mean_of_replicates(parameters, seed):
         repeated = {k: v.repeat_interleave(replicates) for k, v in parameters.items()}
@@ -542,9 +604,16 @@ def stochastic_and_finite_differences(statistic: str, names: list[str], *overrid
     for k, name in enumerate(names):
         step = 0.05 * base[name][0].item()
         with torch.no_grad():
-            differences = torch.cat([(mean_of_replicates({**base, name: base[name] + step}, 100 + s)
-                                      - mean_of_replicates({**base, name: base[name] - step}, 100 + s)) / (2 * step)
-                                     for s in range(2)])
+            differences = torch.cat(
+                [
+                    (
+                        mean_of_replicates({**base, name: base[name] + step}, 100 + s)
+                        - mean_of_replicates({**base, name: base[name] - step}, 100 + s)
+                    )
+                    / (2 * step)
+                    for s in range(2)
+                ]
+            )
         se = (estimates[:, k].var() / len(estimates) + differences.var() / len(differences)).sqrt()
         z[name] = ((estimates[:, k].mean() - differences.mean()) / se).item()
     return z
@@ -552,18 +621,27 @@ def stochastic_and_finite_differences(statistic: str, names: list[str], *overrid
 
 BETAS = ["beta_household", "beta_school", "beta_workplace", "beta_community"]
 STOCHASTIC_CASES = {  # id: (statistic, parameters, overrides, keyword arguments); all but the first are slow
-    "every parameter, total infections": ("infections", [*BETAS, "initial_fraction", "hospitalisation_odds_ratio"],
-                                          (), {}),
+    "every parameter, total infections": (
+        "infections",
+        [*BETAS, "initial_fraction", "hospitalisation_odds_ratio"],
+        (),
+        {},
+    ),
     "systematic seeding": ("infections", ["initial_fraction", "beta_household"], ("model.seeding=systematic",), {}),
     "hospitalisations": ("hospitalisations", ["hospitalisation_odds_ratio", "beta_community"], (), {}),
     "deaths": ("deaths", ["fatality_odds_ratio", "hospitalisation_odds_ratio"], (), {}),
-    "a nonlinear statistic of 2 replicates, by setting": ("log infections in school", ["beta_school",
-                                                          "beta_household"], (), {"replicates": 2, "alternatives": 2}),
+    "a nonlinear statistic of 2 replicates, by setting": (
+        "log infections in school",
+        ["beta_school", "beta_household"],
+        (),
+        {"replicates": 2, "alternatives": 2},
+    ),
 }
 
 
-@pytest.mark.parametrize("case", [case if i == 0 else pytest.param(case, marks=pytest.mark.slow)
-                                  for i, case in enumerate(STOCHASTIC_CASES)])
+@pytest.mark.parametrize(
+    "case", [case if i == 0 else pytest.param(case, marks=pytest.mark.slow) for i, case in enumerate(STOCHASTIC_CASES)]
+)
 def test_stochastic_derivatives_agree_with_finite_differences(case):
     """Arya et al. (2022) stochastic derivatives are unbiased for every parameter and Bernoulli draw of the model
     (infections, Bernoulli and systematic seeding, hospitalisation and death), for a statistic of the mean of
@@ -584,7 +662,9 @@ def test_stochastic_derivatives_primal_is_the_simulation(small_population):
     with torch.no_grad():
         expected = model.simulate(base, seed=5)
     for name, series in expected.items():
-        values, _ = stochastic_derivatives(model, base, 5, lambda output: output[name].flatten(1).sum(1), BETAS)
+        values, _ = stochastic_derivatives(
+            model, base, 5, lambda output, name=name: output[name].flatten(1).sum(1), BETAS
+        )
         torch.testing.assert_close(values, series.flatten(1).sum(1), msg=name)
 
 
@@ -597,10 +677,14 @@ def test_stochastic_derivatives_of_several_statistics_come_from_one_run():
     model = make_model(toy_population(1_000, seed=3), "model.draws=4")
     base = natural(model)
     names = ["beta_household", "beta_school", "initial_fraction"]
-    statistics = [lambda o: o.new_infections.sum(1), lambda o: o.infections_by_setting[..., 1].sum(1),
-                  lambda o: o.cases.max(1).values]
-    values, estimates = stochastic_derivatives(model, base, 3, lambda o: torch.stack([f(o) for f in statistics], 1),
-                                               names, 2, 2)
+    statistics = [
+        lambda o: o.new_infections.sum(1),
+        lambda o: o.infections_by_setting[..., 1].sum(1),
+        lambda o: o.cases.max(1).values,
+    ]
+    values, estimates = stochastic_derivatives(
+        model, base, 3, lambda o: torch.stack([f(o) for f in statistics], 1), names, 2, 2
+    )
     assert estimates.shape == (4, 3, 3)
     for k, statistic in enumerate(statistics):
         alone = stochastic_derivatives(model, base, 3, statistic, names, 2, 2)
@@ -615,5 +699,6 @@ def test_stochastic_derivatives_refuse_replicates_of_common_random_numbers(small
 
     model = make_model(small_population, "model.common_random_numbers=true")
     with pytest.raises(ValueError, match="common_random_numbers"):
-        stochastic_derivatives(model, natural(model), 0, lambda output: output.new_infections.sum(1), BETAS,
-                               replicates=2)
+        stochastic_derivatives(
+            model, natural(model), 0, lambda output: output.new_infections.sum(1), BETAS, replicates=2
+        )

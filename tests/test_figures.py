@@ -32,20 +32,49 @@ from diffabm.store import read_dataset, write_dataset
 DAYS, DRAWS, SEED = 40, 6, 11
 TIME = np.datetime64("2021-08-10", "ns") + np.arange(DAYS) * np.timedelta64(1, "D")
 INTERVENTIONS = [
-    {"name": "alert_level_4", "kind": "contact_multiplier", "layers": ["school"], "start": "2021-08-18",
-     "end": "2021-09-01", "multiplier": 0.05},
-    {"name": "alert_level_4", "kind": "contact_multiplier", "layers": ["workplace"], "start": "2021-08-18",
-     "end": "2021-09-01", "multiplier": 0.3},
-    {"name": "alert_level_3", "kind": "contact_multiplier", "layers": ["school"], "start": "2021-09-01",
-     "end": "2021-09-10", "multiplier": 0.1},
-    {"name": "alert_level_3", "kind": "contact_multiplier", "layers": ["workplace"], "start": "2021-09-01",
-     "end": "2021-09-15", "multiplier": 0.5},
+    {
+        "name": "alert_level_4",
+        "kind": "contact_multiplier",
+        "layers": ["school"],
+        "start": "2021-08-18",
+        "end": "2021-09-01",
+        "multiplier": 0.05,
+    },
+    {
+        "name": "alert_level_4",
+        "kind": "contact_multiplier",
+        "layers": ["workplace"],
+        "start": "2021-08-18",
+        "end": "2021-09-01",
+        "multiplier": 0.3,
+    },
+    {
+        "name": "alert_level_3",
+        "kind": "contact_multiplier",
+        "layers": ["school"],
+        "start": "2021-09-01",
+        "end": "2021-09-10",
+        "multiplier": 0.1,
+    },
+    {
+        "name": "alert_level_3",
+        "kind": "contact_multiplier",
+        "layers": ["workplace"],
+        "start": "2021-09-01",
+        "end": "2021-09-15",
+        "multiplier": 0.5,
+    },
     {"name": "step_1", "kind": "contact_multiplier", "layers": ["community"], "start": 27, "multiplier": 0.6},
     {"kind": "contact_multiplier", "layers": ["school"], "start": 2, "end": 5, "multiplier": 0.0},
     {"name": "isolation", "kind": "isolation", "compliance": 0.5, "delay_days": 1},
 ]
-CONFIG = {"study": "figures-test", "seed": SEED, "start_date": "2021-08-10", "interventions": INTERVENTIONS,
-          "model": {"days": DAYS, "start_date": "2021-08-10", "interventions": INTERVENTIONS}}
+CONFIG = {
+    "study": "figures-test",
+    "seed": SEED,
+    "start_date": "2021-08-10",
+    "interventions": INTERVENTIONS,
+    "model": {"days": DAYS, "start_date": "2021-08-10", "interventions": INTERVENTIONS},
+}
 
 
 def _epidemic(rng, *leading: int) -> np.ndarray:
@@ -59,20 +88,28 @@ def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("figures")
     rng = np.random.default_rng(0)
     simulation = xr.Dataset(
-        {"new_infections": (("draw", "time"), _epidemic(rng, DRAWS)),
-         "infections_by_setting": (("draw", "time", "setting"), _epidemic(rng, DRAWS, 3).transpose(0, 2, 1)),
-         "beta_household": ("draw", np.full(DRAWS, 3.0, dtype=np.float32))},
-        coords={"time": TIME, "draw": np.arange(DRAWS), "setting": ["household", "school", "community"]})
+        {
+            "new_infections": (("draw", "time"), _epidemic(rng, DRAWS)),
+            "infections_by_setting": (("draw", "time", "setting"), _epidemic(rng, DRAWS, 3).transpose(0, 2, 1)),
+            "beta_household": ("draw", np.full(DRAWS, 3.0, dtype=np.float32)),
+        },
+        coords={"time": TIME, "draw": np.arange(DRAWS), "setting": ["household", "school", "community"]},
+    )
     scenarios = ["baseline", "no_lockdown"]
     counterfactuals = xr.Dataset(
-        {name: (("scenario", "draw", "time"), _epidemic(rng, 2, DRAWS)) for name in ("new_infections",
-                                                                                   "reported_cases", "deaths")},
+        {
+            name: (("scenario", "draw", "time"), _epidemic(rng, 2, DRAWS))
+            for name in ("new_infections", "reported_cases", "deaths")
+        },
         coords={"time": TIME, "draw": np.arange(DRAWS), "scenario": np.asarray(scenarios, dtype=object)},
-        attrs={"baseline": "baseline", "posterior": "flow"})
+        attrs={"baseline": "baseline", "posterior": "flow"},
+    )
     observed = xr.Dataset({"reported_cases": ("time", _epidemic(rng, 1)[0])}, coords={"time": TIME})
-    return {"simulation": write_dataset(simulation, root / "simulation.zarr", CONFIG, SEED),
-            "counterfactuals": write_dataset(counterfactuals, root / "counterfactuals.zarr", CONFIG, SEED),
-            "observed": write_dataset(observed, root / "observed.zarr", CONFIG, SEED)}
+    return {
+        "simulation": write_dataset(simulation, root / "simulation.zarr", CONFIG, SEED),
+        "counterfactuals": write_dataset(counterfactuals, root / "counterfactuals.zarr", CONFIG, SEED),
+        "observed": write_dataset(observed, root / "observed.zarr", CONFIG, SEED),
+    }
 
 
 def _assert_provenance_and_pdf(png, store) -> None:
@@ -103,17 +140,21 @@ def test_one_span_per_named_intervention_period():
     day = np.timedelta64(1, "D")
     start = np.datetime64("2021-08-10", "D")
     assert [(span.name, span.start, span.end) for span in spans] == [
-        ("school contacts ×0", start + 2 * day, start + 5 * day),               # unnamed: named by layer and value
+        ("school contacts ×0", start + 2 * day, start + 5 * day),  # unnamed: named by layer and value
         ("alert_level_4", np.datetime64("2021-08-18"), np.datetime64("2021-09-01")),  # two layers, one period
         ("alert_level_3", np.datetime64("2021-09-01"), np.datetime64("2021-09-15")),  # overlapping, merged
-        ("step_1", start + 27 * day, start + DAYS * day),                         # open end: the last day's end
+        ("step_1", start + 27 * day, start + DAYS * day),  # open end: the last day's end
     ]
     assert spans[1].detail == "school ×0.05, workplace ×0.3"
     # two separate periods of one name stay two spans; day numbers without a start date stay day numbers
-    apart = [{"name": "lockdown", "kind": "contact_multiplier", "start": 1, "end": 3, "multiplier": 0.5},
-             {"name": "lockdown", "kind": "contact_multiplier", "start": 6, "end": 9, "multiplier": 0.5}]
-    assert [(s.start, s.end) for s in intervention_spans({"model": {"days": 10, "interventions": apart}})] == \
-        [(1, 3), (6, 9)]
+    apart = [
+        {"name": "lockdown", "kind": "contact_multiplier", "start": 1, "end": 3, "multiplier": 0.5},
+        {"name": "lockdown", "kind": "contact_multiplier", "start": 6, "end": 9, "multiplier": 0.5},
+    ]
+    assert [(s.start, s.end) for s in intervention_spans({"model": {"days": 10, "interventions": apart}})] == [
+        (1, 3),
+        (6, 9),
+    ]
     assert intervention_spans({"model": {"days": 10}}) == []
 
 
@@ -145,31 +186,60 @@ def test_bands_are_the_5_and_95_percent_quantiles():
 def test_a_point_estimate_gets_a_table_and_markers_not_a_corner_plot(stores, tmp_path, monkeypatch):
     names = ["beta_household", "initial_fraction"]
     truth = {"beta_household": 2.0, "initial_fraction": 0.003}
-    posterior = write_dataset(xr.Dataset({"beta_household": ("draw", [2.4]), "initial_fraction": ("draw", [0.002])},
-                                         attrs={"mode": "point", "truth": truth}),
-                              tmp_path / "posterior.zarr", CONFIG, SEED)
+    posterior = write_dataset(
+        xr.Dataset(
+            {"beta_household": ("draw", [2.4]), "initial_fraction": ("draw", [0.002])},
+            attrs={"mode": "point", "truth": truth},
+        ),
+        tmp_path / "posterior.zarr",
+        CONFIG,
+        SEED,
+    )
     rng = np.random.default_rng(1)
-    fit = write_dataset(xr.Dataset({"new_infections": (("draw", "time"), _epidemic(rng, 20)),
-                                    "observed_new_infections": ("time", _epidemic(rng, 1)[0])},
-                                   coords={"time": TIME, "draw": np.arange(20)},
-                                   attrs={"observables": ["new_infections"], "loss": "log_mse"}),
-                        tmp_path / "fit.zarr", CONFIG, SEED)
+    fit = write_dataset(
+        xr.Dataset(
+            {
+                "new_infections": (("draw", "time"), _epidemic(rng, 20)),
+                "observed_new_infections": ("time", _epidemic(rng, 1)[0]),
+            },
+            coords={"time": TIME, "draw": np.arange(20)},
+            attrs={"observables": ["new_infections"], "loss": "log_mse"},
+        ),
+        tmp_path / "fit.zarr",
+        CONFIG,
+        SEED,
+    )
     pd.DataFrame({"epoch": [0, 1, 2], "loss_epoch": [9.0, 5.0, 4.0]}).to_csv(tmp_path / "metrics.csv", index=False)
-    cfg = OmegaConf.create({"study": "figures-test", "calibration": {"holdout_days": 7, "prior": {
-        "beta_household": {"distribution": "LogNormal", "loc": 0.5, "scale": 1.0},
-        "initial_fraction": {"distribution": "Beta", "concentration1": 1.0, "concentration0": 100.0}}}})
+    cfg = OmegaConf.create(
+        {
+            "study": "figures-test",
+            "calibration": {
+                "holdout_days": 7,
+                "prior": {
+                    "beta_household": {"distribution": "LogNormal", "loc": 0.5, "scale": 1.0},
+                    "initial_fraction": {"distribution": "Beta", "concentration1": 1.0, "concentration0": 100.0},
+                },
+            },
+        }
+    )
     figures = []
     saved = calibration_figure.save_figure
-    monkeypatch.setattr(calibration_figure, "save_figure",
-                        lambda fig, *args, **kwargs: figures.append(fig) or saved(fig, *args, **kwargs))
+    monkeypatch.setattr(
+        calibration_figure,
+        "save_figure",
+        lambda fig, *args, **kwargs: figures.append(fig) or saved(fig, *args, **kwargs),
+    )
     png = calibration_figure.plot_calibration(cfg, posterior, fit, tmp_path / "metrics.csv", tmp_path / "point.png")
     axes = figures[0].findobj(matplotlib.axes.Axes)
     assert sum(len(ax.tables) for ax in axes) == 1
     table = next(ax.tables[0] for ax in axes if ax.tables)
     cells = {cell.get_text().get_text() for cell in table.get_celld().values()}
     assert {"beta_household", "2.4", "2", "initial_fraction", "0.002", "0.003"} <= cells
-    assert not any(isinstance(patch, matplotlib.patches.Rectangle) and ax.get_xlabel() in names
-                   for ax in axes for patch in ax.patches), "no histogram of a single draw"
+    assert not any(
+        isinstance(patch, matplotlib.patches.Rectangle) and ax.get_xlabel() in names
+        for ax in axes
+        for patch in ax.patches
+    ), "no histogram of a single draw"
     observed_lines = [line for ax in axes for line in ax.get_lines() if line.get_label() == "observed"]
     assert len(observed_lines) == 1, "the observed data beside the posterior predictive"
     with Image.open(png) as image:

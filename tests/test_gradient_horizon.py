@@ -16,19 +16,44 @@ from diffabm.config import compose_study
 from diffabm.store import read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model.steps=20", "calibration.flow.epochs=3", "calibration.flow.transforms=2", "calibration.fit_draws=4",
-        "calibration.flow.posterior_draws=50", "calibration.loggers=[csv]", "gradient_study.repeats=4",
-        "gradient_study.reference_samples=16", "gradient_study.flow_repeats=3",
-        "gradient_study.estimators=[H0,score]"]
+TINY = [
+    "model.steps=20",
+    "calibration.flow.epochs=3",
+    "calibration.flow.transforms=2",
+    "calibration.fit_draws=4",
+    "calibration.flow.posterior_draws=50",
+    "calibration.loggers=[csv]",
+    "gradient_study.repeats=4",
+    "gradient_study.reference_samples=16",
+    "gradient_study.flow_repeats=3",
+    "gradient_study.estimators=[H0,score]",
+]
 
 
 def test_the_study_dag_has_no_population_and_one_flow_per_estimator(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
-                          str(tmp_path), "-n", "--config", "study=bh-gradient-horizon"], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "-n",
+            "--config",
+            "study=bh-gradient-horizon",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "synthesize" not in run.stdout
-    counts = dict(line.split()[:2] for line in run.stdout.splitlines() if line.split()[:1] and
-                  line.split()[0] in ("calibrate_variant", "gradient_study", "gradient_horizon_report"))
+    counts = dict(
+        line.split()[:2]
+        for line in run.stdout.splitlines()
+        if line.split()[:1] and line.split()[0] in ("calibrate_variant", "gradient_study", "gradient_horizon_report")
+    )
     assert counts == {"calibrate_variant": "6", "gradient_study": "1", "gradient_horizon_report": "1"}
 
 
@@ -45,13 +70,22 @@ def tiny_study(tmp_path_factory) -> Path:
     observe(cfg, None, root / "observed.zarr")
     runs = {"H0": ["model.horizon=0"], "score": ["calibration.flow.estimator=score_plain"]}
     for name, overrides in runs.items():
-        calibrate(compose_study("bh-gradient-horizon", [*TINY, *overrides]), "flow", None, root / "observed.zarr",
-                  root / f"flow_{name}")
+        calibrate(
+            compose_study("bh-gradient-horizon", [*TINY, *overrides]),
+            "flow",
+            None,
+            root / "observed.zarr",
+            root / f"flow_{name}",
+        )
     write_gradient_study(cfg, root / "observed.zarr", root / "gradient_study.zarr")
-    gradient_horizon_report(cfg, root / "gradient_study.zarr",
-                            {name: root / f"flow_{name}" / "posterior.zarr" for name in runs},
-                            {name: root / f"flow_{name}" / "metrics.csv" for name in runs}, root / "figures",
-                            root / "gradient_horizon.csv")
+    gradient_horizon_report(
+        cfg,
+        root / "gradient_study.zarr",
+        {name: root / f"flow_{name}" / "posterior.zarr" for name in runs},
+        {name: root / f"flow_{name}" / "metrics.csv" for name in runs},
+        root / "figures",
+        root / "gradient_horizon.csv",
+    )
     return root
 
 
@@ -71,8 +105,9 @@ def test_the_tiny_study_writes_its_stores_figures_and_table(tiny_study):
     assert table["estimator"].tolist() == ["H0", "score"]
     assert table[["final_loss", "g2_mean", "gradient_sd", "bias_in_se"]].notna().all().all()
     # the score estimator's spread far exceeds H0's (helper measurements: 1-2 orders of magnitude)
-    assert table.set_index("estimator").loc["score", "gradient_sd"] > table.set_index("estimator").loc["H0",
-                                                                                                        "gradient_sd"]
+    assert (
+        table.set_index("estimator").loc["score", "gradient_sd"] > table.set_index("estimator").loc["H0", "gradient_sd"]
+    )
 
 
 def test_gradient_spread_grows_from_horizon_zero_to_the_score_estimator():
@@ -86,15 +121,27 @@ def test_gradient_spread_grows_from_horizon_zero_to_the_score_estimator():
     cfg = compose_study("bh-gradient-horizon")
 
     def factory(horizon):
-        return build_model(compose_study("bh-gradient-horizon", [f"model.horizon={'null' if horizon is None else horizon}"]))
+        return build_model(
+            compose_study("bh-gradient-horizon", [f"model.horizon={'null' if horizon is None else horizon}"])
+        )
 
     model = factory(None)
     truth = {name: torch.tensor([value]) for name, value in {**model.defaults, **cfg.truth}.items()}
     observed = model.simulate(truth, seed=int(cfg.seed))["x"][0]
-    study = diagonal_gaussian_estimates(factory, observed, [0.5, 0.5, 0.0, 0.0], [0.1] * 4, ["H0", "H2", "score"],
-                                        samples=5, repeats=200, reference_samples=1000, seed=int(cfg.seed))
-    spread = {name: float(np.mean(values.std(0, ddof=1))) for name, values in zip(study["estimators"],
-                                                                                   study["estimates"])}
+    study = diagonal_gaussian_estimates(
+        factory,
+        observed,
+        [0.5, 0.5, 0.0, 0.0],
+        [0.1] * 4,
+        ["H0", "H2", "score"],
+        samples=5,
+        repeats=200,
+        reference_samples=1000,
+        seed=int(cfg.seed),
+    )
+    spread = {
+        name: float(np.mean(values.std(0, ddof=1))) for name, values in zip(study["estimators"], study["estimates"])
+    }
     assert spread["H0"] * 2 < spread["H2"] and spread["H2"] * 3 < spread["score"], spread
 
 

@@ -34,12 +34,15 @@ def _text_count(table: pd.DataFrame) -> pd.DataFrame:
     return changed
 
 
-@pytest.mark.parametrize("locations, change, expected", [
-    (["Atlantis"], lambda df: df, ("'location'", "'Atlantis'")),
-    (AUCKLAND, _text_count, ("'cases'", "'x'")),
-    (AUCKLAND, lambda df: df.assign(cases=df.cases.where(df.date != "2021-08-19", -3)), ("'cases'", "-3")),
-    (AUCKLAND, lambda df: df[df.date != "2021-08-20"], ("'date'", "2021-08-20")),
-])
+@pytest.mark.parametrize(
+    "locations, change, expected",
+    [
+        (["Atlantis"], lambda df: df, ("'location'", "'Atlantis'")),
+        (AUCKLAND, _text_count, ("'cases'", "'x'")),
+        (AUCKLAND, lambda df: df.assign(cases=df.cases.where(df.date != "2021-08-19", -3)), ("'cases'", "-3")),
+        (AUCKLAND, lambda df: df[df.date != "2021-08-20"], ("'date'", "2021-08-20")),
+    ],
+)
 def test_a_bad_record_names_the_file_field_and_value(tmp_path, locations, change, expected):
     table = pd.read_csv(CASES)
     path = tmp_path / "cases.csv"
@@ -103,9 +106,13 @@ def test_forecast_weeks_end_on_the_last_day_and_series_by_group_are_scored_per_g
     rng = np.random.default_rng(0)
     observed = np.stack([np.full(days, 1.0), np.full(days, 3.0)], axis=-1)
     samples = rng.poisson(observed, size=(draws, days, 2)).astype(float)
-    fit = xr.Dataset({"cases_by_district": (("draw", "time", "district"), samples),
-                      "observed_cases_by_district": (("time", "district"), observed)},
-                     coords={"time": time, "district": np.array(["Auckland", "Waitemata"], dtype=object)})
+    fit = xr.Dataset(
+        {
+            "cases_by_district": (("draw", "time", "district"), samples),
+            "observed_cases_by_district": (("time", "district"), observed),
+        },
+        coords={"time": time, "district": np.array(["Auckland", "Waitemata"], dtype=object)},
+    )
     fit.attrs["observables"] = ["cases_by_district"]
     table = forecast_scores(write_dataset(fit, tmp_path / "fit.zarr", None, 0), holdout_days=7)
     assert list(table.week_start.unique()) == ["2021-08-12", "2021-08-19"]

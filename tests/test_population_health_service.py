@@ -10,8 +10,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from diffabm.population.census import synthesize_census
-from diffabm.population.health_service import (compare_by_region, read_health_service_population,
-                                               reweight_to_health_service, vaccine_uptake)
+from diffabm.population.health_service import (
+    compare_by_region,
+    read_health_service_population,
+    reweight_to_health_service,
+    vaccine_uptake,
+)
 from diffabm.population.report import write_fit_report
 from diffabm.population.tables import CensusTableError, read_census
 
@@ -28,8 +32,9 @@ def make_config(**overrides):
     config = OmegaConf.load(ROOT / "conf" / "population" / "census.yaml")
     config.data_dir = str(DATA)
     config.health_service_file = str(HSU)
-    return OmegaConf.merge(config, {"select": {"regions": [], "super_areas": [], "areas": AREAS},
-                                    "reweight": "health_service"}, overrides)
+    return OmegaConf.merge(
+        config, {"select": {"regions": [], "super_areas": [], "areas": AREAS}, "reweight": "health_service"}, overrides
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +72,11 @@ def test_reweighting_hits_the_ministry_population_per_sa2_and_age_group(ministry
     labels = np.asarray(synthesis.population.attrs["district_labels"], dtype=object)
     district = pd.Series(labels[synthesis.population.extra["district"]], index=synthesis.population.area)
     assert district.groupby(level=0).unique().map(list).to_dict() == {  # an SA2 in two DHBs: the larger part's
-        170900: ["Waikato"], 200000: ["Lakes"], 236600: ["MidCentral"], 359300: ["Southern"]}
+        170900: ["Waikato"],
+        200000: ["Lakes"],
+        236600: ["MidCentral"],
+        359300: ["Southern"],
+    }
 
 
 def test_scaled_reweighting_rounds_each_group(ministry):
@@ -91,21 +100,30 @@ def test_fit_report_shows_target_and_synthetic_under_reweighting(tmp_path, minis
 
 def test_masked_cells_keep_the_census_and_under_fives_follow_5_to_11(tmp_path):
     path = tmp_path / "hsu.csv"
-    path.write_text(f'{HEADER}\n100100,Northland,5-11,20,5,2\n100100,Northland,12+,Masked,0,0\n'
-                    '100200,Northland,12+,"1,200",900,800\n')
+    path.write_text(
+        f"{HEADER}\n100100,Northland,5-11,20,5,2\n100100,Northland,12+,Masked,0,0\n"
+        '100200,Northland,12+,"1,200",900,800\n'
+    )
     hsu = read_health_service_population(path)
     assert np.isnan(hsu.set_index(["area", "age_group"]).loc[(100100, "12+"), "population"])
-    cells = pd.DataFrame({"area": [100100, 100100, 100100, 100200], "age": [3, 7, 40, 50],
-                          "census": [6, 10, 30, 600]})
+    cells = pd.DataFrame({"area": [100100, 100100, 100100, 100200], "age": [3, 7, 40, 50], "census": [6, 10, 30, 600]})
     reweighting = reweight_to_health_service(cells, hsu)
     assert reweighting.factor.tolist() == [2.0, 2.0, 1.0, 2.0]
     assert reweighting.notes["census_people_kept_without_hsu_figure"] == 30
 
 
-@pytest.mark.parametrize("column, value, row", [
-    ("Population", "1,2x4", 1), ("Population", "", 0), ("Age", "5 to 11", 2), ("SA2 Code 2018", "10O100", 0),
-    ("At least partially vaccinated", "12x", 3), ("Completed primary course", "1,2345", 2),
-    ("Completed primary course", ">95%", 4)])
+@pytest.mark.parametrize(
+    "column, value, row",
+    [
+        ("Population", "1,2x4", 1),
+        ("Population", "", 0),
+        ("Age", "5 to 11", 2),
+        ("SA2 Code 2018", "10O100", 0),
+        ("At least partially vaccinated", "12x", 3),
+        ("Completed primary course", "1,2345", 2),
+        ("Completed primary course", ">95%", 4),
+    ],
+)
 def test_malformed_health_service_cell_names_file_column_and_value(tmp_path, column, value, row):
     table = pd.read_csv(HSU, dtype=str, keep_default_na=False, nrows=5)
     table.loc[row, column] = value
@@ -124,7 +142,7 @@ def test_malformed_health_service_file_stops_the_synthesis(tmp_path):
     path.write_text(f"{HEADER}\n170900,Waikato,12+,12.5,5,5\n")
     with pytest.raises(CensusTableError, match=r"hsu\.csv: column 'Population' has a malformed number.*'12\.5'"):
         synthesize_census(make_config(health_service_file=str(path)), seed=0)
-    with pytest.raises(ValueError, match="population.reweight"):
+    with pytest.raises(ValueError, match=r"population\.reweight"):
         synthesize_census(make_config(reweight="census_2018"), seed=0)
 
 
@@ -144,28 +162,37 @@ def test_masked_and_missing_uptake_fall_back_to_the_district(tmp_path):
     where it is published; a fallen-back first dose is raised to a published second dose, a second dose never
     exceeds the first; under-fives get 0."""
     path = tmp_path / "hsu.csv"
-    path.write_text(f'{HEADER}\n100100,Northland,12+,"1,000",900,800\n100100,Northland,5-11,100,50,20\n'
-                    '100200,Northland,12+,300,100,60\n100300,Northland,12+,200,Masked,Masked\n'
-                    '100400,Northland,12+,100,Masked,95\n100400,Northland,5-11,50,5,Masked\n'
-                    '200100,Waikato,12+,100,50,40\n200100,Waikato,5-11,40,20,10\n')
+    path.write_text(
+        f'{HEADER}\n100100,Northland,12+,"1,000",900,800\n100100,Northland,5-11,100,50,20\n'
+        "100200,Northland,12+,300,100,60\n100300,Northland,12+,200,Masked,Masked\n"
+        "100400,Northland,12+,100,Masked,95\n100400,Northland,5-11,50,5,Masked\n"
+        "200100,Waikato,12+,100,50,40\n200100,Waikato,5-11,40,20,10\n"
+    )
     hsu = read_health_service_population(path)
-    uptake = vaccine_uptake(hsu, np.array([100100, 100300, 100400, 999900]),
-                            np.array(["Northland", "Northland", "Northland", "Waikato"]))
+    uptake = vaccine_uptake(
+        hsu, np.array([100100, 100300, 100400, 999900]), np.array(["Northland", "Northland", "Northland", "Waikato"])
+    )
     table = uptake.table.set_index(["area", "age_group"])[["dose1", "dose2"]]
     dose1_12, dose2_12 = (900 + 100) / 1300, (800 + 60 + 95) / 1400  # Northland 12+ over the published rows
-    expected = {(100100, "12+"): (0.9, 0.8), (100100, "5-11"): (0.5, 0.2),
-                (100300, "12+"): (dose1_12, dose2_12),  # both masked
-                (100300, "5-11"): ((50 + 5) / 150, 0.2),  # no row: Northland 5-11
-                (100400, "12+"): (0.95, 0.95),  # first dose masked, below the published second
-                (100400, "5-11"): (0.1, 0.1),  # second dose masked: Northland's 0.2, capped at the first dose
-                (999900, "12+"): (0.5, 0.4), (999900, "5-11"): (0.5, 0.25)}  # not in the file: its district's
+    expected = {
+        (100100, "12+"): (0.9, 0.8),
+        (100100, "5-11"): (0.5, 0.2),
+        (100300, "12+"): (dose1_12, dose2_12),  # both masked
+        (100300, "5-11"): ((50 + 5) / 150, 0.2),  # no row: Northland 5-11
+        (100400, "12+"): (0.95, 0.95),  # first dose masked, below the published second
+        (100400, "5-11"): (0.1, 0.1),  # second dose masked: Northland's 0.2, capped at the first dose
+        (999900, "12+"): (0.5, 0.4),
+        (999900, "5-11"): (0.5, 0.25),
+    }  # not in the file: its district's
     for key, (dose1, dose2) in expected.items():
         assert table.loc[key].tolist() == pytest.approx([dose1, dose2]), key
-    assert uptake.notes == {"vaccine_uptake_sa2_age_groups_without_ministry_row": 3,
-                            "vaccine_uptake_sa2_age_groups_dose1_masked": 2,
-                            "vaccine_uptake_sa2_age_groups_dose2_masked": 2}
+    assert uptake.notes == {
+        "vaccine_uptake_sa2_age_groups_without_ministry_row": 3,
+        "vaccine_uptake_sa2_age_groups_dose1_masked": 2,
+        "vaccine_uptake_sa2_age_groups_dose2_masked": 2,
+    }
     dose1, dose2 = uptake.of_agents(np.array([0, 1, 2, 2]), np.array([40, 8, 3, 4]))
     assert dose1.dtype == np.float32 and dose1.tolist() == pytest.approx([0.9, 55 / 150, 0, 0])
     assert dose2.tolist() == pytest.approx([0.8, 0.2, 0, 0])
-    with pytest.raises(ValueError, match="SA2 999900, age group 5-11: no vaccine uptake .*'Tairawhiti'"):
+    with pytest.raises(ValueError, match=r"SA2 999900, age group 5-11: no vaccine uptake .*'Tairawhiti'"):
         vaccine_uptake(hsu, np.array([999900]), np.array(["Tairawhiti"]))

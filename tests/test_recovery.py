@@ -12,8 +12,13 @@ from diffabm.store import write_dataset
 
 def test_recovery_table_flags_truth_and_loss_ratio(tmp_path):
     draws = np.random.default_rng(0).normal(1.0, 0.1, size=1000)
-    posterior = xr.Dataset({"beta_school": ("draw", draws), "beta_household": ("draw", draws + 5),
-                            "transmission_multiplier": (("draw", "time"), np.ones((1000, 3)))})
+    posterior = xr.Dataset(
+        {
+            "beta_school": ("draw", draws),
+            "beta_household": ("draw", draws + 5),
+            "transmission_multiplier": (("draw", "time"), np.ones((1000, 3))),
+        }
+    )
     posterior.attrs["truth"] = {"beta_school": 1.0, "beta_household": 1.0}
     fit = xr.Dataset({"loss": ("draw", np.full(4, 3.0)), "truth_loss": ("draw", np.full(4, 2.0))})
     write_dataset(posterior, tmp_path / "posterior.zarr", None, seed=0)

@@ -29,13 +29,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "2"]
 BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 # The toy study with a point and a flow calibration on a tiny budget: every kind of report item in about a minute.
-TINY = ["population.n_agents=500", "model.days=12", "model.draws=2", "+calibration=default",
-        ("+truth={beta_household: 2.0, beta_school: 4.0, beta_workplace: 2.5, beta_community: 1.5, "
-         "initial_fraction: 0.01}"),
-        "calibration.modes=[point, flow]", "calibration.flow.loss_weight=1.0", "calibration.point.epochs=2",
-        "calibration.point.draws_per_step=2", "calibration.flow.epochs=2", "calibration.flow.draws_per_step=2",
-        "calibration.flow.transforms=1", "calibration.flow.hidden_features=[4]", "calibration.flow.posterior_draws=4",
-        "calibration.fit_draws=2", "calibration.loggers=[csv]"]
+TINY = [
+    "population.n_agents=500",
+    "model.days=12",
+    "model.draws=2",
+    "+calibration=default",
+    (
+        "+truth={beta_household: 2.0, beta_school: 4.0, beta_workplace: 2.5, beta_community: 1.5, "
+        "initial_fraction: 0.01}"
+    ),
+    "calibration.modes=[point, flow]",
+    "calibration.flow.loss_weight=1.0",
+    "calibration.point.epochs=2",
+    "calibration.point.draws_per_step=2",
+    "calibration.flow.epochs=2",
+    "calibration.flow.draws_per_step=2",
+    "calibration.flow.transforms=1",
+    "calibration.flow.hidden_features=[4]",
+    "calibration.flow.posterior_draws=4",
+    "calibration.fit_draws=2",
+    "calibration.loggers=[csv]",
+]
 
 
 def test_the_resolved_config_reads_back_as_the_study_config(tmp_path):
@@ -51,13 +65,21 @@ def test_the_resolved_config_reads_back_as_the_study_config(tmp_path):
 def test_benchmark_records_name_rule_and_wildcards(tmp_path):
     benchmarks = tmp_path / "benchmarks"
     benchmarks.mkdir()
-    for name, seconds in (("simulate", 7.5), ("calibrate-flow", 60.25), ("sbc_calibrate-point-3", 2.0),
-                          ("benchmark_table", 1.0)):
-        (benchmarks / f"{name}.tsv").write_text(BENCHMARK_HEADER + f"{seconds}\t0:00:07\t340.5\t2322\t259\t280\t0\t1.0"
-                                                                   f"\t53.9\t4.1\n")
+    for name, seconds in (
+        ("simulate", 7.5),
+        ("calibrate-flow", 60.25),
+        ("sbc_calibrate-point-3", 2.0),
+        ("benchmark_table", 1.0),
+    ):
+        (benchmarks / f"{name}.tsv").write_text(
+            BENCHMARK_HEADER + f"{seconds}\t0:00:07\t340.5\t2322\t259\t280\t0\t1.0\t53.9\t4.1\n"
+        )
     records = benchmark_records(benchmarks)
-    assert sorted(zip(records["rule"], records["wildcards"])) == [("calibrate", "flow"), ("sbc_calibrate", "point 3"),
-                                                                  ("simulate", "")]
+    assert sorted(zip(records["rule"], records["wildcards"])) == [
+        ("calibrate", "flow"),
+        ("sbc_calibrate", "point 3"),
+        ("simulate", ""),
+    ]
     assert records.set_index("rule").loc["calibrate", "wall_s"] == 60.25
     assert list(records.columns[:4]) == ["rule", "wildcards", "finished", "wall_s"]
     table = write_benchmark_table(benchmarks, tmp_path / "benchmarks.csv", tmp_path / "benchmarks.html")
@@ -71,8 +93,9 @@ def test_benchmark_records_name_rule_and_wildcards(tmp_path):
 
 def test_a_csv_table_as_an_html_page(tmp_path):
     table = tmp_path / "recovery.csv"
-    pd.DataFrame({"mode": ["point", "flow"], "parameter": ["beta", "beta"], "mean": [1.23456789, np.nan],
-                  "note": ["<b>", "a&b"]}).to_csv(table, index=False)
+    pd.DataFrame(
+        {"mode": ["point", "flow"], "parameter": ["beta", "beta"], "mean": [1.23456789, np.nan], "note": ["<b>", "a&b"]}
+    ).to_csv(table, index=False)
     page = write_html_table(table, tmp_path / "recovery.html").read_text()
     assert "<table" in page and "1.235" in page and "&lt;b&gt;" in page and "a&amp;b" in page
     assert page.count("<tr") == 3
@@ -90,12 +113,17 @@ def test_a_tiny_studys_report_holds_every_figure_and_table_with_its_caption(tmp_
     config and the benchmark records, each with its caption naming the study and seed; a headless Chromium shows
     the first page and a figure with its caption (where Chromium is installed)."""
     config = ["--config", "study=toy", "overrides=[" + ", ".join(f'"{override}"' for override in TINY) + "]"]
-    run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), *config], check=False, capture_output=True,
-                         text=True)
+    run = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), *config], check=False, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = tmp_path / "results/toy/report.html"
-    build = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "--report", str(report), *config],
-                           check=False, capture_output=True, text=True)
+    build = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "--report", str(report), *config],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     html = report.read_text(encoding="utf-8")
     assert not re.search(r"<(script|img|link)[^>]+(src|href)=[\"']https?:", html)  # everything inlined
@@ -118,7 +146,8 @@ def test_a_tiny_studys_report_holds_every_figure_and_table_with_its_caption(tmp_
         assert items[path]["data_uri"].startswith("data:"), path  # embedded, not linked
     benchmarks = pd.read_csv(tmp_path / "results/toy/benchmarks.csv")
     assert {"synthesize", "simulate", "observe", "calibrate", "plot_calibration", "recovery_table"} <= set(
-        benchmarks["rule"])
+        benchmarks["rule"]
+    )
     assert "diffabm: study" in html  # the workflow's description, rendered
 
     spec = importlib.util.spec_from_file_location("report_screenshot", ROOT / "benchmarks/report_screenshot.py")

@@ -62,9 +62,9 @@ def test_exact_posteriors_give_uniform_ranks_and_nominal_coverage():
 def test_an_over_confident_posterior_fails_with_ranks_piled_at_both_ends():
     summary = conjugate_sbc(sd_factor=0.5)
     assert summary["p_value"] < 1e-6
-    assert summary["z_50"] < -3 and summary["z_90"] < -3      # under-coverage: 90% intervals hold ~59%
+    assert summary["z_50"] < -3 and summary["z_90"] < -3  # under-coverage: 90% intervals hold ~59%
     counts = summary[[f"bin_{b}" for b in range(BINS)]].to_numpy()
-    assert counts[0] > 2 * counts[BINS // 2] and counts[-1] > 2 * counts[BINS // 2]   # ∪-shaped
+    assert counts[0] > 2 * counts[BINS // 2] and counts[-1] > 2 * counts[BINS // 2]  # ∪-shaped
 
 
 def test_an_under_confident_posterior_fails_with_ranks_piled_in_the_middle():
@@ -74,10 +74,10 @@ def test_an_under_confident_posterior_fails_with_ranks_piled_in_the_middle():
 
 
 def test_a_biased_posterior_fails():
-    summary = conjugate_sbc(shift=1.0)   # the mean one posterior sd too high: truths rank low
+    summary = conjugate_sbc(shift=1.0)  # the mean one posterior sd too high: truths rank low
     assert summary["p_value"] < 1e-6
     counts = summary[[f"bin_{b}" for b in range(BINS)]].to_numpy()
-    assert counts[: BINS // 2].sum() > 2 * counts[BINS // 2:].sum()
+    assert counts[: BINS // 2].sum() > 2 * counts[BINS // 2 :].sum()
 
 
 def test_ranks_count_draws_below_the_truth_and_break_ties_at_random():
@@ -85,7 +85,7 @@ def test_ranks_count_draws_below_the_truth_and_break_ties_at_random():
     assert sbc_rank(0.5, np.array([0.1, 0.2, 0.7, 0.9]), rng) == 2
     assert sbc_rank(-1.0, np.array([0.1, 0.2]), rng) == 0 and sbc_rank(1.0, np.array([0.1, 0.2]), rng) == 2
     tied = {sbc_rank(1.0, np.ones(3), rng) for _ in range(200)}
-    assert tied == {0, 1, 2, 3}   # a posterior collapsed onto the truth: uniform, not always 0
+    assert tied == {0, 1, 2, 3}  # a posterior collapsed onto the truth: uniform, not always 0
     np.testing.assert_array_equal(thin(np.arange(990), 99), np.arange(0, 990, 10))
     with pytest.raises(ValueError, match="fewer than rank_draws"):
         thin(np.arange(50), 99)
@@ -95,13 +95,13 @@ def test_histogram_chi_square_and_binomial_band_against_hand_values():
     np.testing.assert_array_equal(rank_histogram([0, 24, 25, 99], 99, 4), [2, 1, 0, 1])
     with pytest.raises(ValueError, match="do not split"):
         rank_histogram([0], 99, 3)
-    with pytest.raises(ValueError, match="ranks must lie in 0..99"):
+    with pytest.raises(ValueError, match=r"ranks must lie in 0\.\.99"):
         rank_histogram([100], 99, 4)
     assert chi_square_uniformity([5, 5, 5, 5]) == (0.0, 1.0)
     statistic, p_value = chi_square_uniformity([20, 0, 0, 0])
     assert statistic == 60.0 and p_value < 1e-12
-    assert chi_square_sf(3.841458820694124, 1) == pytest.approx(0.05, rel=1e-6)   # χ²(1) 95% quantile
-    assert chi_square_sf(7.814727903251178, 3) == pytest.approx(0.05, rel=1e-6)   # χ²(3) 95% quantile
+    assert chi_square_sf(3.841458820694124, 1) == pytest.approx(0.05, rel=1e-6)  # χ²(1) 95% quantile
+    assert chi_square_sf(7.814727903251178, 3) == pytest.approx(0.05, rel=1e-6)  # χ²(3) 95% quantile
     cdf = np.cumsum([math.comb(20, k) * 0.25**k * 0.75 ** (20 - k) for k in range(21)])
     expected = (int(np.searchsorted(cdf, 0.005)), int(np.searchsorted(cdf, 0.995)))
     assert binomial_band(20, 0.25) == expected == (1, 10)
@@ -122,11 +122,11 @@ def test_each_data_set_has_its_own_reproducible_seed_and_prior_truth(small_popul
     assert set(first.truth) == set(cfg.calibration.prior)
     assert 0 < first.truth.initial_fraction < 1 and first.truth.beta_household > 0
     assert first.calibration == cfg.calibration and first.model == cfg.model
-    with pytest.raises(ValueError, match="data set 3 is not one of the study's sbc.datasets = 3"):
+    with pytest.raises(ValueError, match=r"data set 3 is not one of the study's sbc\.datasets = 3"):
         dataset_config(cfg, 3, small_population)
-    with pytest.raises(ValueError, match="sbc.bins=3 must divide the rank_draws"):
+    with pytest.raises(ValueError, match=r"sbc\.bins=3 must divide the rank_draws"):
         dataset_config(compose_study("sbc", ["sbc.bins=3"]), 0, small_population)
-    with pytest.raises(ValueError, match="exceeds calibration.flow.posterior_draws"):
+    with pytest.raises(ValueError, match=r"exceeds calibration\.flow\.posterior_draws"):
         dataset_config(compose_study("sbc", ["calibration.flow.posterior_draws=50"]), 0, small_population)
 
 
@@ -139,8 +139,10 @@ def test_the_sbc_stages_rank_truths_from_observe_among_stored_posteriors(small_p
         observed.append(observe(variant, small_population, tmp_path / f"{index}/observed.zarr"))
         truth = read_dataset(observed[-1]).attrs["truth"]
         assert truth["beta_household"] == pytest.approx(variant.truth.beta_household)
-        draws = {name: (("draw",), float(value) * np.exp(np.linspace(-0.5, 0.5, 990) + 0.001 * (index + 1)))
-                 for name, value in variant.truth.items()}
+        draws = {
+            name: (("draw",), float(value) * np.exp(np.linspace(-0.5, 0.5, 990) + 0.001 * (index + 1)))
+            for name, value in variant.truth.items()
+        }
         posteriors.append(write_dataset(xr.Dataset(draws), tmp_path / f"{index}/posterior.zarr", variant, variant.seed))
     paths = {name: tmp_path / name for name in ("sbc.zarr", "ranks.csv", "summary.csv")}
     write_sbc(cfg, small_population, observed, posteriors, *paths.values())

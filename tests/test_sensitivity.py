@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ class Growth(Simulator):
     """y_t = a · exp(r t) · (1 + ε_t), ε ~ N(0, 0.1²) per draw and day: d E[Σ y]/da = Σ exp(r t) and
     d E[Σ y]/dr = Σ a t exp(r t), d max y/dr = a T' exp(r T') at the last day T' (ε kept by the seed)."""
 
-    observables = {"y": ("time",)}
+    observables: ClassVar = {"y": ("time",)}
 
     def __init__(self, draws: int = 64, days: int = 10):
         super().__init__(ParameterSpace({"a": "positive", "r": "real"}), {"a": 2.0, "r": 0.1}, draws)
@@ -79,8 +80,10 @@ def test_the_methods_agree_on_a_small_epidemic(small_population):
     per group, labelled by grouping and group."""
     model = make_model(small_population, "model.draws=48", "model.parameters.initial_fraction=0.02")
     point = {name: float(value[0]) for name, value in model.natural_parameters(1).items()}
-    outputs = outputs_of_interest(model, [{"observable": "new_infections", "summary": "total"},
-                                          {"observable": "infections_by_age", "summary": "total"}])
+    outputs = outputs_of_interest(
+        model,
+        [{"observable": "new_infections", "summary": "total"}, {"observable": "infections_by_age", "summary": "total"}],
+    )
     assert len(outputs) == 1 + len(model.course.age_bands)
     ds = sensitivity(model, point, outputs[:1], list(METHODS), seeds=[0, 1])
     np.testing.assert_allclose(ds.derivative.values[0], ds.derivative.values[1], rtol=1e-4, atol=1e-3)
@@ -99,7 +102,7 @@ def test_the_methods_agree_on_a_small_epidemic(small_population):
 class Share(Simulator):
     """y_t = p t for a share p in (0, 1): d Σ y / dp = Σ t, whatever p's distance from the boundary."""
 
-    observables = {"y": ("time",)}
+    observables: ClassVar = {"y": ("time",)}
 
     def __init__(self):
         super().__init__(ParameterSpace({"p": "unit_interval"}), {"p": 0.99}, draws=2)
@@ -116,6 +119,11 @@ def test_finite_differences_stay_in_the_parameter_domain():
     """At p = 0.99 a 5% step each way would leave (0, 1) (and fail its check); steps in the unconstrained
     coordinate stay inside and still give the derivative."""
     model = Share()
-    ds = sensitivity(model, {"p": 0.99}, outputs_of_interest(model, [{"observable": "y", "summary": "total"}]),
-                     ["finite_difference"], seeds=[0])
+    ds = sensitivity(
+        model,
+        {"p": 0.99},
+        outputs_of_interest(model, [{"observable": "y", "summary": "total"}]),
+        ["finite_difference"],
+        seeds=[0],
+    )
     assert ds.derivative.values[0, 0, 0] == pytest.approx(10.0, rel=1e-4)

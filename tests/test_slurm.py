@@ -42,8 +42,9 @@ def slurm_unavailable(env: dict[str, str] | None = None) -> str | None:
         return f"SLURM_TEST_DISABLE={env['SLURM_TEST_DISABLE']}"
     if os.geteuid() != 0:
         return "not root: the test's SLURM daemons (slurmctld, slurmd, munged) run as root"
-    install = subprocess.run([shutil.which("bash") or "/bin/bash", str(SCRIPTS / "install.sh")],
-                             capture_output=True, text=True, env=env)
+    install = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(SCRIPTS / "install.sh")], capture_output=True, text=True, env=env
+    )
     if install.returncode != 0:
         lines = install.stderr.strip().splitlines()
         return lines[-1] if lines else f"tests/slurm/install.sh failed (exit {install.returncode})"
@@ -69,13 +70,20 @@ def slurm_cluster(directory: Path):
     """A running single-node cluster whose files all lie in `directory`: yields the environment that points the
     SLURM commands at it; stops the daemons by their pid files and removes `directory` on the way out."""
     port = os.environ.get("SLURM_TEST_PORT") or str(free_ports())
-    start = subprocess.run(["bash", str(SCRIPTS / "start.sh"), str(directory)], capture_output=True, text=True,
-                           env={**os.environ, "SLURM_TEST_PORT": port})
+    start = subprocess.run(
+        ["bash", str(SCRIPTS / "start.sh"), str(directory)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SLURM_TEST_PORT": port},
+    )
     try:
         assert start.returncode == 0, f"tests/slurm/start.sh failed:\n{start.stdout}{start.stderr}"
-        yield {**os.environ, "SLURM_CONF": str(directory / "slurm.conf"),
-               # srun inside the jobs: see start.sh (the jobstep plugin drops SLURM_CONF)
-               "PATH": f"{directory / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+        yield {
+            **os.environ,
+            "SLURM_CONF": str(directory / "slurm.conf"),
+            # srun inside the jobs: see start.sh (the jobstep plugin drops SLURM_CONF)
+            "PATH": f"{directory / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        }
     finally:
         stop = subprocess.run(["bash", str(SCRIPTS / "stop.sh"), str(directory)], capture_output=True, text=True)
         assert stop.returncode == 0, f"tests/slurm/stop.sh failed:\n{stop.stderr}"
@@ -109,19 +117,32 @@ def test_the_toy_study_on_a_slurm_cluster_equals_a_local_run(tmp_path):
     cluster, on_slurm, local = tmp_path / "cluster", tmp_path / "slurm-run", tmp_path / "local-run"
     conf_existed = GLOBAL_CONF.exists()
     with slurm_cluster(cluster) as env:
-        pids = {name: int((cluster / path).read_text()) for name, path in
-                (("slurmctld", "slurmctld.pid"), ("slurmd", "slurmd.pid"), ("munged", "munge/munged.pid"))}
+        pids = {
+            name: int((cluster / path).read_text())
+            for name, path in (("slurmctld", "slurmctld.pid"), ("slurmd", "slurmd.pid"), ("munged", "munge/munged.pid"))
+        }
         env["DIFFABM_SLURM_PARTITION"] = "debug"  # the profile's partition from the environment
         env.pop("DIFFABM_SLURM_ACCOUNT", None)  # none: the plugin finds no accounting and submits without one
         # Job logs kept (the plugin deletes those of jobs that succeeded); the first status check after 2 s, not 40.
-        command = [*SNAKEMAKE, "--workflow-profile", str(ROOT / "profiles/slurm"), "--directory", str(on_slurm),
-                   "--slurm-keep-successful-logs", "--slurm-init-seconds-before-status-checks", "2", TARGET, *STUDY]
+        command = [
+            *SNAKEMAKE,
+            "--workflow-profile",
+            str(ROOT / "profiles/slurm"),
+            "--directory",
+            str(on_slurm),
+            "--slurm-keep-successful-logs",
+            "--slurm-init-seconds-before-status-checks",
+            "2",
+            TARGET,
+            *STUDY,
+        ]
         on_slurm.mkdir()
         with open(on_slurm / "snakemake.out", "w") as out:
             slurm_run = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
             # Meanwhile (the SLURM run mostly waits for its status checks), the same study locally, default profile.
-            local_run = subprocess.run([*SNAKEMAKE, "--cores", "2", "--directory", str(local), TARGET, *STUDY],
-                                       capture_output=True, text=True)
+            local_run = subprocess.run(
+                [*SNAKEMAKE, "--cores", "2", "--directory", str(local), TARGET, *STUDY], capture_output=True, text=True
+            )
             try:
                 slurm_run.wait(timeout=600)
             finally:
@@ -132,11 +153,15 @@ def test_the_toy_study_on_a_slurm_cluster_equals_a_local_run(tmp_path):
         # The jobs went through slurmctld: squeue (finished jobs stay MinJobAge = 300 s) lists those submitted, named
         # after the run's SLURM run ID, completed in the partition on this node, and each left its log (one per rule)
         # where the plugin writes them.
-        (run_id,) = [line.split(":", 1)[1].strip() for line in output.splitlines()
-                     if line.startswith("SLURM run ID:")]
+        (run_id,) = [line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("SLURM run ID:")]
         submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", output))
-        squeue = subprocess.run(["squeue", "--states=all", "--noheader", "--format=%i|%j|%T|%P|%N"],
-                                capture_output=True, text=True, env=env, check=True).stdout.split()
+        squeue = subprocess.run(
+            ["squeue", "--states=all", "--noheader", "--format=%i|%j|%T|%P|%N"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout.split()
         jobs = {line.split("|")[0]: line.split("|")[2:] for line in squeue if line.split("|")[1] == run_id}
         node = os.uname().nodename.split(".")[0]
         assert set(jobs) == submitted and len(jobs) == len(STORES), (squeue, output[-4000:])

@@ -29,7 +29,7 @@ def test_population_round_trips_with_provenance(tmp_path):
 
 def test_failed_write_leaves_no_output(tmp_path):
     bad = xr.Dataset({"x": ("agent", np.array([object()], dtype=object))})
-    with pytest.raises(Exception):
+    with pytest.raises((TypeError, ValueError)):
         write_dataset(bad, tmp_path / "out.zarr", None, seed=0)
     assert list(tmp_path.iterdir()) == []
 
@@ -52,8 +52,13 @@ def test_population_rejects_bad_fields():
     with pytest.raises(ValueError, match=r"field 'age' has value 130"):
         Population(np.full(100, 130), population.sex, population.ethnicity, population.area, population.groups)
     with pytest.raises(ValueError, match=r"layer 'household' has shape"):
-        Population(population.age, population.sex, population.ethnicity, population.area,
-                   {"household": np.zeros(99, dtype=np.int64)})
+        Population(
+            population.age,
+            population.sex,
+            population.ethnicity,
+            population.area,
+            {"household": np.zeros(99, dtype=np.int64)},
+        )
 
 
 def test_unknown_study_and_override_are_clear_errors():
@@ -64,8 +69,17 @@ def test_unknown_study_and_override_are_clear_errors():
 
 
 def test_cli_exits_non_zero_with_a_message(tmp_path, capsys):
-    code = main(["simulate", "--study", "toy", "--population", str(tmp_path / "missing.zarr"),
-                 "--output", str(tmp_path / "sim.zarr")])
+    code = main(
+        [
+            "simulate",
+            "--study",
+            "toy",
+            "--population",
+            str(tmp_path / "missing.zarr"),
+            "--output",
+            str(tmp_path / "sim.zarr"),
+        ]
+    )
     assert code == 2
     assert "missing.zarr" in capsys.readouterr().err
     assert not (tmp_path / "sim.zarr").exists()
@@ -74,16 +88,30 @@ def test_cli_exits_non_zero_with_a_message(tmp_path, capsys):
 def test_cli_runs_the_toy_stages(tmp_path):
     population, simulation = tmp_path / "population.zarr", tmp_path / "simulation.zarr"
     overrides = ["population.n_agents=1000", "model.days=10", "model.draws=2"]
-    assert main(["synthesize", "--study", "toy", "--population", str(population), "--report",
-                 str(tmp_path / "report"), *overrides]) == 0
-    assert main(["simulate", "--study", "toy", "--population", str(population), "--output", str(simulation),
-                 *overrides]) == 0
+    assert (
+        main(
+            [
+                "synthesize",
+                "--study",
+                "toy",
+                "--population",
+                str(population),
+                "--report",
+                str(tmp_path / "report"),
+                *overrides,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["simulate", "--study", "toy", "--population", str(population), "--output", str(simulation), *overrides])
+        == 0
+    )
     ds = read_dataset(simulation)
     assert ds["new_infections"].dims == ("draw", "time")
     assert ds["stage_counts"].dims == ("draw", "time", "stage")
     assert int(ds["stage_counts"].isel(draw=0, time=-1).sum()) == 1000
     assert (tmp_path / "report" / "group_sizes.csv").exists()
-
 
 
 @pytest.mark.parametrize("study", sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")))

@@ -17,8 +17,12 @@ from diffabm.models.epidemic.vaccination import VACCINATION_PARAMETERS
 from diffabm.population.toy import toy_population
 
 START = dt.date(2021, 8, 17)
-EFFICACY = {"efficacy_infection_dose1": 0.4, "efficacy_infection_dose2": 0.8, "efficacy_severe_dose1": 0.5,
-            "efficacy_severe_dose2": 0.75}
+EFFICACY = {
+    "efficacy_infection_dose1": 0.4,
+    "efficacy_infection_dose2": 0.8,
+    "efficacy_severe_dose1": 0.5,
+    "efficacy_severe_dose2": 0.75,
+}
 
 
 def write_doses(path, counts: dict[str, int]) -> str:
@@ -35,21 +39,31 @@ def doses(tmp_path) -> str:
 def vaccinated_population(uptake1: float | np.ndarray, uptake2: float | np.ndarray, n: int = 2_000):
     population = toy_population(n, seed=7)
     shape = (population.n_agents,)
-    extra = {**population.extra, "vaccine_dose1_uptake": np.broadcast_to(uptake1, shape).astype(np.float32),
-             "vaccine_dose2_uptake": np.broadcast_to(uptake2, shape).astype(np.float32),
-             "district": (np.arange(population.n_agents) % 3).astype(np.int64)}
+    extra = {
+        **population.extra,
+        "vaccine_dose1_uptake": np.broadcast_to(uptake1, shape).astype(np.float32),
+        "vaccine_dose2_uptake": np.broadcast_to(uptake2, shape).astype(np.float32),
+        "district": (np.arange(population.n_agents) % 3).astype(np.int64),
+    }
     vaccinated = dataclasses.replace(population, extra=extra)
-    vaccinated.attrs = {**getattr(population, "attrs", {}), "district_labels": ["Auckland", "Counties Manukau",
-                                                                               "Waitemata"]}
+    vaccinated.attrs = {
+        **getattr(population, "attrs", {}),
+        "district_labels": ["Auckland", "Counties Manukau", "Waitemata"],
+    }
     return vaccinated
 
 
 def vaccine_model(population, doses: str, *overrides: str, interval: int = 21, **efficacy: float):
     values = {**EFFICACY, **efficacy}
-    return make_model(population, "start_date=2021-08-17", "model.days=40",
-                      f"+interventions=[{{kind: vaccination, name: vaccination, doses: {doses}, "
-                      f"interval_days: {interval}, effect_delay_days: 14}}]",
-                      *(f"+model.parameters.{name}={value}" for name, value in values.items()), *overrides)
+    return make_model(
+        population,
+        "start_date=2021-08-17",
+        "model.days=40",
+        f"+interventions=[{{kind: vaccination, name: vaccination, doses: {doses}, "
+        f"interval_days: {interval}, effect_delay_days: 14}}]",
+        *(f"+model.parameters.{name}={value}" for name, value in values.items()),
+        *overrides,
+    )
 
 
 def parameters(model, **values: float) -> dict[str, torch.Tensor]:
@@ -80,8 +94,11 @@ def test_children_are_vaccinated_only_from_children_from(tmp_path):
     population = vaccinated_population(1.0, 0.0)
     model = vaccine_model(population, doses, interval=21)
     model.interventions = build_interventions(
-        [{"kind": "vaccination", "doses": doses, "interval_days": 21, "children_from": "2021-08-20"}], model.days,
-        model.layers, START)
+        [{"kind": "vaccination", "doses": doses, "interval_days": 21, "children_from": "2021-08-20"}],
+        model.days,
+        model.layers,
+        START,
+    )
     first = model.vaccine_protection(model.natural_parameters(), seed=0, draws=3).first
     child = model.vaccine_child.expand_as(first)
     assert child.any()
@@ -95,8 +112,9 @@ def test_full_protection_against_infection_stops_transmission(doses):
     early = doses.replace("doses.csv", "early.csv")
     write_doses(__import__("pathlib").Path(early), {"2021-06-01": 10})
     population = vaccinated_population(1.0, 1.0)
-    protected = vaccine_model(population, early, interval=21, efficacy_infection_dose1=1.0,
-                              efficacy_infection_dose2=1.0)
+    protected = vaccine_model(
+        population, early, interval=21, efficacy_infection_dose1=1.0, efficacy_infection_dose2=1.0
+    )
     out = protected.simulate(parameters(protected, initial_fraction=0.02), seed=1)
     assert out.new_infections[:, 1:].sum() == 0
     open_door = protected.simulate(parameters(protected, initial_fraction=0.02, efficacy_infection_dose2=0.0), seed=1)
@@ -105,8 +123,9 @@ def test_full_protection_against_infection_stops_transmission(doses):
 
 def test_protection_against_severe_disease_removes_admissions(tmp_path):
     early = write_doses(tmp_path / "early.csv", {"2021-06-01": 10})
-    model = vaccine_model(vaccinated_population(1.0, 1.0), early, "model.draws=2", efficacy_infection_dose2=0.0,
-                          efficacy_severe_dose2=1.0)
+    model = vaccine_model(
+        vaccinated_population(1.0, 1.0), early, "model.draws=2", efficacy_infection_dose2=0.0, efficacy_severe_dose2=1.0
+    )
     values = dict(initial_fraction=0.05, hospitalisation_odds_ratio=20.0)
     assert model.simulate(parameters(model, **values), seed=2).hospitalisations.sum() == 0
     unprotected = model.simulate(parameters(model, **values, efficacy_severe_dose2=0.0), seed=2)
@@ -117,8 +136,17 @@ def test_protection_against_severe_disease_removes_admissions(tmp_path):
 def test_more_efficacy_means_fewer_infections_in_the_same_seeds(doses):
     """Over 8 seeds × 3 draws, raising the efficacy of dose 2 from 0 to 0.9 never adds infections in total."""
     model = vaccine_model(vaccinated_population(0.9, 0.9), doses)
-    low, high = (torch.stack([model.simulate(parameters(model, initial_fraction=0.01, efficacy_infection_dose2=e),
-                                             seed=s).new_infections.sum() for s in range(8)]) for e in (0.0, 0.9))
+    low, high = (
+        torch.stack(
+            [
+                model.simulate(
+                    parameters(model, initial_fraction=0.01, efficacy_infection_dose2=e), seed=s
+                ).new_infections.sum()
+                for s in range(8)
+            ]
+        )
+        for e in (0.0, 0.9)
+    )
     assert high.sum() < low.sum()
 
 
@@ -126,16 +154,23 @@ def test_efficacy_gradients_match_finite_differences_of_a_smooth_simulation(dose
     """Relaxed draws, fixed noise: the simulation is smooth in the efficacy against infection, so the hand-derived
     adjoint's factor gradient must equal central finite differences; forward mode must equal reverse mode."""
     population = vaccinated_population(0.9, 0.7, n=400)
-    model = vaccine_model(population, doses, "model.days=25", "model.draws=2", "model/estimator=gumbel_softmax",
-                          "model.estimator.temperature=3.0")
+    model = vaccine_model(
+        population,
+        doses,
+        "model.days=25",
+        "model.draws=2",
+        "model/estimator=gumbel_softmax",
+        "model.estimator.temperature=3.0",
+    )
     base = {k: v.double() for k, v in parameters(model, initial_fraction=0.05).items()}
     name = "efficacy_infection_dose1"
     params = {k: v.clone().requires_grad_(k == name) for k, v in base.items()}
     (grad,) = torch.autograd.grad(model.simulate(params, seed=1).new_infections.sum(), params[name])
     step = 1e-3
     with torch.no_grad():
-        up, down = (model.simulate({**base, name: base[name] + sign * step}, seed=1).new_infections.sum()
-                    for sign in (1, -1))
+        up, down = (
+            model.simulate({**base, name: base[name] + sign * step}, seed=1).new_infections.sum() for sign in (1, -1)
+        )
     fd = (up - down).item() / (2 * step)
     assert fd < 0
     assert grad.sum().item() == pytest.approx(fd, rel=0.05, abs=1e-2)
@@ -148,8 +183,12 @@ def test_efficacy_gradients_match_finite_differences_of_a_smooth_simulation(dose
 
 
 def test_district_outputs_sum_to_the_totals_and_district_controls_act_on_their_agents(doses):
-    model = vaccine_model(vaccinated_population(0.5, 0.4), doses, "+model.parameters.ascertainment=0.5",
-                          "+model.parameters.reporting_delay=3.0")
+    model = vaccine_model(
+        vaccinated_population(0.5, 0.4),
+        doses,
+        "+model.parameters.ascertainment=0.5",
+        "+model.parameters.reporting_delay=3.0",
+    )
     assert model.group_labels["district"] == ["Auckland", "Counties Manukau", "Waitemata"]
     params = parameters(model, initial_fraction=0.02)
     out = model.simulate(params, seed=5)

@@ -20,33 +20,53 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "2"]
 # The Brock & Hommes study (no population) on a tiny budget: a calibration in seconds.
 BH = "bh-gradient-horizon"
-BH_TINY = ["model.steps=10", "model.draws=2", "calibration.point.epochs=2", "calibration.point.draws_per_step=2",
-           "calibration.flow.epochs=2", "calibration.flow.transforms=1", "calibration.flow.hidden_features=[4]",
-           "calibration.flow.draws_per_step=2", "calibration.flow.posterior_draws=4", "calibration.fit_draws=2",
-           "calibration.loggers=[csv]"]
+BH_TINY = [
+    "model.steps=10",
+    "model.draws=2",
+    "calibration.point.epochs=2",
+    "calibration.point.draws_per_step=2",
+    "calibration.flow.epochs=2",
+    "calibration.flow.transforms=1",
+    "calibration.flow.hidden_features=[4]",
+    "calibration.flow.draws_per_step=2",
+    "calibration.flow.posterior_draws=4",
+    "calibration.fit_draws=2",
+    "calibration.loggers=[csv]",
+]
 
 
 def test_toy_study_runs_end_to_end(tmp_path):
     target = "results/toy/figures/simulation.png"
     overrides = 'overrides=["population.n_agents=2000", "model.days=15", "model.draws=2"]'
-    run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), target, "--config", "study=toy", overrides],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), target, "--config", "study=toy", overrides],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     simulation = read_dataset(tmp_path / "results/toy/simulation.zarr")
     assert simulation.sizes["draw"] == 2 and simulation.sizes["time"] == 15
     assert "study: toy" in simulation.attrs["config"]
     assert (tmp_path / target).stat().st_size > 0
-    for rule, line in (("synthesize", "synthesised 2000 agents"), ("simulate", "simulated 2 draws of EpidemicModel"),
-                       ("plot_simulation", "rule plot_simulation done")):
+    for rule, line in (
+        ("synthesize", "synthesised 2000 agents"),
+        ("simulate", "simulated 2 draws of EpidemicModel"),
+        ("plot_simulation", "rule plot_simulation done"),
+    ):
         assert line in (tmp_path / f"results/toy/logs/{rule}.log").read_text()
 
 
 def test_a_failing_job_writes_its_error_to_its_log_and_leaves_no_output(tmp_path):
     """An intervention on a layer the population lacks composes, but the `simulate` job must stop with it."""
-    overrides = ('overrides=["population.n_agents=500", "model.days=10", "model.draws=1", "+interventions=[{kind: '
-                 'contact_multiplier, layers: [gym], start: 2, multiplier: 0}]"]')
-    run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "results/toy/simulation.zarr", "--config",
-                          "study=toy", overrides], capture_output=True, text=True)
+    overrides = (
+        'overrides=["population.n_agents=500", "model.days=10", "model.draws=1", "+interventions=[{kind: '
+        'contact_multiplier, layers: [gym], start: 2, multiplier: 0}]"]'
+    )
+    run = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "results/toy/simulation.zarr", "--config", "study=toy", overrides],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode != 0
     message = "interventions[0].layers is ['gym']: unknown layers ['gym']"
     assert message in run.stderr
@@ -57,8 +77,11 @@ def test_a_failing_job_writes_its_error_to_its_log_and_leaves_no_output(tmp_path
 
 def test_default_study_dag_resolves_with_census_inputs(tmp_path):
     (tmp_path / "data").symlink_to(ROOT / "data")
-    run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "results/default/simulation.zarr"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "results/default/simulation.zarr"],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "synthesize" in run.stdout and "simulate" in run.stdout
 
@@ -68,22 +91,27 @@ def test_every_study_dag_resolves(tmp_path, study):
     """A dry run of each study's whole DAG (rule all): its config composes, its input functions and resources
     evaluate, and it plans a job of every rule it needs."""
     (tmp_path / "data").symlink_to(ROOT / "data")
-    run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--config", f"study={study}"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--config", f"study={study}"], capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Job stats:" in run.stdout and "resolved_config" in run.stdout
 
 
 def test_unknown_study_fails_before_running(tmp_path):
-    run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--config", "study=nope"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--config", "study=nope"], capture_output=True, text=True
+    )
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith("diffabm workflow: error: unknown study 'nope'")
 
 
 def test_overrides_given_as_a_string_fail_before_running(tmp_path):
-    run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--config", "study=toy",
-                          "overrides=model.days=30"], capture_output=True, text=True)
+    run = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--config", "study=toy", "overrides=model.days=30"],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2
     assert "must be a list of Hydra overrides" in run.stderr.strip().splitlines()[-1]
 
@@ -105,8 +133,9 @@ def fake_srun(tmp_path: Path, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("inside_a_job", [False, True], ids=["srun-on-path", "inside-a-slurm-job"])
-def test_lightning_neither_warns_about_srun_nor_takes_over_a_slurm_job(bh_observed, tmp_path, monkeypatch,
-                                                                         inside_a_job):
+def test_lightning_neither_warns_about_srun_nor_takes_over_a_slurm_job(
+    bh_observed, tmp_path, monkeypatch, inside_a_job
+):
     """With `srun` on the PATH Lightning 2.6 warns (an error under the test suite's filterwarnings), and inside a
     SLURM job it would pick its SLURM environment, with its own auto-requeue on SIGUSR1: the Trainer runs in
     Lightning's plain environment instead, resuming being Snakemake's retries' business."""
@@ -117,13 +146,20 @@ def test_lightning_neither_warns_about_srun_nor_takes_over_a_slurm_job(bh_observ
 
     fake_srun(tmp_path, monkeypatch)
     if inside_a_job:  # what a Snakemake job submitted with sbatch sees
-        for name, value in {"SLURM_JOB_ID": "42", "SLURM_JOB_NAME": "snakejob.calibrate", "SLURM_NTASKS": "1",
-                            "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():
+        for name, value in {
+            "SLURM_JOB_ID": "42",
+            "SLURM_JOB_NAME": "snakejob.calibrate",
+            "SLURM_NTASKS": "1",
+            "SLURM_PROCID": "0",
+            "SLURM_LOCALID": "0",
+            "SLURM_NODEID": "0",
+        }.items():
             monkeypatch.setenv(name, value)
     trainers = []
     build_trainer = training.build_trainer
-    monkeypatch.setattr(training, "build_trainer", lambda *a, **k: trainers.append(build_trainer(*a, **k)) or
-                        trainers[-1])
+    monkeypatch.setattr(
+        training, "build_trainer", lambda *a, **k: trainers.append(build_trainer(*a, **k)) or trainers[-1]
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         calibrate(compose_study(BH, BH_TINY), "point", None, bh_observed, tmp_path / "run")
@@ -140,14 +176,14 @@ def epochs_run(monkeypatch, run) -> int:
 
     epochs = []
     with monkeypatch.context() as patch:
-        patch.setattr(PointCalibration, "on_train_epoch_start", lambda module: epochs.append(module.current_epoch),
-                      raising=False)
+        patch.setattr(
+            PointCalibration, "on_train_epoch_start", lambda module: epochs.append(module.current_epoch), raising=False
+        )
         run()
     return len(epochs)
 
 
-def test_only_a_retry_resumes_a_calibration_and_a_fresh_run_deletes_the_checkpoint(bh_observed, tmp_path,
-                                                                                    monkeypatch):
+def test_only_a_retry_resumes_a_calibration_and_a_fresh_run_deletes_the_checkpoint(bh_observed, tmp_path, monkeypatch):
     from diffabm.calibration.stage import calibrate
 
     cfg = compose_study(BH, BH_TINY)
@@ -194,19 +230,43 @@ def test_the_slurm_profile_names_no_cluster_and_polls_squeue(tmp_path):
     profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["slurm-status-command"] == "squeue"
     env = {**os.environ, "DIFFABM_SLURM_ACCOUNT": "myproject", "DIFFABM_SLURM_PARTITION": "short"}
-    run = subprocess.run([*SNAKEMAKE, "--workflow-profile", str(ROOT / "profiles/slurm"), "--directory", str(tmp_path),
-                          "-n", "results/toy/population.zarr", "--config", "study=toy"], capture_output=True,
-                         text=True, env=env)
+    run = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--workflow-profile",
+            str(ROOT / "profiles/slurm"),
+            "--directory",
+            str(tmp_path),
+            "-n",
+            "results/toy/population.zarr",
+            "--config",
+            "study=toy",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "slurm_account=myproject, slurm_partition=short, runtime=60" in run.stdout + run.stderr
 
 
 # The toy study with a point calibration on a tiny budget (the toy study has none of its own): a population, its
 # observations and a calibration in seconds.
-TOY_CALIBRATION = ["population.n_agents=500", "model.days=12", "model.draws=2", "+calibration=default",
-                   ("+truth={beta_household: 2.0, beta_school: 4.0, beta_workplace: 2.5, beta_community: 1.5, "
-                    "initial_fraction: 0.01}"), "calibration.modes=[point]", "calibration.point.epochs=2",
-                   "calibration.point.draws_per_step=2", "calibration.fit_draws=2", "calibration.loggers=[csv]"]
+TOY_CALIBRATION = [
+    "population.n_agents=500",
+    "model.days=12",
+    "model.draws=2",
+    "+calibration=default",
+    (
+        "+truth={beta_household: 2.0, beta_school: 4.0, beta_workplace: 2.5, beta_community: 1.5, "
+        "initial_fraction: 0.01}"
+    ),
+    "calibration.modes=[point]",
+    "calibration.point.epochs=2",
+    "calibration.point.draws_per_step=2",
+    "calibration.fit_draws=2",
+    "calibration.loggers=[csv]",
+]
 
 
 def config_arguments(study: str, overrides: list[str]) -> list[str]:
@@ -248,11 +308,27 @@ def test_rules_have_logs_benchmarks_and_resources_from_the_config():
 
 def test_job_resources_come_from_the_study_config(tmp_path):
     """Threads, runtime and the memory estimate (agents × draws × days) of a job follow the study's config."""
-    overrides = [*TOY_CALIBRATION, "population.n_agents=200000", "calibration.threads=3",
-                 "resources.runtime.calibration=7"]
-    run = subprocess.run([*SNAKEMAKE, "--cores", "4", "--directory", str(tmp_path), "-n",
-                          "results/toy/calibration/point/posterior.zarr", *config_arguments("toy", overrides)],
-                         check=False, capture_output=True, text=True)
+    overrides = [
+        *TOY_CALIBRATION,
+        "population.n_agents=200000",
+        "calibration.threads=3",
+        "resources.runtime.calibration=7",
+    ]
+    run = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--cores",
+            "4",
+            "--directory",
+            str(tmp_path),
+            "-n",
+            "results/toy/calibration/point/posterior.zarr",
+            *config_arguments("toy", overrides),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     calibrate = run.stdout.split("rule calibrate:", 1)[1].split("\n\n", 1)[0]
     assert "threads: 3" in calibrate and "runtime=7" in calibrate and "gpu=0" in calibrate
@@ -268,18 +344,41 @@ def test_a_config_edit_reruns_exactly_the_jobs_that_read_it(tmp_path):
     mode's setting or a section the jobs do not read plans nothing; an edit of the model plans the observations and
     the calibration, not the population."""
     target = "results/toy/calibration/point/posterior.zarr"
-    run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), target,
-                          *config_arguments("toy", TOY_CALIBRATION)], check=False, capture_output=True, text=True)
+    run = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), target, *config_arguments("toy", TOY_CALIBRATION)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
 
     def planned(*edits: str) -> dict[str, int]:
-        dry = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", target,
-                              *config_arguments("toy", [*TOY_CALIBRATION, *edits])], check=False, capture_output=True, text=True)
+        dry = subprocess.run(
+            [
+                *SNAKEMAKE,
+                "--directory",
+                str(tmp_path),
+                "-n",
+                target,
+                *config_arguments("toy", [*TOY_CALIBRATION, *edits]),
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         assert dry.returncode == 0, dry.stderr[-3000:]
         return planned_jobs(dry.stdout)
 
-    assert planned("calibration.flow.lr=0.07", "calibration.threads=1", "resources.runtime.calibration=5",
-                   "calibration.progress_bar=false", "resources.max_memory_gb=50") == {}
+    assert (
+        planned(
+            "calibration.flow.lr=0.07",
+            "calibration.threads=1",
+            "resources.runtime.calibration=5",
+            "calibration.progress_bar=false",
+            "resources.max_memory_gb=50",
+        )
+        == {}
+    )
     assert planned("calibration.point.lr=0.07") == {"calibrate": 1}
     assert planned("truth.initial_fraction=0.02") == {"observe": 1, "calibrate": 1}
     assert planned("population.n_agents=600") == {"synthesize": 1, "observe": 1, "calibrate": 1}

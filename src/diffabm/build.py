@@ -37,8 +37,7 @@ def build_model(cfg: DictConfig, population: str | Path | Any = None, device: st
             population = read_population(population)
         runtime["population"] = population
     elif population is not None:
-        raise ValueError(f"study {cfg.study!r} has no population section, but a population was given: "
-                         f"{population}")
+        raise ValueError(f"study {cfg.study!r} has no population section, but a population was given: {population}")
     # Run-time objects go to the partial, not through instantiate, which would turn them into config.
     model = instantiate(cfg.model, "model", _partial_=True, _convert_="all")(**runtime)
     if not isinstance(model, Simulator):
@@ -66,8 +65,20 @@ def build_loggers(cfg: DictConfig, run_dir: Path, name: str, mode: str) -> list:
     from omegaconf import OmegaConf
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    runtime = {"csv": {"save_dir": str(run_dir)},
-               "wandb": {"save_dir": str(run_dir), "name": name, "id": name, "resume": "allow", "group": str(cfg.study),
-                         "job_type": mode, "tags": [str(cfg.study), mode], "config": config}}
-    return [instantiate(cfg.logger[kind], f"logger.{kind}", _partial_=True, _convert_="all")(**runtime.get(kind, {}))
-            for kind in cfg.calibration.loggers]
+    runtime = {
+        "csv": {"save_dir": str(run_dir)},
+        "wandb": {
+            "save_dir": str(run_dir),
+            "name": name,
+            "id": name,
+            "resume": "allow",
+            "group": str(cfg.study),
+            "job_type": mode,
+            "tags": [str(cfg.study), mode],
+            "config": config,
+        },
+    }
+    return [
+        instantiate(cfg.logger[kind], f"logger.{kind}", _partial_=True, _convert_="all")(**runtime.get(kind, {}))
+        for kind in cfg.calibration.loggers
+    ]

@@ -50,70 +50,138 @@ class Stage:
 POPULATION = "population?"
 STAGES: dict[str, Stage] = {
     "config": Stage("diffabm.cli:print_config", (), "print the study's resolved config as YAML"),
-    "synthesize": Stage("diffabm.population.synthesize:synthesize", ("population", "report"),
-                        "synthesise the study's population (population.zarr) and its fit report"),
-    "simulate": Stage("diffabm.simulation:simulate", (POPULATION, "output"),
-                      "simulate the study's model at its parameters (simulation.zarr)"),
-    "plot-simulation": Stage("diffabm.figures.simulation:plot_simulation", ("simulation", "output"),
-                             "plot a simulation.zarr (PNG)", needs_config=False),
-    "observe": Stage("diffabm.calibration.observe:observe", (POPULATION, "output"),
-                     "synthetic observations at the study's truth (observed.zarr)"),
-    "calibrate": Stage("diffabm.calibration.stage:calibrate",
-                       ("mode", POPULATION, "observed", "run-dir", "loss-weight?"),
-                       "calibrate one mode (posterior.zarr, fit.zarr, metrics.csv in the run directory)",
-                       options={"member": {"type": int, "help": "ensemble member k (with --mode ensemble)"},
-                                "resume": {"action": "store_true",
-                                           "help": "continue from the run's checkpoints/last.ckpt if it is of the "
-                                                   "same run (config, seed, inputs); otherwise start afresh"}}),
-    "loss-weight": Stage("diffabm.calibration.weight:loss_weight_cli",
-                         (POPULATION, "observed", "posterior", "output?"),
-                         "the flow's loss weight from a point fit (JSON; printed without --output)",
-                         wraps="diffabm.calibration.weight:write_loss_weight"),
-    "merge-ensemble": Stage("diffabm.calibration.ensemble:merge_ensemble",
-                            ("member+", POPULATION, "observed", "posterior", "fit", "metrics"),
-                            "merge the ensemble members' posteriors (--member once per member's posterior.zarr)"),
-    "plot-calibration": Stage("diffabm.figures.calibration:plot_calibration",
-                              ("posterior", "fit", "metrics", "output"), "plot one calibration run (PNG)"),
-    "recovery-table": Stage("diffabm.cli:recovery_table", ("run=", "output"),
-                            "truth vs posterior per run (CSV); --run MODE=RUN_DIR once per run",
-                            needs_config=False, wraps="diffabm.calibration.summary:write_recovery_table"),
-    "forecast-scores": Stage("diffabm.calibration.forecast:write_forecast_scores", ("fit", "output"),
-                             "weekly forecast scores of a run's fit.zarr (CSV)"),
-    "sensitivity": Stage("diffabm.sensitivity:write_sensitivity", (POPULATION, "posterior?", "output"),
-                         "one-shot sensitivity analysis (sensitivity.zarr)"),
-    "plot-sensitivity": Stage("diffabm.figures.sensitivity:plot_sensitivity", ("sensitivity", "output"),
-                              "plot a sensitivity.zarr (PNG)", needs_config=False),
-    "counterfactual": Stage("diffabm.counterfactual:write_scenario", ("scenario", POPULATION, "posterior", "output"),
-                            "one counterfactual scenario at posterior draws (store)"),
-    "merge-counterfactuals": Stage("diffabm.counterfactual:merge_counterfactuals", ("scenario-store+", "output",
-                                                                                    "table"),
-                                   "stack the scenario stores (counterfactuals.zarr) and their summary (CSV)"),
-    "plot-counterfactuals": Stage("diffabm.figures.counterfactual:plot_counterfactuals",
-                                  ("store", "output", "observed?"), "plot counterfactuals.zarr (PNG)",
-                                  needs_config=False),
-    "gradient-study": Stage("diffabm.studies.gradient_horizon:write_gradient_study", ("observed", "output"),
-                            "gradient estimates of the gradient-horizon study (gradient_study.zarr)"),
-    "gradient-horizon-report": Stage("diffabm.figures.gradient_horizon:gradient_horizon_report",
-                                     ("gradient-study", "posterior=", "metrics=", "figures-dir", "table"),
-                                     "figures and table of the gradient-horizon study; --posterior and "
-                                     "--metrics as ESTIMATOR=PATH, once per estimator"),
-    "sbc-ranks": Stage("diffabm.studies.sbc:write_sbc",
-                       (POPULATION, "observed+", "posterior+", "output", "ranks", "summary"),
-                       "simulation-based calibration ranks (sbc.zarr, ranks and summary CSV); --observed and "
-                       "--posterior once per data set, in the same order"),
-    "plot-sbc": Stage("diffabm.figures.sbc:plot_sbc", ("sbc", "output"), "plot an sbc.zarr (PNG)",
-                      needs_config=False),
-    "ad-memory": Stage("diffabm.studies.ad_memory:write_ad_memory", ("output",),
-                       "memory and time of one gradient per AD mode (ad_memory.zarr)"),
-    "plot-ad-memory": Stage("diffabm.figures.ad_memory:plot_ad_memory", ("ad-memory", "output"),
-                            "plot an ad_memory.zarr (PNG)", needs_config=False),
-    "resolved-config": Stage("diffabm.report:write_config", ("output", "html?"),
-                             "write the study's resolved config with its provenance (YAML; the report's config)"),
-    "benchmark-table": Stage("diffabm.report:write_benchmark_table", ("benchmarks-dir", "output", "html"),
-                             "gather a study's job benchmarks (benchmarks/*.tsv) into one CSV and an HTML page",
-                             needs_config=False),
-    "html-table": Stage("diffabm.report:write_html_table", ("table", "output"), "a CSV table as an HTML page",
-                        needs_config=False),
+    "synthesize": Stage(
+        "diffabm.population.synthesize:synthesize",
+        ("population", "report"),
+        "synthesise the study's population (population.zarr) and its fit report",
+    ),
+    "simulate": Stage(
+        "diffabm.simulation:simulate",
+        (POPULATION, "output"),
+        "simulate the study's model at its parameters (simulation.zarr)",
+    ),
+    "plot-simulation": Stage(
+        "diffabm.figures.simulation:plot_simulation",
+        ("simulation", "output"),
+        "plot a simulation.zarr (PNG)",
+        needs_config=False,
+    ),
+    "observe": Stage(
+        "diffabm.calibration.observe:observe",
+        (POPULATION, "output"),
+        "synthetic observations at the study's truth (observed.zarr)",
+    ),
+    "calibrate": Stage(
+        "diffabm.calibration.stage:calibrate",
+        ("mode", POPULATION, "observed", "run-dir", "loss-weight?"),
+        "calibrate one mode (posterior.zarr, fit.zarr, metrics.csv in the run directory)",
+        options={
+            "member": {"type": int, "help": "ensemble member k (with --mode ensemble)"},
+            "resume": {
+                "action": "store_true",
+                "help": "continue from the run's checkpoints/last.ckpt if it is of the "
+                "same run (config, seed, inputs); otherwise start afresh",
+            },
+        },
+    ),
+    "loss-weight": Stage(
+        "diffabm.calibration.weight:loss_weight_cli",
+        (POPULATION, "observed", "posterior", "output?"),
+        "the flow's loss weight from a point fit (JSON; printed without --output)",
+        wraps="diffabm.calibration.weight:write_loss_weight",
+    ),
+    "merge-ensemble": Stage(
+        "diffabm.calibration.ensemble:merge_ensemble",
+        ("member+", POPULATION, "observed", "posterior", "fit", "metrics"),
+        "merge the ensemble members' posteriors (--member once per member's posterior.zarr)",
+    ),
+    "plot-calibration": Stage(
+        "diffabm.figures.calibration:plot_calibration",
+        ("posterior", "fit", "metrics", "output"),
+        "plot one calibration run (PNG)",
+    ),
+    "recovery-table": Stage(
+        "diffabm.cli:recovery_table",
+        ("run=", "output"),
+        "truth vs posterior per run (CSV); --run MODE=RUN_DIR once per run",
+        needs_config=False,
+        wraps="diffabm.calibration.summary:write_recovery_table",
+    ),
+    "forecast-scores": Stage(
+        "diffabm.calibration.forecast:write_forecast_scores",
+        ("fit", "output"),
+        "weekly forecast scores of a run's fit.zarr (CSV)",
+    ),
+    "sensitivity": Stage(
+        "diffabm.sensitivity:write_sensitivity",
+        (POPULATION, "posterior?", "output"),
+        "one-shot sensitivity analysis (sensitivity.zarr)",
+    ),
+    "plot-sensitivity": Stage(
+        "diffabm.figures.sensitivity:plot_sensitivity",
+        ("sensitivity", "output"),
+        "plot a sensitivity.zarr (PNG)",
+        needs_config=False,
+    ),
+    "counterfactual": Stage(
+        "diffabm.counterfactual:write_scenario",
+        ("scenario", POPULATION, "posterior", "output"),
+        "one counterfactual scenario at posterior draws (store)",
+    ),
+    "merge-counterfactuals": Stage(
+        "diffabm.counterfactual:merge_counterfactuals",
+        ("scenario-store+", "output", "table"),
+        "stack the scenario stores (counterfactuals.zarr) and their summary (CSV)",
+    ),
+    "plot-counterfactuals": Stage(
+        "diffabm.figures.counterfactual:plot_counterfactuals",
+        ("store", "output", "observed?"),
+        "plot counterfactuals.zarr (PNG)",
+        needs_config=False,
+    ),
+    "gradient-study": Stage(
+        "diffabm.studies.gradient_horizon:write_gradient_study",
+        ("observed", "output"),
+        "gradient estimates of the gradient-horizon study (gradient_study.zarr)",
+    ),
+    "gradient-horizon-report": Stage(
+        "diffabm.figures.gradient_horizon:gradient_horizon_report",
+        ("gradient-study", "posterior=", "metrics=", "figures-dir", "table"),
+        "figures and table of the gradient-horizon study; --posterior and "
+        "--metrics as ESTIMATOR=PATH, once per estimator",
+    ),
+    "sbc-ranks": Stage(
+        "diffabm.studies.sbc:write_sbc",
+        (POPULATION, "observed+", "posterior+", "output", "ranks", "summary"),
+        "simulation-based calibration ranks (sbc.zarr, ranks and summary CSV); --observed and "
+        "--posterior once per data set, in the same order",
+    ),
+    "plot-sbc": Stage("diffabm.figures.sbc:plot_sbc", ("sbc", "output"), "plot an sbc.zarr (PNG)", needs_config=False),
+    "ad-memory": Stage(
+        "diffabm.studies.ad_memory:write_ad_memory",
+        ("output",),
+        "memory and time of one gradient per AD mode (ad_memory.zarr)",
+    ),
+    "plot-ad-memory": Stage(
+        "diffabm.figures.ad_memory:plot_ad_memory",
+        ("ad-memory", "output"),
+        "plot an ad_memory.zarr (PNG)",
+        needs_config=False,
+    ),
+    "resolved-config": Stage(
+        "diffabm.report:write_config",
+        ("output", "html?"),
+        "write the study's resolved config with its provenance (YAML; the report's config)",
+    ),
+    "benchmark-table": Stage(
+        "diffabm.report:write_benchmark_table",
+        ("benchmarks-dir", "output", "html"),
+        "gather a study's job benchmarks (benchmarks/*.tsv) into one CSV and an HTML page",
+        needs_config=False,
+    ),
+    "html-table": Stage(
+        "diffabm.report:write_html_table", ("table", "output"), "a CSV table as an HTML page", needs_config=False
+    ),
 }
 
 
@@ -129,8 +197,9 @@ def recovery_table(runs: Mapping[str, str], output_path: str | Path) -> Path:
     holding posterior.zarr and fit.zarr)."""
     from diffabm.calibration.summary import write_recovery_table
 
-    return write_recovery_table({mode: (Path(run) / "posterior.zarr", Path(run) / "fit.zarr")
-                                 for mode, run in runs.items()}, output_path)
+    return write_recovery_table(
+        {mode: (Path(run) / "posterior.zarr", Path(run) / "fit.zarr") for mode, run in runs.items()}, output_path
+    )
 
 
 def package_version() -> str:
@@ -185,8 +254,12 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser: one sub-command per stage of `STAGES`."""
     root = OneLineParser(prog="diffabm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root.add_argument("--version", action="version", version=f"diffabm {package_version()}")
-    root.add_argument("--threads", type=int, default=None,
-                      help="torch threads (default: torch's, one per core); a Snakemake job uses its `threads`")
+    root.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's, one per core); a Snakemake job uses its `threads`",
+    )
     sub = root.add_subparsers(dest="stage", required=True, parser_class=OneLineParser, metavar="<stage>")
     for name, stage in STAGES.items():
         command = sub.add_parser(name, help=stage.help, description=f"{stage.help} ({stage.stage_function})")
@@ -195,9 +268,13 @@ def parser() -> argparse.ArgumentParser:
         for path in stage.paths:
             option, kind = (path[:-1], path[-1]) if path[-1] in "?+=" else (path, "")
             if kind in ("+", "="):
-                command.add_argument(f"--{option}", action="append", required=True,
-                                     metavar="NAME=PATH" if kind == "=" else None,
-                                     help="repeat the option" + (" (NAME=PATH)" if kind == "=" else ""))
+                command.add_argument(
+                    f"--{option}",
+                    action="append",
+                    required=True,
+                    metavar="NAME=PATH" if kind == "=" else None,
+                    help="repeat the option" + (" (NAME=PATH)" if kind == "=" else ""),
+                )
             else:
                 command.add_argument(f"--{option}", required=kind != "?")
         for option, settings in stage.options.items():
@@ -227,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
             paths.insert(0, compose_study(args.study, args.overrides))
         stage.resolve()(*paths, **options)
-    except Exception as err:  # noqa: BLE001 - the CLI's contract: one line and exit 2, whatever failed
+    except Exception as err:
         return report_failure(args.stage, err)
     return 0
 

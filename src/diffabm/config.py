@@ -23,15 +23,17 @@ class ConfigError(ValueError):
     """A study or override that does not compose, or a composed config that breaks the schema."""
 
 
-def compose_study(study: str = "default", overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR
-                  ) -> DictConfig:
+def compose_study(study: str = "default", overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> DictConfig:
     """The resolved, validated config of `study` with Hydra `overrides` (e.g. `model.days=30`)."""
     if not (config_dir / "experiment" / f"{study}.yaml").exists():
         known = sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
         raise ConfigError(f"unknown study {study!r}: no {config_dir}/experiment/{study}.yaml (known: {known})")
     try:
-        configs = initialize_config_module(CONFIG_MODULE, version_base="1.3") if config_dir == CONFIG_DIR \
+        configs = (
+            initialize_config_module(CONFIG_MODULE, version_base="1.3")
+            if config_dir == CONFIG_DIR
             else initialize_config_dir(config_dir=str(config_dir), version_base="1.3")
+        )
         with configs:
             cfg = compose(config_name="config", overrides=[f"experiment={study}", *overrides])
     except HydraException as err:
@@ -68,7 +70,8 @@ def _validator():
 
     schema = yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     strict_integer = Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
     validator = validators.extend(Draft202012Validator, type_checker=strict_integer)
     return validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
@@ -106,14 +109,19 @@ def _describe(error) -> str:
     if unexpected and isinstance(error.instance, dict):
         known = list(error.schema.get("properties", {}))
         patterns = list(error.schema.get("patternProperties", {}))
-        extra = [key for key in error.instance
-                 if key not in known and not any(re.search(pattern, key) for pattern in patterns)]
+        extra = [
+            key
+            for key in error.instance
+            if key not in known and not any(re.search(pattern, key) for pattern in patterns)
+        ]
         if not extra:
             return f"config field {_field(path)!r}: {error.message}"
         allowed = ", ".join(known + [f"names matching {pattern}" for pattern in patterns])
         also = f"; nor are {', '.join(map(repr, extra[1:]))}" if len(extra) > 1 else ""
-        return (f"config field {_field([*path, extra[0]])!r} is not allowed (value "
-                f"{_short.repr(error.instance[extra[0]])}{also}; allowed fields: {allowed})")
+        return (
+            f"config field {_field([*path, extra[0]])!r} is not allowed (value "
+            f"{_short.repr(error.instance[extra[0]])}{also}; allowed fields: {allowed})"
+        )
     if error.validator == "required":
         missing = [key for key in error.validator_value if key not in error.instance]
         return f"config field {_field([*path, missing[0]])!r} is required but missing"

@@ -30,8 +30,15 @@ from diffabm.store import as_object_strings, atomic_write_text, read_dataset, wr
 
 log = logging.getLogger(__name__)
 
-STORED = ("new_infections", "reported_cases", "hospitalisations", "deaths", "infections_by_age",
-          "infections_by_region", "deaths_by_age")  # the observables a scenario keeps, where the model has them
+STORED = (
+    "new_infections",
+    "reported_cases",
+    "hospitalisations",
+    "deaths",
+    "infections_by_age",
+    "infections_by_region",
+    "deaths_by_age",
+)  # the observables a scenario keeps, where the model has them
 TOTALS = ("new_infections", "hospitalisations", "deaths")  # summarised per scenario
 BASELINE = "baseline"
 
@@ -43,16 +50,19 @@ def _shifted(value: object, days: int, start_date: dt.date) -> object:
     return (dt.date.fromisoformat(str(value)) + dt.timedelta(days=days)).isoformat()
 
 
-def scenario_interventions(interventions: Sequence[Mapping], edits: Sequence[Mapping], scenario: str,
-                           start_date: dt.date) -> list[dict]:
+def scenario_interventions(
+    interventions: Sequence[Mapping], edits: Sequence[Mapping], scenario: str, start_date: dt.date
+) -> list[dict]:
     """The interventions with a scenario's edits applied; an edit naming no intervention is an error."""
     result = [dict(spec) for spec in interventions]
     names = {spec.get("name") for spec in result}
     for index, edit in enumerate(edits):
         field = f"counterfactual.scenarios.{scenario}[{index}]"
         if edit["name"] not in names:
-            raise ValueError(f"{field}.name is {edit['name']!r}: no intervention has that name "
-                             f"(named: {sorted(n for n in names if n)})")
+            raise ValueError(
+                f"{field}.name is {edit['name']!r}: no intervention has that name "
+                f"(named: {sorted(n for n in names if n)})"
+            )
         chosen = [spec for spec in result if spec.get("name") == edit["name"]]
         if edit.get("drop"):
             result = [spec for spec in result if spec.get("name") != edit["name"]]
@@ -67,24 +77,28 @@ def scenario_interventions(interventions: Sequence[Mapping], edits: Sequence[Map
     return result
 
 
-def simulate_scenario(cfg: DictConfig, scenario: str, population_path: str | Path | None,
-                      posterior_path: str | Path) -> xr.Dataset:
+def simulate_scenario(
+    cfg: DictConfig, scenario: str, population_path: str | Path | None, posterior_path: str | Path
+) -> xr.Dataset:
     """One scenario over the posterior draws: its observables (draw, time[, group]) with the study seed."""
     settings = cfg.counterfactual
     if scenario not in settings.scenarios:
-        raise ValueError(f"counterfactual scenario {scenario!r} is not in counterfactual.scenarios "
-                         f"{sorted(settings.scenarios)}")
+        raise ValueError(
+            f"counterfactual scenario {scenario!r} is not in counterfactual.scenarios {sorted(settings.scenarios)}"
+        )
     start = dt.date.fromisoformat(str(cfg.start_date))
     edits = OmegaConf.to_container(settings.scenarios[scenario], resolve=True)
-    interventions = scenario_interventions(OmegaConf.to_container(cfg.interventions, resolve=True), edits, scenario,
-                                           start)
+    interventions = scenario_interventions(
+        OmegaConf.to_container(cfg.interventions, resolve=True), edits, scenario, start
+    )
     scenario_cfg = OmegaConf.merge(cfg, {"interventions": interventions, "model": {"interventions": interventions}})
     model = build_model(scenario_cfg, population_path)
     draws = spread_posterior_draws(posterior_path, settings.draws)
     count = len(next(iter(draws.values())))
     parameters = {name: torch.full((count,), value) for name, value in model.defaults.items()}
-    parameters.update({name: torch.as_tensor(values, dtype=torch.float32) for name, values in draws.items()
-                       if name in parameters})
+    parameters.update(
+        {name: torch.as_tensor(values, dtype=torch.float32) for name, values in draws.items() if name in parameters}
+    )
     with torch.no_grad():
         output = model.simulate(parameters, seed=cfg.seed)
     ds = model.to_dataset(output)
@@ -94,16 +108,24 @@ def simulate_scenario(cfg: DictConfig, scenario: str, population_path: str | Pat
     for name, values in parameters.items():
         ds[name] = ("draw", values.numpy())
     ds.attrs.update(scenario=scenario, edits=edits, posterior=str(posterior_path))
-    log.info("scenario %s: %d draws, median total infections %.0f", scenario, count,
-             float(ds.new_infections.sum("time").median()))
+    log.info(
+        "scenario %s: %d draws, median total infections %.0f",
+        scenario,
+        count,
+        float(ds.new_infections.sum("time").median()),
+    )
     return ds
 
 
-def write_scenario(cfg: DictConfig, scenario: str, population_path: str | Path | None, posterior_path: str | Path,
-                   output_path: str | Path) -> Path:
+def write_scenario(
+    cfg: DictConfig,
+    scenario: str,
+    population_path: str | Path | None,
+    posterior_path: str | Path,
+    output_path: str | Path,
+) -> Path:
     """Stage `counterfactual`: one scenario's store."""
-    return write_dataset(simulate_scenario(cfg, scenario, population_path, posterior_path), output_path, cfg,
-                         cfg.seed)
+    return write_dataset(simulate_scenario(cfg, scenario, population_path, posterior_path), output_path, cfg, cfg.seed)
 
 
 def summary_table(ds: xr.Dataset) -> pd.DataFrame:
@@ -114,19 +136,29 @@ def summary_table(ds: xr.Dataset) -> pd.DataFrame:
     for scenario in ds.scenario.values:
         for name in (name for name in TOTALS if name in ds):
             total = ds[name].sel(scenario=scenario).sum("time").values
-            row = {"scenario": scenario, "output": f"total {name}", "median": np.median(total),
-                   "q2.5": np.quantile(total, 0.025), "q97.5": np.quantile(total, 0.975)}
+            row = {
+                "scenario": scenario,
+                "output": f"total {name}",
+                "median": np.median(total),
+                "q2.5": np.quantile(total, 0.025),
+                "q97.5": np.quantile(total, 0.975),
+            }
             if baseline is not None:
                 difference = total - baseline[name].sum("time").values
-                row.update({"difference_median": np.median(difference),
-                            "difference_q2.5": np.quantile(difference, 0.025),
-                            "difference_q97.5": np.quantile(difference, 0.975)})
+                row.update(
+                    {
+                        "difference_median": np.median(difference),
+                        "difference_q2.5": np.quantile(difference, 0.025),
+                        "difference_q97.5": np.quantile(difference, 0.975),
+                    }
+                )
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def merge_counterfactuals(cfg: DictConfig, scenario_paths: Sequence[str | Path], output_path: str | Path,
-                          table_path: str | Path) -> Path:
+def merge_counterfactuals(
+    cfg: DictConfig, scenario_paths: Sequence[str | Path], output_path: str | Path, table_path: str | Path
+) -> Path:
     """Stage `merge_counterfactuals`: the scenarios stacked along `scenario` in `counterfactuals.zarr`, and the
     summary table (CSV)."""
     stores = [read_dataset(path) for path in scenario_paths]

@@ -67,7 +67,9 @@ class ParameterSpace:
         inside = torch.isfinite(value) & DOMAINS[self.domains[name]].check(value)
         if not inside.all():
             bad = value[~inside].reshape(-1)[0].item()
-            raise ValueError(f"parameter '{name}' has value {bad}, must be finite and {DOMAIN_TEXT[self.domains[name]]}")
+            raise ValueError(
+                f"parameter '{name}' has value {bad}, must be finite and {DOMAIN_TEXT[self.domains[name]]}"
+            )
 
     def check_vector(self, unconstrained: Tensor) -> None:
         if unconstrained.shape[-1] != len(self.names):

@@ -13,20 +13,22 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-ALLOWED_TARGETS = frozenset({
-    "diffabm.models.epidemic.EpidemicModel",
-    "diffabm.models.brock_hommes.BrockHommes",
-    "lightning.pytorch.Trainer",
-    "lightning.pytorch.loggers.CSVLogger",
-    "lightning.pytorch.loggers.WandbLogger",
-    "diffabm.calibration.point.PointCalibration",
-    "diffabm.calibration.calibnn.CalibNNCalibration",
-    "diffabm.calibration.flow.FlowCalibration",
-    "diffabm.stochastic.EventWeighted",
-    "diffabm.stochastic.StraightThrough",
-    "diffabm.stochastic.StraightThroughGumbel",
-    "diffabm.stochastic.GumbelSoftmax",
-})
+ALLOWED_TARGETS = frozenset(
+    {
+        "diffabm.models.epidemic.EpidemicModel",
+        "diffabm.models.brock_hommes.BrockHommes",
+        "lightning.pytorch.Trainer",
+        "lightning.pytorch.loggers.CSVLogger",
+        "lightning.pytorch.loggers.WandbLogger",
+        "diffabm.calibration.point.PointCalibration",
+        "diffabm.calibration.calibnn.CalibNNCalibration",
+        "diffabm.calibration.flow.FlowCalibration",
+        "diffabm.stochastic.EventWeighted",
+        "diffabm.stochastic.StraightThrough",
+        "diffabm.stochastic.StraightThroughGumbel",
+        "diffabm.stochastic.GumbelSoftmax",
+    }
+)
 
 
 class TargetNotAllowed(ValueError):
@@ -51,8 +53,9 @@ def check_targets(config: Any, where: str = "config") -> None:
     """Raise TargetNotAllowed naming the field and value of the first `_target_` outside the allow-list."""
     for path, target in targets(config):
         if target not in ALLOWED_TARGETS:
-            raise TargetNotAllowed(f"{where} field '{path}' is {target!r}: not an allowed _target_ "
-                               f"(allowed: {sorted(ALLOWED_TARGETS)})")
+            raise TargetNotAllowed(
+                f"{where} field '{path}' is {target!r}: not an allowed _target_ (allowed: {sorted(ALLOWED_TARGETS)})"
+            )
 
 
 def instantiate(config: DictConfig | dict, where: str = "config", **kwargs: Any) -> Any:

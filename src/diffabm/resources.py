@@ -7,8 +7,8 @@ The per-agent constants are measured peaks (BENCHMARKS.md, "Memory per agent"): 
 
 from __future__ import annotations
 
-BYTES_PER_AGENT_DRAW = 400.0          # states, durations, noise and daily series of one draw
-BYTES_PER_AGENT_DRAW_DAY = 2.5        # without gradients: per-day outputs
+BYTES_PER_AGENT_DRAW = 400.0  # states, durations, noise and daily series of one draw
+BYTES_PER_AGENT_DRAW_DAY = 2.5  # without gradients: per-day outputs
 BYTES_PER_AGENT_DRAW_DAY_ADJOINT = 24.0  # with gradients: the adjoint's rates and group totals of each day
 GB = 1e9
 
@@ -33,6 +33,8 @@ def check_memory(agents: int, draws: int, days: int, gradients: bool, limit_gb: 
     if need > limit:
         source = "resources.max_memory_gb" if limit_gb is not None else "available memory"
         kind = "with gradients" if gradients else "without gradients"
-        raise MemoryError(f"a simulation of {draws} draws × {agents:,} agents × {days} days {kind} needs about "
-                          f"{need / GB:.1f} GB, more than the {limit / GB:.1f} GB of {source}: lower model.draws "
-                          f"(or the calibration's draws_per_step, replicates, fit_draws)")
+        raise MemoryError(
+            f"a simulation of {draws} draws × {agents:,} agents × {days} days {kind} needs about "
+            f"{need / GB:.1f} GB, more than the {limit / GB:.1f} GB of {source}: lower model.draws "
+            f"(or the calibration's draws_per_step, replicates, fit_draws)"
+        )

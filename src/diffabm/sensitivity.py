@@ -72,19 +72,24 @@ def outputs_of_interest(model: Simulator, specs: list[Mapping]) -> list[OutputOf
     for index, spec in enumerate(specs):
         observable, summary = spec["observable"], spec["summary"]
         if observable not in model.observables:
-            raise ValueError(f"sensitivity.outputs[{index}].observable is '{observable}', expected one of "
-                             f"{sorted(model.observables)}")
+            raise ValueError(
+                f"sensitivity.outputs[{index}].observable is '{observable}', expected one of "
+                f"{sorted(model.observables)}"
+            )
         if summary not in SUMMARIES:
             raise ValueError(f"sensitivity.outputs[{index}].summary is '{summary}', expected one of {list(SUMMARIES)}")
         dims = model.observables[observable]
         if dims[0] != "time" or len(dims) > 2:
-            raise ValueError(f"sensitivity.outputs[{index}].observable '{observable}' has dimensions {dims}; "
-                             "expected (time,) or (time, group)")
+            raise ValueError(
+                f"sensitivity.outputs[{index}].observable '{observable}' has dimensions {dims}; "
+                "expected (time,) or (time, group)"
+            )
         if len(dims) == 1:
             outputs.append(OutputOfInterest(observable, summary))
         else:
-            outputs.extend(OutputOfInterest(observable, summary, k, str(label))
-                           for k, label in enumerate(coords[dims[1]]))
+            outputs.extend(
+                OutputOfInterest(observable, summary, k, str(label)) for k, label in enumerate(coords[dims[1]])
+            )
     return outputs
 
 
@@ -97,23 +102,35 @@ def parameter_point(model: Simulator, posterior_path: str | Path | None) -> dict
     return point
 
 
-AD_METHODS = {"reverse_mode": AutoDiff("reverse"), "forward_mode": AutoDiff("forward"),
-              "checkpointed_reverse_mode": AutoDiff("checkpointed")}
+AD_METHODS = {
+    "reverse_mode": AutoDiff("reverse"),
+    "forward_mode": AutoDiff("forward"),
+    "checkpointed_reverse_mode": AutoDiff("checkpointed"),
+}
 
 
-def posterior_points(point: Mapping[str, float], posterior_path: str | Path | None, count: int
-                     ) -> dict[str, np.ndarray]:
+def posterior_points(
+    point: Mapping[str, float], posterior_path: str | Path | None, count: int
+) -> dict[str, np.ndarray]:
     """`count` posterior draws spread evenly over the stored ones (calibrated parameters; the others at `point`)."""
     if posterior_path is None:
-        raise ValueError(f"sensitivity.posterior_draws is {count}, but sensitivity.posterior is null: no posterior "
-                         "to draw from")
+        raise ValueError(
+            f"sensitivity.posterior_draws is {count}, but sensitivity.posterior is null: no posterior to draw from"
+        )
     draws = spread_posterior_draws(posterior_path, count)
     size = len(next(iter(draws.values())))
     return {name: draws[name] if name in draws else np.full(size, value) for name, value in point.items()}
 
 
-def derivatives(model: Simulator, parameters: Mapping[str, Tensor], outputs: list[OutputOfInterest], method: str,
-                seed: int, step: float = 0.05, ad: AutoDiff | None = None) -> Tensor:
+def derivatives(
+    model: Simulator,
+    parameters: Mapping[str, Tensor],
+    outputs: list[OutputOfInterest],
+    method: str,
+    seed: int,
+    step: float = 0.05,
+    ad: AutoDiff | None = None,
+) -> Tensor:
     """Per-row estimates (B, outputs, parameters) of d y/dθ at `parameters` (each (B,)) by `method`, one seed.
 
     The AD methods take all outputs from one simulation: reverse mode one backward pass per output, forward mode
@@ -130,13 +147,15 @@ def derivatives(model: Simulator, parameters: Mapping[str, Tensor], outputs: lis
         values = statistics(leaves, ad or AD_METHODS[method])
         rows = []
         for k in range(len(outputs)):
-            gradients = torch.autograd.grad(values[:, k].sum(), list(leaves.values()), retain_graph=True,
-                                            allow_unused=True)
+            gradients = torch.autograd.grad(
+                values[:, k].sum(), list(leaves.values()), retain_graph=True, allow_unused=True
+            )
             rows.append(torch.stack([torch.zeros_like(values[:, k]) if g is None else g for g in gradients], -1))
         return torch.stack(rows, dim=1).detach()
     if method == "stochastic":  # all outputs from one run: a vector statistic
-        return model.derivative_estimates(parameters, seed, lambda output: torch.stack([f(output) for f in outputs], 1),
-                                          names)[1]
+        return model.derivative_estimates(
+            parameters, seed, lambda output: torch.stack([f(output) for f in outputs], 1), names
+        )[1]
     if method == "finite_difference":  # steps ± `step` in the unconstrained coordinate: never out of the domain
         columns = []
         with torch.no_grad():
@@ -146,8 +165,9 @@ def derivatives(model: Simulator, parameters: Mapping[str, Tensor], outputs: lis
                 slope = bijection.log_abs_det_jacobian(unconstrained, value).exp()  # dθ/du
                 h = torch.where(value != 0, step * value.abs() / slope, step)  # about step × |θ| in θ
                 up, down = (bijection(unconstrained + sign * h) for sign in (1, -1))
-                change = statistics({**parameters, name: up.to(parameters[name].dtype)}) \
-                    - statistics({**parameters, name: down.to(parameters[name].dtype)})
+                change = statistics({**parameters, name: up.to(parameters[name].dtype)}) - statistics(
+                    {**parameters, name: down.to(parameters[name].dtype)}
+                )
                 columns.append(change / (up - down).to(change.dtype)[:, None])
         return torch.stack(columns, dim=-1)
     raise ValueError(f"sensitivity.methods: unknown '{method}', expected some of {list(METHODS)}")
@@ -156,17 +176,32 @@ def derivatives(model: Simulator, parameters: Mapping[str, Tensor], outputs: lis
 MODE_METHODS = {ad.mode: method for method, ad in AD_METHODS.items()}  # ad.mode -> its sensitivity method
 
 
-def estimates_over_seeds(model: Simulator, parameters: Mapping[str, Tensor], outputs: list[OutputOfInterest],
-                         method: str, seeds: list[int], step: float, ad: AutoDiff) -> Tensor:
+def estimates_over_seeds(
+    model: Simulator,
+    parameters: Mapping[str, Tensor],
+    outputs: list[OutputOfInterest],
+    method: str,
+    seeds: list[int],
+    step: float,
+    ad: AutoDiff,
+) -> Tensor:
     """Estimates (seeds, B, outputs, parameters), float64 on the CPU; the AD method of `ad.mode` runs in `ad`."""
     mode = ad if MODE_METHODS[ad.mode] == method else None
-    return torch.stack([derivatives(model, parameters, outputs, method, seed, step, mode).cpu() for seed in seeds]
-                       ).double()
+    return torch.stack(
+        [derivatives(model, parameters, outputs, method, seed, step, mode).cpu() for seed in seeds]
+    ).double()
 
 
-def sensitivity(model: Simulator, point: Mapping[str, float], outputs: list[OutputOfInterest], methods: list[str],
-                seeds: list[int], step: float = 0.05, posterior_draws: Mapping[str, np.ndarray] | None = None,
-                ad: AutoDiff = AutoDiff()) -> xr.Dataset:
+def sensitivity(
+    model: Simulator,
+    point: Mapping[str, float],
+    outputs: list[OutputOfInterest],
+    methods: list[str],
+    seeds: list[int],
+    step: float = 0.05,
+    posterior_draws: Mapping[str, np.ndarray] | None = None,
+    ad: AutoDiff = AutoDiff(),
+) -> xr.Dataset:
     """Means and SE of d y/dθ per method over seeds × draws, agreement with finite differences (in SE),
     elasticities and each method's cost in forward runs; dimensions (method, output, parameter). With
     `posterior_draws` (each parameter (K,)), also the derivatives at each of those K points by the AD method of
@@ -174,8 +209,9 @@ def sensitivity(model: Simulator, point: Mapping[str, float], outputs: list[Outp
     names = list(point)
     base = {name: torch.full((model.draws,), value) for name, value in point.items()}
     with torch.no_grad():
-        values = torch.cat([torch.stack([f(model.simulate(base, seed)) for f in outputs], dim=1).cpu()
-                            for seed in seeds])
+        values = torch.cat(
+            [torch.stack([f(model.simulate(base, seed)) for f in outputs], dim=1).cpu() for seed in seeds]
+        )
         started = time.perf_counter()  # one forward run, timed after the first (warm) ones
         model.simulate(base, seeds[0])
         forward_seconds = time.perf_counter() - started
@@ -187,63 +223,99 @@ def sensitivity(model: Simulator, point: Mapping[str, float], outputs: list[Outp
         mean.append(estimates.mean(0))
         se.append(estimates.std(0) / estimates.shape[0] ** 0.5)
         nonzero.append((estimates != 0).sum(0))
-        log.info("%s: %d estimates of %d outputs × %d parameters, %.1f forward runs each", method,
-                 estimates.shape[0], len(outputs), len(names), cost[-1])
+        log.info(
+            "%s: %d estimates of %d outputs × %d parameters, %.1f forward runs each",
+            method,
+            estimates.shape[0],
+            len(outputs),
+            len(names),
+            cost[-1],
+        )
     mean, se = torch.stack(mean).numpy(), torch.stack(se).numpy()
     dims = ("method", "output", "parameter")
     ds = xr.Dataset(
-        {"derivative": (dims, mean), "standard_error": (dims, se),
-         "nonzero": (dims, torch.stack(nonzero).numpy()),
-         "output_value": (("output",), values.double().mean(0).numpy()),
-         "parameter_value": (("parameter",), np.array([point[name] for name in names])),
-         "cost": (("method",), np.array(cost))},
-        coords={"method": as_object_strings(methods), "output": as_object_strings([f.name for f in outputs]),
-                "parameter": as_object_strings(names), **output_coords(model, outputs)})
+        {
+            "derivative": (dims, mean),
+            "standard_error": (dims, se),
+            "nonzero": (dims, torch.stack(nonzero).numpy()),
+            "output_value": (("output",), values.double().mean(0).numpy()),
+            "parameter_value": (("parameter",), np.array([point[name] for name in names])),
+            "cost": (("method",), np.array(cost)),
+        },
+        coords={
+            "method": as_object_strings(methods),
+            "output": as_object_strings([f.name for f in outputs]),
+            "parameter": as_object_strings(names),
+            **output_coords(model, outputs),
+        },
+    )
     ds["elasticity"] = ds.derivative * ds.parameter_value / ds.output_value.where(ds.output_value != 0)
     if "finite_difference" in methods:
         reference = ds.isel(method=methods.index("finite_difference")).drop_vars("method")
         ds["z_against_finite_difference"] = (ds.derivative - reference.derivative) / np.sqrt(
-            ds.standard_error**2 + reference.standard_error**2).where(lambda x: x > 0)
+            ds.standard_error**2 + reference.standard_error**2
+        ).where(lambda x: x > 0)
     if posterior_draws is not None:
         ds = ds.merge(by_posterior_draw(model, posterior_draws, outputs, seeds, ad, names))
-    ds.attrs.update(seeds=list(seeds), draws=model.draws, step=step, by_draw_method=MODE_METHODS[ad.mode],
-                    forward_seconds=forward_seconds, model=type(model).__name__)
+    ds.attrs.update(
+        seeds=list(seeds),
+        draws=model.draws,
+        step=step,
+        by_draw_method=MODE_METHODS[ad.mode],
+        forward_seconds=forward_seconds,
+        model=type(model).__name__,
+    )
     return ds
 
 
-def by_posterior_draw(model: Simulator, posterior_draws: Mapping[str, np.ndarray], outputs: list[OutputOfInterest],
-                      seeds: list[int], ad: AutoDiff, names: list[str]) -> xr.Dataset:
+def by_posterior_draw(
+    model: Simulator,
+    posterior_draws: Mapping[str, np.ndarray],
+    outputs: list[OutputOfInterest],
+    seeds: list[int],
+    ad: AutoDiff,
+    names: list[str],
+) -> xr.Dataset:
     """d y/dθ at each posterior draw θ_k (mean and SE over seeds × the model's draws) by the AD method of
     `ad.mode`: how the sensitivities vary over the posterior."""
     count = len(next(iter(posterior_draws.values())))
     mean, se = [], []
     for k in range(count):
         parameters = {name: torch.full((model.draws,), float(posterior_draws[name][k])) for name in names}
-        estimates = estimates_over_seeds(model, parameters, outputs, MODE_METHODS[ad.mode], seeds, 0.0, ad
-                                         ).flatten(0, 1)
+        estimates = estimates_over_seeds(model, parameters, outputs, MODE_METHODS[ad.mode], seeds, 0.0, ad).flatten(
+            0, 1
+        )
         mean.append(estimates.mean(0))
         se.append(estimates.std(0) / estimates.shape[0] ** 0.5)
     dims = ("posterior_draw", "output", "parameter")
-    return xr.Dataset({
-        "derivative_by_draw": (dims, torch.stack(mean).numpy()),
-        "standard_error_by_draw": (dims, torch.stack(se).numpy()),
-        "parameter_by_draw": (("posterior_draw", "parameter"),
-                              np.stack([np.asarray(posterior_draws[name], dtype=float) for name in names], -1)),
-    }, coords={"posterior_draw": np.arange(count)})
+    return xr.Dataset(
+        {
+            "derivative_by_draw": (dims, torch.stack(mean).numpy()),
+            "standard_error_by_draw": (dims, torch.stack(se).numpy()),
+            "parameter_by_draw": (
+                ("posterior_draw", "parameter"),
+                np.stack([np.asarray(posterior_draws[name], dtype=float) for name in names], -1),
+            ),
+        },
+        coords={"posterior_draw": np.arange(count)},
+    )
 
 
 def output_coords(model: Simulator, outputs: list[OutputOfInterest]) -> dict[str, tuple]:
     """Per output: its observable, summary, grouping (the observable's group dimension, e.g. `ethnicity`; "" for
     none) and group label, so that stores and figures can reshape outputs by group."""
     grouping = [model.observables[f.observable][1] if f.group is not None else "" for f in outputs]
-    return {"observable": ("output", as_object_strings([f.observable for f in outputs])),
-            "summary": ("output", as_object_strings([f.summary for f in outputs])),
-            "grouping": ("output", as_object_strings(grouping)),
-            "group": ("output", as_object_strings([f.label for f in outputs]))}
+    return {
+        "observable": ("output", as_object_strings([f.observable for f in outputs])),
+        "summary": ("output", as_object_strings([f.summary for f in outputs])),
+        "grouping": ("output", as_object_strings(grouping)),
+        "group": ("output", as_object_strings([f.label for f in outputs])),
+    }
 
 
-def write_sensitivity(cfg: DictConfig, population_path: str | Path | None, posterior_path: str | Path | None,
-                      output_path: str | Path) -> Path:
+def write_sensitivity(
+    cfg: DictConfig, population_path: str | Path | None, posterior_path: str | Path | None, output_path: str | Path
+) -> Path:
     """Stage `sensitivity`: the study's `sensitivity` section at the posterior mean (or the configured values)."""
     settings = cfg.sensitivity
     model = build_model(cfg, population_path)
@@ -254,8 +326,9 @@ def write_sensitivity(cfg: DictConfig, population_path: str | Path | None, poste
     point = parameter_point(model, posterior_path)
     seeds = [cfg.seed + k for k in range(settings.seeds)]
     draws = posterior_points(point, posterior_path, settings.posterior_draws) if settings.posterior_draws else None
-    ds = sensitivity(model, point, outputs, list(settings.methods), seeds, settings.step, draws,
-                     AutoDiff.from_config(cfg.get("ad")))
+    ds = sensitivity(
+        model, point, outputs, list(settings.methods), seeds, settings.step, draws, AutoDiff.from_config(cfg.get("ad"))
+    )
     if posterior_path is not None:
         ds.attrs["posterior"] = str(posterior_path)
     return write_dataset(ds, output_path, cfg, cfg.seed)

@@ -22,9 +22,15 @@ def simulate(cfg: DictConfig, population_path: str | Path | None, output_path: s
     with torch.no_grad():
         output = model.simulate(parameters, seed=cfg.seed)
     ds = model.to_dataset(output, parameters)
-    log.info("simulated %d draws of %s: %s", model.draws, type(model).__name__,
-             ", ".join(f"{name} total {ds[name].sum(set(ds[name].dims) - {'draw'}).values.round(3).tolist()}"
-                       for name in list(model.observables)[:2]))
+    log.info(
+        "simulated %d draws of %s: %s",
+        model.draws,
+        type(model).__name__,
+        ", ".join(
+            f"{name} total {ds[name].sum(set(ds[name].dims) - {'draw'}).values.round(3).tolist()}"
+            for name in list(model.observables)[:2]
+        ),
+    )
     if population_path is not None:
         ds.attrs["population"] = str(population_path)
     return write_dataset(ds, output_path, cfg, cfg.seed)

@@ -44,11 +44,12 @@ def run_job(snakemake: Any, stage: Callable[[DictConfig], object]) -> None:
     logging.captureWarnings(True)
     torch.set_num_threads(max(int(snakemake.threads), 1))
     rule = snakemake.rule
-    logging.getLogger(__name__).info("rule %s (%s), %d threads", rule, dict(snakemake.wildcards.items()),
-                                     snakemake.threads)
+    logging.getLogger(__name__).info(
+        "rule %s (%s), %d threads", rule, dict(snakemake.wildcards.items()), snakemake.threads
+    )
     try:
         stage(compose_study(snakemake.wildcards.study, job_overrides(snakemake)))
-    except Exception as err:  # noqa: BLE001 - a job's contract: one line in the log and on the console, exit 2
+    except Exception as err:
         code = report_failure(rule, err)
         sys.stderr.flush()
         with os.fdopen(console, "w") as stderr:
@@ -75,16 +76,19 @@ def workflow_config(config: dict) -> tuple[str, list[str]]:
         if not isinstance(study, str):
             raise ValueError(f"--config study={study!r} must be a study name (conf/experiment/<study>.yaml)")
         if not isinstance(overrides, list) or not all(isinstance(item, str) for item in overrides):
-            raise ValueError(f"--config overrides={overrides!r} must be a list of Hydra overrides, e.g. "
-                             f"'overrides=[\"model.days=30\"]'")
+            raise ValueError(
+                f"--config overrides={overrides!r} must be a list of Hydra overrides, e.g. "
+                f"'overrides=[\"model.days=30\"]'"
+            )
         cfg = compose_study(study, overrides)
         variants = dict(cfg.get("calibration", {}).get("variants") or {})
-        for name, variant in variants.items():  # each flow variant composes too, before any job runs
+        for variant in variants.values():  # each flow variant composes too, before any job runs
             compose_study(study, [*overrides, *variant])
         unknown = [name for name in (cfg.get("gradient_study") or {}).get("estimators", []) if name not in variants]
         if unknown:
-            raise ValueError(f"study {study!r}: gradient_study.estimators {unknown} are not calibration.variants "
-                             f"{sorted(variants)}")
+            raise ValueError(
+                f"study {study!r}: gradient_study.estimators {unknown} are not calibration.variants {sorted(variants)}"
+            )
         return study, overrides
     except ValueError as err:
         sys.exit(report_failure("workflow", err))

@@ -34,7 +34,9 @@ def git_commit() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -88,7 +90,7 @@ def provenance(config: DictConfig | dict | None, seed: int) -> dict[str, Any]:
         "git_commit": git_commit(),
         "diffabm_version": diffabm.__version__,
         "package_versions": package_versions(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -165,23 +167,28 @@ def read_dataset(path: str | os.PathLike) -> xr.Dataset:
         warnings.filterwarnings("ignore", message="Object at .* is not recognized", module="zarr")
         try:
             ds = xr.open_zarr(path, consolidated=False)
-        except Exception as err:  # noqa: BLE001 - zarr and xarray raise many kinds; all mean the same here
+        except Exception as err:
             raise StoreError(f"store {path}: cannot be opened ({unreadable_metadata(path) or one_line(err)})") from err
         with ds:
             recorded = ds.attrs.get("checksums")
             if not isinstance(recorded, dict):
-                raise StoreError(f"store {path}: no checksums in its attributes (written by an older diffabm?); "
-                                 f"delete it and rerun the stage that writes it")
+                raise StoreError(
+                    f"store {path}: no checksums in its attributes (written by an older diffabm?); "
+                    f"delete it and rerun the stage that writes it"
+                )
             for name in sorted(set(recorded) - set(map(str, ds.variables))):
                 raise StoreError(f"store {path}: array '{name}' is missing")
             for name, variable in ds.variables.items():
                 try:
                     variable.load()  # in place: the dataset's own variable
-                except Exception as err:  # noqa: BLE001
+                except Exception as err:
                     raise StoreError(f"store {path}: array '{name}' cannot be read ({one_line(err)})") from err
                 if recorded.get(str(name)) != array_checksum(variable.values):
-                    problem = "is not in its checksums" if str(name) not in recorded else \
-                        "does not match its checksum (a chunk is missing or corrupt)"
+                    problem = (
+                        "is not in its checksums"
+                        if str(name) not in recorded
+                        else "does not match its checksum (a chunk is missing or corrupt)"
+                    )
                     raise StoreError(f"store {path}: array '{name}' {problem}")
     return ds
 

@@ -5,9 +5,19 @@ from pathlib import Path
 from diffabm.calibration.stage import calibrate
 from diffabm.snakemake_job import optional_input, run_job
 
-smk = snakemake  # noqa: F821
-member = int(smk.wildcards.member) if "member" in smk.wildcards.keys() else None
+smk = snakemake
+member = int(smk.wildcards.member) if "member" in smk.wildcards else None
 mode = "ensemble" if member is not None else smk.wildcards.get("mode", "flow")
-run_job(smk, lambda cfg: calibrate(cfg, mode, optional_input(smk, "population"), smk.input.observed,
-                                   Path(smk.output.posterior).parent, optional_input(smk, "loss_weight"), member,
-                                   resume=smk.resources.attempt > 1))  # a retry resumes; `snakemake -f` refits
+run_job(
+    smk,
+    lambda cfg: calibrate(
+        cfg,
+        mode,
+        optional_input(smk, "population"),
+        smk.input.observed,
+        Path(smk.output.posterior).parent,
+        optional_input(smk, "loss_weight"),
+        member,
+        resume=smk.resources.attempt > 1,
+    ),
+)  # a retry resumes; `snakemake -f` refits

@@ -3,5 +3,5 @@
 from diffabm.report import write_html_table
 from diffabm.snakemake_job import run_job
 
-smk = snakemake  # noqa: F821
+smk = snakemake
 run_job(smk, lambda cfg: write_html_table(smk.input[0], smk.output[0]))

@@ -3,6 +3,10 @@
 from diffabm.calibration.weight import write_loss_weight
 from diffabm.snakemake_job import optional_input, run_job
 
-smk = snakemake  # noqa: F821
-run_job(smk, lambda cfg: write_loss_weight(cfg, optional_input(smk, "population"), smk.input.observed,
-                                           smk.input.posterior, smk.output[0]))
+smk = snakemake
+run_job(
+    smk,
+    lambda cfg: write_loss_weight(
+        cfg, optional_input(smk, "population"), smk.input.observed, smk.input.posterior, smk.output[0]
+    ),
+)

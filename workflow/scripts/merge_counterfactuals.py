@@ -3,5 +3,5 @@
 from diffabm.counterfactual import merge_counterfactuals
 from diffabm.snakemake_job import run_job
 
-smk = snakemake  # noqa: F821
+smk = snakemake
 run_job(smk, lambda cfg: merge_counterfactuals(cfg, list(smk.input.scenarios), smk.output.store, smk.output.table))

@@ -3,5 +3,9 @@
 from diffabm.figures.calibration import plot_calibration
 from diffabm.snakemake_job import run_job
 
-run_job(snakemake, lambda cfg: plot_calibration(  # noqa: F821
-    cfg, snakemake.input.posterior, snakemake.input.fit, snakemake.input.metrics, snakemake.output[0]))  # noqa: F821
+run_job(
+    snakemake,
+    lambda cfg: plot_calibration(
+        cfg, snakemake.input.posterior, snakemake.input.fit, snakemake.input.metrics, snakemake.output[0]
+    ),
+)

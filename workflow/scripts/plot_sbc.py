@@ -3,5 +3,5 @@
 from diffabm.figures.sbc import plot_sbc
 from diffabm.snakemake_job import run_job
 
-smk = snakemake  # noqa: F821
+smk = snakemake
 run_job(smk, lambda cfg: plot_sbc(smk.input[0], smk.output[0]))

@@ -3,4 +3,4 @@
 from diffabm.figures.simulation import plot_simulation
 from diffabm.snakemake_job import run_job
 
-run_job(snakemake, lambda cfg: plot_simulation(snakemake.input.simulation, snakemake.output[0]))  # noqa: F821
+run_job(snakemake, lambda cfg: plot_simulation(snakemake.input.simulation, snakemake.output[0]))

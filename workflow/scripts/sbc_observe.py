@@ -4,7 +4,9 @@ from diffabm.calibration.observe import observe
 from diffabm.snakemake_job import optional_input, run_job
 from diffabm.studies.sbc import dataset_config
 
-smk = snakemake  # noqa: F821
+smk = snakemake
 population = optional_input(smk, "population")
-run_job(smk, lambda cfg: observe(dataset_config(cfg, int(smk.wildcards.dataset), population), population,
-                                 smk.output.observed))
+run_job(
+    smk,
+    lambda cfg: observe(dataset_config(cfg, int(smk.wildcards.dataset), population), population, smk.output.observed),
+)

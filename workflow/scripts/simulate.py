@@ -3,5 +3,5 @@
 from diffabm.simulation import simulate
 from diffabm.snakemake_job import optional_input, run_job
 
-smk = snakemake  # noqa: F821
+smk = snakemake
 run_job(smk, lambda cfg: simulate(cfg, optional_input(smk, "population"), smk.output.simulation))

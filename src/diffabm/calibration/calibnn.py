@@ -18,6 +18,7 @@ features of the data to the parameters and are trained end to end through the si
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -34,9 +35,13 @@ def observed_series(target: CalibrationTarget) -> Tensor:
     """log1p of the observed counts (values as they are for an observable that may be negative) as (days,
     columns), standardised over all values."""
     signed = target.model.signed_observables
-    series = torch.cat([(values if name in signed else torch.log1p(values)).reshape(values.shape[0], -1)
-                        for name, values in target.loss.observed.items()],
-                       dim=1)
+    series = torch.cat(
+        [
+            (values if name in signed else torch.log1p(values)).reshape(values.shape[0], -1)
+            for name, values in target.loss.observed.items()
+        ],
+        dim=1,
+    )
     return (series - series.mean()) / series.std().clamp_min(1e-6)
 
 
@@ -92,7 +97,7 @@ def multilayer_perceptron(features: int, hidden_features: Sequence[int], outputs
     """SiLU MLP whose last layer starts at zero, so that its output starts at zero."""
     widths = [features, *hidden_features]
     layers: list[nn.Module] = []
-    for width_in, width_out in zip(widths[:-1], widths[1:]):
+    for width_in, width_out in itertools.pairwise(widths):
         layers += [nn.Linear(width_in, width_out), nn.SiLU()]
     output = nn.Linear(widths[-1], outputs)
     nn.init.zeros_(output.weight)
@@ -103,9 +108,19 @@ def multilayer_perceptron(features: int, hidden_features: Sequence[int], outputs
 class CalibNNCalibration(CalibrationModule):
     """θ = θ₀ + MLP(features), and with a `control` its value per week; training starts from θ₀."""
 
-    def __init__(self, target: CalibrationTarget, initial: Tensor, seed: int, draws_per_step: int,
-                 steps_per_epoch: int, lr: float, weight_decay: float = 0.0, lr_schedule: str = "constant",
-                 hidden_features: Sequence[int] = (32, 32), control: str | None = None):
+    def __init__(
+        self,
+        target: CalibrationTarget,
+        initial: Tensor,
+        seed: int,
+        draws_per_step: int,
+        steps_per_epoch: int,
+        lr: float,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
+        hidden_features: Sequence[int] = (32, 32),
+        control: str | None = None,
+    ):
         super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay, lr_schedule)
         self.register_buffer("features", observed_features(target))
         self.register_buffer("initial", initial.detach().clone().reshape(target.dimension))
@@ -115,8 +130,10 @@ class CalibNNCalibration(CalibrationModule):
         if control is not None:
             dims = tuple(target.model.controls.get(control, ()))
             if not dims or dims[0] != "time" or len(dims) > 2:
-                raise ValueError(f"calibration.calibnn.control: {control!r} is not a daily control of the model, "
-                                 f"overall or per group (its controls: {dict(target.model.controls)})")
+                raise ValueError(
+                    f"calibration.calibnn.control: {control!r} is not a daily control of the model, "
+                    f"overall or per group (its controls: {dict(target.model.controls)})"
+                )
             features = weekly_features(target) if len(dims) == 1 else group_week_features(target, control)
             self.register_buffer("week_features", features)
             self.weekly_network = multilayer_perceptron(self.week_features.shape[-1], hidden_features, 1)

@@ -22,8 +22,10 @@ def read_posterior(path: str | Path) -> xr.Dataset:
     if "chain" not in posterior.dims:
         return posterior
     draws = posterior.sizes["chain"] * posterior.sizes["draw"]
-    variables = {name: (("draw", *values.dims[2:]), values.values.reshape(draws, *values.shape[2:]))
-                 for name, values in posterior.data_vars.items()}
+    variables = {
+        name: (("draw", *values.dims[2:]), values.values.reshape(draws, *values.shape[2:]))
+        for name, values in posterior.data_vars.items()
+    }
     coords = {name: values for name, values in posterior.coords.items() if name not in ("chain", "draw")}
     return xr.Dataset(variables, coords={"draw": np.arange(draws), **coords}, attrs=posterior.attrs)
 
@@ -33,8 +35,11 @@ def spread_posterior_draws(posterior_path: str | Path, count: int) -> dict[str, 
     posterior = read_posterior(posterior_path)
     stored = posterior.sizes["draw"]
     index = np.unique(np.linspace(0, stored - 1, min(count, stored)).round().astype(int))
-    return {name: posterior[name].values[index].astype(float) for name in posterior.data_vars
-            if posterior[name].dims == ("draw",)}
+    return {
+        name: posterior[name].values[index].astype(float)
+        for name in posterior.data_vars
+        if posterior[name].dims == ("draw",)
+    }
 
 
 def control_variables(target: CalibrationTarget, controls: Controls | None) -> tuple[dict, dict]:
@@ -48,21 +53,32 @@ def control_variables(target: CalibrationTarget, controls: Controls | None) -> t
     return variables, used
 
 
-def posterior_dataset(target: CalibrationTarget, theta: Tensor, mode: str, observed: xr.Dataset,
-                      controls: Controls | None = None) -> xr.Dataset:
+def posterior_dataset(
+    target: CalibrationTarget, theta: Tensor, mode: str, observed: xr.Dataset, controls: Controls | None = None
+) -> xr.Dataset:
     """Natural-scale draws (dimensions chain, of size one, and draw, as ArviZ reads a posterior) of the calibrated
     parameters, and any calibrated controls."""
     natural = target.natural(theta)
     variables, coords = control_variables(target, controls)
-    ds = xr.Dataset({**{name: (("chain", "draw"), natural[name].detach().cpu().numpy()[None]) for name in target.names},
-                     **variables},
-                    coords={"chain": [0], "draw": np.arange(theta.shape[0]), **coords})
+    ds = xr.Dataset(
+        {
+            **{name: (("chain", "draw"), natural[name].detach().cpu().numpy()[None]) for name in target.names},
+            **variables,
+        },
+        coords={"chain": [0], "draw": np.arange(theta.shape[0]), **coords},
+    )
     ds.attrs.update(mode=mode, **({"truth": observed.attrs["truth"]} if "truth" in observed.attrs else {}))
     return ds
 
 
-def fit_dataset(target: CalibrationTarget, theta: Tensor, draws: int, seed: int, observed: xr.Dataset,
-                controls: Controls | None = None) -> xr.Dataset:
+def fit_dataset(
+    target: CalibrationTarget,
+    theta: Tensor,
+    draws: int,
+    seed: int,
+    observed: xr.Dataset,
+    controls: Controls | None = None,
+) -> xr.Dataset:
     """Posterior-predictive series at `draws` draws of θ (cycled), the observed series and the losses.
 
     With a known truth, `truth_loss` holds the loss of the truth under the same simulator noise.
@@ -82,4 +98,3 @@ def fit_dataset(target: CalibrationTarget, theta: Tensor, draws: int, seed: int,
         ds[f"observed_{name}"] = observed[name]
     ds.attrs.update(observables=list(target.loss.observed), loss=target.loss.kind)
     return ds
-

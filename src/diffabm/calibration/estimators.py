@@ -36,10 +36,7 @@ def score(theta: Tensor, q: Distribution, losses_of: LossOfDraws, baseline: bool
     with torch.no_grad():
         losses = losses_of(samples)
     draws = losses.shape[0]
-    if baseline and draws > 1:
-        advantage = losses - (losses.sum() - losses) / (draws - 1)
-    else:
-        advantage = losses
+    advantage = losses - (losses.sum() - losses) / (draws - 1) if baseline and draws > 1 else losses
     weighted = advantage * q.log_prob(samples)
     return losses.mean() + (weighted - weighted.detach()).mean(), losses
 

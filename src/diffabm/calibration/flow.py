@@ -31,8 +31,9 @@ from diffabm.calibration.priors import Prior
 from diffabm.calibration.target import CalibrationTarget
 
 
-def kl_estimate(q: Distribution, prior: Prior, n: int, log_density: Callable[[Tensor], Tensor] | None = None
-                ) -> tuple[Tensor, Tensor]:
+def kl_estimate(
+    q: Distribution, prior: Prior, n: int, log_density: Callable[[Tensor], Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
     """Monte-Carlo KL(q‖π) from n reparameterised draws; returns (KL, draws (n, d)).
 
     `log_density` scores the draws instead of `q.log_prob`: q's density with its parameters cut
@@ -56,10 +57,23 @@ KL_GRADIENTS = ("total", "path")
 class FlowCalibration(CalibrationModule):
     """A MAF posterior over θ trained on w · E_q[ℓ] + KL(q‖π)."""
 
-    def __init__(self, target: CalibrationTarget, prior: Prior, seed: int, draws_per_step: int,
-                 steps_per_epoch: int, lr: float, weight_decay: float = 0.0, lr_schedule: str = "constant",
-                 loss_weight: float = 1.0, transforms: int = 16, hidden_features: Sequence[int] = (20, 20),
-                 estimator: str = "pathwise", loss_weight_warmup: int = 0, kl_gradient: str = "total"):
+    def __init__(
+        self,
+        target: CalibrationTarget,
+        prior: Prior,
+        seed: int,
+        draws_per_step: int,
+        steps_per_epoch: int,
+        lr: float,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
+        loss_weight: float = 1.0,
+        transforms: int = 16,
+        hidden_features: Sequence[int] = (20, 20),
+        estimator: str = "pathwise",
+        loss_weight_warmup: int = 0,
+        kl_gradient: str = "total",
+    ):
         super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay, lr_schedule)
         if prior.names != target.names:
             raise ValueError(f"calibration.prior covers {prior.names}, calibrated parameters are {target.names}")
@@ -105,8 +119,7 @@ class FlowCalibration(CalibrationModule):
         expected_loss, losses = self.estimate(theta, q, self.losses)
         weight = self.current_loss_weight()
         objective = weight * expected_loss + kl
-        return objective, {"objective": objective, "loss": losses.mean(), "kl": kl,
-                           "loss_weight": torch.tensor(weight)}
+        return objective, {"objective": objective, "loss": losses.mean(), "kl": kl, "loss_weight": torch.tensor(weight)}
 
     def current_loss_weight(self) -> float:
         """w, raised linearly from w / warmup over the first `loss_weight_warmup` steps (annealing)."""

@@ -1,7 +1,8 @@
 """Stage `forecast_scores`: the calibrated model scored as a forecaster of its observed series, week by week.
 
 On weekly totals of each observed series (complete weeks ending on the last day, so that the held-out days are
-whole weeks; a series by group, e.g. by district, is scored per group and summed over groups): whether the observation falls inside the
+whole weeks; a series by group, e.g. by district, is scored per group and summed over groups): whether the
+observation falls inside the
 posterior predictive's 50% and 90% central intervals, and the weighted interval score (WIS; Bracher et al. 2021,
 "Evaluating epidemic forecasts in an interval format", PLOS Comput Biol 17:e1008618) over the central intervals
 of levels 10%, 20%, ..., 90%, 95%, 98% and the median. Weeks in the last `calibration.holdout_days` (left out of
@@ -12,8 +13,8 @@ fitted week, its spread the standard deviation of the fitted weeks' log ratios (
 from __future__ import annotations
 
 import logging
-from statistics import NormalDist
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,7 @@ def weighted_interval_score(observed: float, quantile: callable) -> float:
 def weekly(series: np.ndarray) -> np.ndarray:
     """Sums over the complete weeks of the last axis that end on its last day."""
     weeks = series.shape[-1] // 7
-    return series[..., series.shape[-1] - weeks * 7:].reshape(*series.shape[:-1], weeks, 7).sum(-1)
+    return series[..., series.shape[-1] - weeks * 7 :].reshape(*series.shape[:-1], weeks, 7).sum(-1)
 
 
 def _scored_series(fit, name: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -50,8 +51,9 @@ def _scored_series(fit, name: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     if values.dims[:2] != ("draw", "time") or values.ndim != 3:
         return []
     group = values.dims[2]
-    return [("all", values.values.sum(-1), observed.values.sum(-1))] + \
-        [(str(label), values.values[..., k], observed.values[..., k]) for k, label in enumerate(fit[group].values)]
+    return [("all", values.values.sum(-1), observed.values.sum(-1))] + [
+        (str(label), values.values[..., k], observed.values[..., k]) for k, label in enumerate(fit[group].values)
+    ]
 
 
 def forecast_scores(fit_path: str | Path, holdout_days: int) -> pd.DataFrame:
@@ -65,13 +67,20 @@ def forecast_scores(fit_path: str | Path, holdout_days: int) -> pd.DataFrame:
     first_day = days - weeks * 7
     for name in fit.attrs["observables"]:
         for group, sample_series, observed_series in _scored_series(fit, name):
-            rows += _weekly_rows(name, group, weekly(sample_series), weekly(observed_series), weeks_fitted,
-                                 [str(fit.time.values[first_day + 7 * week])[:10] for week in range(weeks)])
+            rows += _weekly_rows(
+                name,
+                group,
+                weekly(sample_series),
+                weekly(observed_series),
+                weeks_fitted,
+                [str(fit.time.values[first_day + 7 * week])[:10] for week in range(weeks)],
+            )
     return pd.DataFrame(rows)
 
 
-def _weekly_rows(name: str, group: str, samples: np.ndarray, observed: np.ndarray, weeks_fitted: int,
-                 week_starts: list[str]) -> list[dict]:
+def _weekly_rows(
+    name: str, group: str, samples: np.ndarray, observed: np.ndarray, weeks_fitted: int, week_starts: list[str]
+) -> list[dict]:
     """The score rows of one weekly series: samples (draw, weeks), observed (weeks,)."""
     rows = []
     growth = np.diff(np.log1p(observed[:weeks_fitted]))
@@ -81,18 +90,30 @@ def _weekly_rows(name: str, group: str, samples: np.ndarray, observed: np.ndarra
         y, draws = float(observed[week]), samples[:, week]
         quantiles = lambda p, draws=draws: float(np.quantile(draws, p))  # noqa: E731
         held_out = week >= weeks_fitted
-        row = {"observable": name, "group": group, "week_start": week_starts[week],
-               "period": "holdout" if held_out else "fit", "observed": y, "median": quantiles(0.5),
-               "q05": quantiles(0.05), "q95": quantiles(0.95),
-               "inside_50": quantiles(0.25) <= y <= quantiles(0.75),
-               "inside_90": quantiles(0.05) <= y <= quantiles(0.95),
-               "wis": weighted_interval_score(y, quantiles)}
+        row = {
+            "observable": name,
+            "group": group,
+            "week_start": week_starts[week],
+            "period": "holdout" if held_out else "fit",
+            "observed": y,
+            "median": quantiles(0.5),
+            "q05": quantiles(0.05),
+            "q95": quantiles(0.95),
+            "inside_50": quantiles(0.25) <= y <= quantiles(0.75),
+            "inside_90": quantiles(0.05) <= y <= quantiles(0.95),
+            "wis": weighted_interval_score(y, quantiles),
+        }
         if held_out:
             ahead = week - weeks_fitted + 1
-            baseline = lambda p, ahead=ahead: float(np.expm1(np.log1p(last) + np.sqrt(ahead) * spread  # noqa: E731
-                                                              * NormalDist().inv_cdf(p)))
-            row.update(baseline_median=baseline(0.5), baseline_wis=weighted_interval_score(y, baseline),
-                       baseline_inside_90=baseline(0.05) <= y <= baseline(0.95))
+
+            def baseline(p: float, ahead: int = ahead) -> float:
+                return float(np.expm1(np.log1p(last) + np.sqrt(ahead) * spread * NormalDist().inv_cdf(p)))
+
+            row.update(
+                baseline_median=baseline(0.5),
+                baseline_wis=weighted_interval_score(y, baseline),
+                baseline_inside_90=baseline(0.05) <= y <= baseline(0.95),
+            )
         rows.append(row)
     return rows
 
@@ -101,8 +122,9 @@ def write_forecast_scores(cfg, fit_path: str | Path, output_path: str | Path) ->
     """Stage `forecast_scores`: the weekly scores of one calibration run's posterior predictive as CSV."""
     table = forecast_scores(fit_path, int(cfg.calibration.get("holdout_days", 0)))
     for period, part in table[table.group == "all"].groupby("period"):
-        message = (f"{period}: {len(part)} weeks, 90% coverage {part.inside_90.mean():.2f}, mean WIS "
-                   f"{part.wis.mean():.1f}")
+        message = (
+            f"{period}: {len(part)} weeks, 90% coverage {part.inside_90.mean():.2f}, mean WIS {part.wis.mean():.1f}"
+        )
         if period == "holdout":
             message += f" (baseline {part.baseline_wis.mean():.1f}, coverage {part.baseline_inside_90.mean():.2f})"
         log.info(message)

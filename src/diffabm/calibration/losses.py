@@ -2,7 +2,8 @@
 
 - `log_mse`: squared error of log counts, Σ_t (log1p ŷ_t − log1p y_t)² (GradABM-JUNE, Quera-Bofarull
   et al. 2023, §3.2, uses log10 of daily infections; log1p keeps zero counts finite).
-- `mmd_squared` (`mmd`; `mmd_values` without the log1p): maximum mean discrepancy (Gretton et al. 2012, JMLR 13:723) between the set of
+- `mmd_squared` (`mmd`; `mmd_values` without the log1p): maximum mean discrepancy (Gretton et al. 2012, JMLR
+13:723) between the set of
   a draw's log1p values over time and the observed ones, as in BlackBIRDS' `MMDLoss`
   (Quera-Bofarull et al. 2023, JOSS): Gaussian kernel, median-heuristic bandwidth from the
   observed series, unbiased (off-diagonal) within-sample terms.
@@ -73,12 +74,16 @@ class ObservationLoss:
         self.observed = {name: torch.as_tensor(observed[name], dtype=torch.float32) for name in observables}
         days = {name: series.shape[0] for name, series in self.observed.items()}
         if holdout_days < 0 or any(holdout_days >= count for count in days.values()):
-            raise ValueError(f"calibration.holdout_days is {holdout_days}, expected 0 <= days < the observed days "
-                             f"({min(days.values())})")
+            raise ValueError(
+                f"calibration.holdout_days is {holdout_days}, expected 0 <= days < the observed days "
+                f"({min(days.values())})"
+            )
         self.holdout_days = holdout_days
         self.observed = {name: series[: series.shape[0] - holdout_days] for name, series in self.observed.items()}
 
     def __call__(self, simulated: Mapping[str, Tensor]) -> Tensor:
         """The loss (B,) of simulated series, each (B, T)."""
-        return sum(self.series_loss(simulated[name][:, : target.shape[0]], target.to(simulated[name].device))
-                   for name, target in self.observed.items())
+        return sum(
+            self.series_loss(simulated[name][:, : target.shape[0]], target.to(simulated[name].device))
+            for name, target in self.observed.items()
+        )

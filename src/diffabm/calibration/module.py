@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader
 from diffabm.calibration.target import CalibrationTarget, Controls
 from diffabm.models.base import stable_seed
 
-
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -30,8 +29,16 @@ class CalibrationDiverged(RuntimeError):
 class CalibrationModule(L.LightningModule):
     """Base of the calibration modes: subclasses define `objective` and `posterior_draws`."""
 
-    def __init__(self, target: CalibrationTarget, seed: int, draws_per_step: int, steps_per_epoch: int,
-                 lr: float, weight_decay: float, lr_schedule: str = "constant"):
+    def __init__(
+        self,
+        target: CalibrationTarget,
+        seed: int,
+        draws_per_step: int,
+        steps_per_epoch: int,
+        lr: float,
+        weight_decay: float,
+        lr_schedule: str = "constant",
+    ):
         super().__init__()
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"calibration: unknown lr_schedule {lr_schedule!r}; choose from {LR_SCHEDULES}")
@@ -76,13 +83,20 @@ class CalibrationModule(L.LightningModule):
         objective, metrics = self.objective()
         if not torch.isfinite(objective):
             self.diverged(f"loss is {objective.item()}")
-        self.log_dict({name: value.detach().float() for name, value in metrics.items()}, prog_bar=True,
-                      on_step=True, on_epoch=True)
+        self.log_dict(
+            {name: value.detach().float() for name, value in metrics.items()},
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+        )
         # The parameters' trajectory on the natural scale: this step's θ, the mean over its draws.
         if self.last_theta is not None:
             natural = self.target.natural(self.last_theta)
-            self.log_dict({f"parameter/{name}": natural[name].float().mean() for name in self.target.names},
-                          on_step=True, on_epoch=False)
+            self.log_dict(
+                {f"parameter/{name}": natural[name].float().mean() for name in self.target.names},
+                on_step=True,
+                on_epoch=False,
+            )
         return objective
 
     def on_after_backward(self) -> None:

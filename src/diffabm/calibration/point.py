@@ -14,9 +14,17 @@ from diffabm.calibration.target import CalibrationTarget
 class PointCalibration(CalibrationModule):
     """One unconstrained parameter vector θ (d,), fitted by gradient descent on the mean loss."""
 
-    def __init__(self, target: CalibrationTarget, initial: Tensor, seed: int, draws_per_step: int,
-                 steps_per_epoch: int, lr: float, weight_decay: float = 0.0,
-                 lr_schedule: str = "constant"):
+    def __init__(
+        self,
+        target: CalibrationTarget,
+        initial: Tensor,
+        seed: int,
+        draws_per_step: int,
+        steps_per_epoch: int,
+        lr: float,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
+    ):
         super().__init__(target, seed, draws_per_step, steps_per_epoch, lr, weight_decay, lr_schedule)
         self.theta = nn.Parameter(initial.detach().clone().reshape(target.dimension))
 
@@ -26,4 +34,3 @@ class PointCalibration(CalibrationModule):
 
     def posterior_draws(self, n: int, seed: int) -> Tensor:
         return self.theta.detach().expand(n, -1).clone()
-

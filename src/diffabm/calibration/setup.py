@@ -30,17 +30,30 @@ MODES = ("point", "calibnn", "ensemble", "flow")  # each `cfg.calibration.<mode>
 def build_target(cfg: DictConfig, model: Simulator, observed: xr.Dataset) -> tuple[CalibrationTarget, Prior]:
     """The calibration target and prior of a study's model and observed data."""
     settings = cfg.calibration
-    loss = ObservationLoss(settings.loss, {name: torch.as_tensor(observed[name].values) for name in settings.observables},
-                           list(settings.observables), settings.get("holdout_days", 0))
+    loss = ObservationLoss(
+        settings.loss,
+        {name: torch.as_tensor(observed[name].values) for name in settings.observables},
+        list(settings.observables),
+        settings.get("holdout_days", 0),
+    )
     prior = build_prior(OmegaConf.to_container(settings.prior), model.space, model.device)
-    target = CalibrationTarget(model, prior.names, model.defaults, loss, settings.get("replicates", 1),
-                               settings.get("gradients", "autograd"), settings.get("alternatives", 1),
-                               settings.get("step", 0.05), AutoDiff.from_config(cfg.get("ad")))
+    target = CalibrationTarget(
+        model,
+        prior.names,
+        model.defaults,
+        loss,
+        settings.get("replicates", 1),
+        settings.get("gradients", "autograd"),
+        settings.get("alternatives", 1),
+        settings.get("step", 0.05),
+        AutoDiff.from_config(cfg.get("ad")),
+    )
     return target, prior
 
 
-def load_target(cfg: DictConfig, population_path: str | Path | None, observed_path: str | Path
-                ) -> tuple[CalibrationTarget, Prior, xr.Dataset]:
+def load_target(
+    cfg: DictConfig, population_path: str | Path | None, observed_path: str | Path
+) -> tuple[CalibrationTarget, Prior, xr.Dataset]:
     """Target, prior and the checked observed data of a study from its stores (population: None if the
     model needs none)."""
     model = build_model(cfg, population_path)
@@ -57,8 +70,9 @@ def initial_point(prior: Prior, how: str, seed: int) -> Tensor:
     raise ValueError(f"calibration: unknown initial {how!r}; choose prior_mean or prior_sample")
 
 
-def build_module(mode: str, settings: DictConfig, target: CalibrationTarget, prior: Prior, seed: int
-                 ) -> CalibrationModule:
+def build_module(
+    mode: str, settings: DictConfig, target: CalibrationTarget, prior: Prior, seed: int
+) -> CalibrationModule:
     """The LightningModule of `mode`: `settings._target_` (`cfg.calibration.<mode>`, allow-listed) built with the
     settings its constructor takes (the others, e.g. `epochs`, belong to the Trainer and the stage), the run's
     target, prior and seed, and `initial` (`prior_mean` | `prior_sample`) as a starting θ."""
@@ -69,6 +83,9 @@ def build_module(mode: str, settings: DictConfig, target: CalibrationTarget, pri
     runtime = {"target": target, "prior": prior, "seed": seed}
     if "initial" in accepted:
         runtime["initial"] = initial_point(prior, settings.initial, seed)
-    chosen = {name: value for name, value in OmegaConf.to_container(settings, resolve=True).items()
-              if name in accepted and name not in runtime}
+    chosen = {
+        name: value
+        for name, value in OmegaConf.to_container(settings, resolve=True).items()
+        if name in accepted and name not in runtime
+    }
     return factory(**chosen, **{name: value for name, value in runtime.items() if name in accepted})

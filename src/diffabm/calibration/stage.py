@@ -29,17 +29,26 @@ def with_loss_weight(cfg: DictConfig, mode: str, loss_weight_path: str | Path | 
     if mode != "flow" or cfg.calibration.flow.loss_weight != "auto":
         return cfg
     if loss_weight_path is None:
-        raise ValueError("calibration.flow.loss_weight: 'auto' needs the file written by the loss_weight stage "
-                         "(rule loss_weight, or `diffabm calibrate --loss-weight FILE`)")
+        raise ValueError(
+            "calibration.flow.loss_weight: 'auto' needs the file written by the loss_weight stage "
+            "(rule loss_weight, or `diffabm calibrate --loss-weight FILE`)"
+        )
     cfg = cfg.copy()
     with read_write(cfg):
         cfg.calibration.flow.loss_weight = read_loss_weight(loss_weight_path)
     return cfg
 
 
-def calibrate(cfg: DictConfig, mode: str, population_path: str | Path | None, observed_path: str | Path,
-              run_dir: str | Path, loss_weight_path: str | Path | None = None, member: int | None = None,
-              resume: bool = False) -> Path:
+def calibrate(
+    cfg: DictConfig,
+    mode: str,
+    population_path: str | Path | None,
+    observed_path: str | Path,
+    run_dir: str | Path,
+    loss_weight_path: str | Path | None = None,
+    member: int | None = None,
+    resume: bool = False,
+) -> Path:
     """Calibrate `mode` (an ensemble member if `member` is given); write the run's outputs to `run_dir`.
 
     `resume`: a retry of the same run (Snakemake's attempt > 1, `diffabm calibrate --resume`) continues from
@@ -50,8 +59,10 @@ def calibrate(cfg: DictConfig, mode: str, population_path: str | Path | None, ob
     made. `population_path` is None for a model without a population.
     """
     if mode not in MODES or (mode == "ensemble") != (member is not None):
-        raise ValueError(f"calibration mode is {mode!r}{'' if member is None else f' (member {member})'}; choose from "
-                         f"{[m for m in MODES if m != 'ensemble']} (ensemble runs as members)")
+        raise ValueError(
+            f"calibration mode is {mode!r}{'' if member is None else f' (member {member})'}; choose from "
+            f"{[m for m in MODES if m != 'ensemble']} (ensemble runs as members)"
+        )
     run_dir = Path(run_dir)
     cfg = with_loss_weight(cfg, mode, loss_weight_path)
     target, prior, observed = load_target(cfg, population_path, observed_path)
@@ -68,6 +79,10 @@ def calibrate(cfg: DictConfig, mode: str, population_path: str | Path | None, ob
         controls = module.controls(theta.shape[0])
     write_dataset(posterior_dataset(target, theta, mode, observed, controls), run_dir / "posterior.zarr", cfg, seed)
     if member is None:
-        write_dataset(fit_dataset(target, theta, cfg.calibration.fit_draws, seed, observed, controls),
-                      run_dir / "fit.zarr", cfg, seed)
+        write_dataset(
+            fit_dataset(target, theta, cfg.calibration.fit_draws, seed, observed, controls),
+            run_dir / "fit.zarr",
+            cfg,
+            seed,
+        )
     return run_dir

@@ -16,8 +16,19 @@ import pandas as pd
 from diffabm.calibration.datasets import read_posterior
 from diffabm.store import atomic_write_text, read_dataset
 
-COLUMNS = ["mode", "parameter", "truth", "mean", "q05", "q95", "inside_90", "relative_error",
-           "loss", "truth_loss", "loss_ratio"]
+COLUMNS = [
+    "mode",
+    "parameter",
+    "truth",
+    "mean",
+    "q05",
+    "q95",
+    "inside_90",
+    "relative_error",
+    "loss",
+    "truth_loss",
+    "loss_ratio",
+]
 
 
 def recovery_table(runs: Mapping[str, tuple[str | Path, str | Path]]) -> pd.DataFrame:
@@ -32,13 +43,21 @@ def recovery_table(runs: Mapping[str, tuple[str | Path, str | Path]]) -> pd.Data
             draws = posterior[name].values.astype(float)
             true = float(truth[name]) if name in truth else np.nan
             low, high = np.quantile(draws, [0.05, 0.95])
-            rows.append({
-                "mode": mode, "parameter": name, "truth": true, "mean": draws.mean(), "q05": low, "q95": high,
-                "inside_90": bool(low <= true <= high) if np.isfinite(true) else None,
-                "relative_error": abs(draws.mean() - true) / abs(true) if np.isfinite(true) and true else np.nan,
-                "loss": loss, "truth_loss": truth_loss,
-                "loss_ratio": loss / truth_loss if truth_loss else np.nan,
-            })
+            rows.append(
+                {
+                    "mode": mode,
+                    "parameter": name,
+                    "truth": true,
+                    "mean": draws.mean(),
+                    "q05": low,
+                    "q95": high,
+                    "inside_90": bool(low <= true <= high) if np.isfinite(true) else None,
+                    "relative_error": abs(draws.mean() - true) / abs(true) if np.isfinite(true) and true else np.nan,
+                    "loss": loss,
+                    "truth_loss": truth_loss,
+                    "loss_ratio": loss / truth_loss if truth_loss else np.nan,
+                }
+            )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

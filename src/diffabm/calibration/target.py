@@ -24,16 +24,26 @@ class CalibrationTarget:
     `fixed`. All B draws run in one batched simulator call.
     """
 
-    def __init__(self, model: Simulator, names: Sequence[str], fixed: Mapping[str, float],
-                 loss: ObservationLoss, replicates: int = 1, gradients: str = "autograd", alternatives: int = 1,
-                 step: float = 0.05, ad: AutoDiff = AutoDiff()):
+    def __init__(
+        self,
+        model: Simulator,
+        names: Sequence[str],
+        fixed: Mapping[str, float],
+        loss: ObservationLoss,
+        replicates: int = 1,
+        gradients: str = "autograd",
+        alternatives: int = 1,
+        step: float = 0.05,
+        ad: AutoDiff = AutoDiff(),
+    ):
         unknown = [name for name in names if name not in model.space.domains]
         if unknown:
             raise ValueError(f"calibrated parameters {unknown} are not model parameters {model.space.names}")
         not_observable = [name for name in loss.observed if name not in model.observables]
         if not_observable:
-            raise ValueError(f"calibration.observables {not_observable} are not observables of the model "
-                             f"{sorted(model.observables)}")
+            raise ValueError(
+                f"calibration.observables {not_observable} are not observables of the model {sorted(model.observables)}"
+            )
         self.model = model
         self.names = list(names)
         self.fixed = {name: float(fixed[name]) for name in model.space.names if name not in self.names}
@@ -61,8 +71,10 @@ class CalibrationTarget:
 
     def unconstrained(self, natural: Mapping[str, float | Tensor]) -> Tensor:
         """θ (B, d) of natural-scale values of the calibrated parameters."""
-        columns = [self.model.space.bijections[name].inv(torch.as_tensor(natural[name], dtype=torch.float32))
-                   for name in self.names]
+        columns = [
+            self.model.space.bijections[name].inv(torch.as_tensor(natural[name], dtype=torch.float32))
+            for name in self.names
+        ]
         return torch.stack(torch.broadcast_tensors(*columns), dim=-1).reshape(-1, self.dimension)
 
     def simulate(self, theta: Tensor, seed: int, controls: Controls | None = None) -> Output:
@@ -77,8 +89,9 @@ class CalibrationTarget:
         """
         if self.gradients != "autograd" and torch.is_grad_enabled() and theta.requires_grad:
             if controls:
-                raise ValueError(f"calibration.gradients: {self.gradients} takes no controls (e.g. calibnn.control: "
-                                 f"null)")
+                raise ValueError(
+                    f"calibration.gradients: {self.gradients} takes no controls (e.g. calibnn.control: null)"
+                )
             estimate = self.stochastic_losses if self.gradients == "stochastic" else self.finite_difference_losses
             return estimate(theta, seed)
         return self.loss(self.replicate_means(theta, seed, controls))
@@ -89,9 +102,17 @@ class CalibrationTarget:
         with torch.no_grad():
             values = self.loss(self.replicate_means(theta.detach(), seed))
             shifts = self.step * torch.eye(self.dimension, device=theta.device, dtype=theta.dtype)
-            gradient = torch.stack([(self.loss(self.replicate_means(theta.detach() + shift, seed))
-                                     - self.loss(self.replicate_means(theta.detach() - shift, seed))) / (2 * self.step)
-                                    for shift in shifts], dim=-1)
+            gradient = torch.stack(
+                [
+                    (
+                        self.loss(self.replicate_means(theta.detach() + shift, seed))
+                        - self.loss(self.replicate_means(theta.detach() - shift, seed))
+                    )
+                    / (2 * self.step)
+                    for shift in shifts
+                ],
+                dim=-1,
+            )
         return values + (gradient * (theta - theta.detach())).sum(-1)
 
     def stochastic_losses(self, theta: Tensor, seed: int) -> Tensor:
@@ -101,9 +122,13 @@ class CalibrationTarget:
         natural = self.natural(theta)
         with torch.no_grad():
             values, derivatives = self.model.derivative_estimates(
-                {name: value.detach() for name, value in natural.items()}, seed,
-                lambda output: self.loss({name: output[name] for name in self.loss.observed}), self.names,
-                self.alternatives, self.replicates)
+                {name: value.detach() for name, value in natural.items()},
+                seed,
+                lambda output: self.loss({name: output[name] for name in self.loss.observed}),
+                self.names,
+                self.alternatives,
+                self.replicates,
+            )
         calibrated = torch.stack([natural[name] for name in self.names], dim=-1)
         return values + (derivatives * (calibrated - calibrated.detach())).sum(-1)
 
@@ -112,8 +137,9 @@ class CalibrationTarget:
         repeat = self.replicates
         repeated = {name: values.repeat_interleave(repeat, dim=0) for name, values in (controls or {}).items()}
         output = self.simulate(theta.repeat_interleave(repeat, dim=0), seed, repeated)
-        return {name: output[name].reshape(-1, repeat, *output[name].shape[1:]).mean(1)
-                for name in self.model.observables}
+        return {
+            name: output[name].reshape(-1, repeat, *output[name].shape[1:]).mean(1) for name in self.model.observables
+        }
 
     def describe(self, theta: Tensor) -> str:
         """Natural-scale values of θ (B, d) for messages."""

@@ -13,6 +13,7 @@ its own auto-requeue on SIGUSR1) would only fight the workflow.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import sys
@@ -49,9 +50,10 @@ def resumable_checkpoint(checkpoint_dir: Path, run_config: str, epochs: int, res
     if resume and last.exists() and recorded.exists() and recorded.read_text() == run_config:
         try:
             epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
-        except Exception as err:  # noqa: BLE001 - unpickling refused, truncated file, missing key: all one answer
-            raise ValueError(f"checkpoint {last} cannot be loaded safely ({one_line(err)}); delete it to start "
-                             f"afresh") from err
+        except Exception as err:
+            raise ValueError(
+                f"checkpoint {last} cannot be loaded safely ({one_line(err)}); delete it to start afresh"
+            ) from err
         if epoch <= epochs:
             log.info("resuming from %s (epoch %d)", last, epoch)
             return last
@@ -85,7 +87,7 @@ def merged_metrics(csv_dir: Path) -> pd.DataFrame:
     """Metrics of all (resumed) CSVLogger versions, each cut where the next one resumed."""
     versions = sorted(csv_dir.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
     frames = [pd.read_csv(path) for path in versions if path.stat().st_size]
-    kept = [frame[frame["step"] < later["step"].min()] for frame, later in zip(frames[:-1], frames[1:])]
+    kept = [frame[frame["step"] < later["step"].min()] for frame, later in itertools.pairwise(frames)]
     return pd.concat([*kept, *frames[-1:]], ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -96,18 +98,33 @@ def epoch_log(epochs: int):
 
     class EpochLog(Callback):
         def on_train_epoch_end(self, trainer, module) -> None:
-            metrics = ", ".join(f"{name.removesuffix('_epoch')} {value.item():.5g}"
-                                for name, value in sorted(trainer.callback_metrics.items())
-                                if name.endswith("_epoch") and value.numel() == 1)
-            log.info("epoch %d/%d (step %d): %s", trainer.current_epoch + 1, epochs, trainer.global_step,
-                     metrics or "no metrics")
+            metrics = ", ".join(
+                f"{name.removesuffix('_epoch')} {value.item():.5g}"
+                for name, value in sorted(trainer.callback_metrics.items())
+                if name.endswith("_epoch") and value.numel() == 1
+            )
+            log.info(
+                "epoch %d/%d (step %d): %s",
+                trainer.current_epoch + 1,
+                epochs,
+                trainer.global_step,
+                metrics or "no metrics",
+            )
 
     return EpochLog()
 
 
-def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, run_dir: Path, seed: int,
-          run_name: str, inputs: Mapping[str, str | Path | None] | None = None,
-          resume: bool = False) -> CalibrationModule:
+def train(
+    cfg: DictConfig,
+    mode: str,
+    target: CalibrationTarget,
+    prior: Prior,
+    run_dir: Path,
+    seed: int,
+    run_name: str,
+    inputs: Mapping[str, str | Path | None] | None = None,
+    resume: bool = False,
+) -> CalibrationModule:
     """Fit `mode` with a Lightning Trainer. With `resume` (a retry of the same job), continue from the run's
     last checkpoint if it has the same configuration and `inputs` (name: store or file path; see
     `run_configuration`); otherwise delete any checkpoint and fit afresh."""
@@ -121,8 +138,9 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
     warnings.filterwarnings("ignore", message=".*does not have many workers.*", category=PossibleUserWarning)
     # Lightning 2.6 calls `SLURMEnvironment.detect()` on every fit without a checkpoint path, whatever cluster
     # environment the Trainer has, and it warns wherever `srun` is on the PATH; the environment is ours (below).
-    warnings.filterwarnings("ignore", message="The `srun` command is available on your system",
-                            category=PossibleUserWarning)
+    warnings.filterwarnings(
+        "ignore", message="The `srun` command is available on your system", category=PossibleUserWarning
+    )
     # The checkpoint directory holds the run's own `last.ckpt` and run_config.yaml: resuming is the point.
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     # Lightning prints through its own handler; passing its records on to the root logger too would repeat them.
@@ -130,8 +148,9 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
     L.seed_everything(seed, verbose=False)
     module = build_module(mode, settings, target, prior, seed)
     checkpoint_dir = run_dir / "checkpoints"
-    checkpoint = resumable_checkpoint(checkpoint_dir, run_configuration(cfg, mode, seed, inputs or {}),
-                                      settings.epochs, resume)
+    checkpoint = resumable_checkpoint(
+        checkpoint_dir, run_configuration(cfg, mode, seed, inputs or {}), settings.epochs, resume
+    )
     if checkpoint is None:  # a fresh run: the loggers' files of an earlier one would pile up beside it
         for folder in ("csv", "wandb"):
             shutil.rmtree(run_dir / folder, ignore_errors=True)
@@ -143,10 +162,13 @@ def train(cfg: DictConfig, mode: str, target: CalibrationTarget, prior: Prior, r
         max_epochs=settings.epochs,
         logger=build_loggers(cfg, run_dir, run_name, mode),
         # `last.ckpt` rewritten every epoch (save_last alone writes it only when training ends).
-        callbacks=[ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1,
-                                   enable_version_counter=False),
-                   LearningRateMonitor(logging_interval="step"),
-                   *([] if progress_bar else [epoch_log(settings.epochs)])],
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False
+            ),
+            LearningRateMonitor(logging_interval="step"),
+            *([] if progress_bar else [epoch_log(settings.epochs)]),
+        ],
         enable_progress_bar=progress_bar,
         default_root_dir=run_dir,
         # One process, retried by Snakemake (not Lightning's SLURM auto-requeue), even inside a SLURM job.

@@ -37,8 +37,12 @@ def bootstrap_losses(target: CalibrationTarget, theta: Tensor, datasets: int, se
     series = {name: output[name].reshape(datasets, group, *output[name].shape[1:]) for name in target.loss.observed}
     losses = []
     for k in range(datasets):
-        synthetic = ObservationLoss(target.loss.kind, {name: values[k, 0] for name, values in series.items()},
-                                    list(target.loss.observed), target.loss.holdout_days)
+        synthetic = ObservationLoss(
+            target.loss.kind,
+            {name: values[k, 0] for name, values in series.items()},
+            list(target.loss.observed),
+            target.loss.holdout_days,
+        )
         losses.append(synthetic({name: values[k, 1:].mean(0, keepdim=True) for name, values in series.items()}))
     return torch.cat(losses)
 
@@ -51,24 +55,45 @@ def loss_weight(losses: Tensor) -> tuple[float, float]:
     return mean / variance, 2 * mean**2 / variance
 
 
-def estimate_loss_weight(cfg: DictConfig, population_path: str | Path | None, observed_path: str | Path,
-                         posterior_path: str | Path, datasets: int = 48) -> dict[str, float | int | str]:
+def estimate_loss_weight(
+    cfg: DictConfig,
+    population_path: str | Path | None,
+    observed_path: str | Path,
+    posterior_path: str | Path,
+    datasets: int = 48,
+) -> dict[str, float | int | str]:
     """w, n_eff and the bootstrap loss moments at the posterior mean (unconstrained scale) of a calibration run."""
     target, _, _ = load_target(cfg, population_path, observed_path)
     posterior = read_posterior(posterior_path)
     draws = target.unconstrained({name: torch.as_tensor(posterior[name].values) for name in target.names})
     losses = bootstrap_losses(target, draws.mean(0), datasets, seed=int(cfg.seed))
     weight, effective = loss_weight(losses)
-    return {"loss_weight": weight, "effective_cells": effective, "loss_mean": losses.mean().item(),
-            "loss_variance": losses.var().item(), "datasets": datasets, "at": str(posterior_path)}
+    return {
+        "loss_weight": weight,
+        "effective_cells": effective,
+        "loss_mean": losses.mean().item(),
+        "loss_variance": losses.var().item(),
+        "datasets": datasets,
+        "at": str(posterior_path),
+    }
 
 
-def write_loss_weight(cfg: DictConfig, population_path: str | Path | None, observed_path: str | Path,
-                      posterior_path: str | Path, output_path: str | Path, datasets: int = 48) -> Path:
+def write_loss_weight(
+    cfg: DictConfig,
+    population_path: str | Path | None,
+    observed_path: str | Path,
+    posterior_path: str | Path,
+    output_path: str | Path,
+    datasets: int = 48,
+) -> Path:
     """Stage `loss_weight`: the estimate as JSON, with provenance, for a flow with `loss_weight: auto`."""
     estimate = estimate_loss_weight(cfg, population_path, observed_path, posterior_path, datasets)
-    log.info("loss weight w = %.4g (n_eff %.1f) from %d synthetic data sets", estimate["loss_weight"],
-             estimate["effective_cells"], datasets)
+    log.info(
+        "loss weight w = %.4g (n_eff %.1f) from %d synthetic data sets",
+        estimate["loss_weight"],
+        estimate["effective_cells"],
+        datasets,
+    )
     return atomic_write_text(output_path, json.dumps({**estimate, **provenance(cfg, int(cfg.seed))}, indent=2))
 
 
@@ -83,8 +108,13 @@ def read_loss_weight(path: str | Path) -> float:
     return float(weight)
 
 
-def loss_weight_cli(cfg: DictConfig, population_path: str | Path | None, observed_path: str | Path,
-                    posterior_path: str | Path, output_path: str | Path | None = None) -> None:
+def loss_weight_cli(
+    cfg: DictConfig,
+    population_path: str | Path | None,
+    observed_path: str | Path,
+    posterior_path: str | Path,
+    output_path: str | Path | None = None,
+) -> None:
     """CLI `diffabm loss-weight`: write the estimate to `output_path`, or print it without one."""
     if output_path:
         write_loss_weight(cfg, population_path, observed_path, posterior_path, output_path)
@@ -92,10 +122,17 @@ def loss_weight_cli(cfg: DictConfig, population_path: str | Path | None, observe
         print_loss_weight(cfg, population_path, observed_path, posterior_path)
 
 
-def print_loss_weight(cfg: DictConfig, population_path: str | Path | None, observed_path: str | Path,
-                      posterior_path: str | Path, datasets: int = 48) -> dict[str, float | int | str]:
+def print_loss_weight(
+    cfg: DictConfig,
+    population_path: str | Path | None,
+    observed_path: str | Path,
+    posterior_path: str | Path,
+    datasets: int = 48,
+) -> dict[str, float | int | str]:
     """Print (and return) the estimate of `estimate_loss_weight`."""
     estimate = estimate_loss_weight(cfg, population_path, observed_path, posterior_path, datasets)
-    print(f"calibration.flow.loss_weight ≈ {estimate['loss_weight']:.3g} (n_eff = {estimate['effective_cells']:.0f} "
-          f"effective cells, {datasets} synthetic data sets at the posterior mean of {posterior_path})")
+    print(
+        f"calibration.flow.loss_weight ≈ {estimate['loss_weight']:.3g} (n_eff = {estimate['effective_cells']:.0f} "
+        f"effective cells, {datasets} synthetic data sets at the posterior mean of {posterior_path})"
+    )
     return estimate

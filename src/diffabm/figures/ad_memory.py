@@ -20,8 +20,12 @@ import numpy as np
 from diffabm.figures.style import provenance_of, save_figure
 from diffabm.store import read_dataset
 
-LABELS = {"reverse": "reverse mode", "forward": "forward mode", "checkpointed": "checkpointed reverse",
-          "no_gradient": "no gradient (simulation only)"}
+LABELS = {
+    "reverse": "reverse mode",
+    "forward": "forward mode",
+    "checkpointed": "checkpointed reverse",
+    "no_gradient": "no gradient (simulation only)",
+}
 COLORS = {"reverse": "C3", "forward": "C0", "checkpointed": "C2", "no_gradient": "0.4"}
 
 
@@ -51,9 +55,14 @@ def plot_ad_memory(store_path: str | Path, png_path: str | Path) -> Path:
     memory.set(xlabel="days simulated T", ylabel="peak memory per 1,000 agents (MB)", ylim=(0, None), title=title)
     memory.legend(fontsize="x-small", title="measured (o), fit (--)", title_fontsize="x-small")
     seconds.plot([], [], ":", color="k", label="CPU time, all threads")
-    seconds.set(xlabel="days simulated T", ylabel="time of one gradient (s)", xscale="log", yscale="log",
-                title=f"wall time (o) and CPU time (:) of one gradient\nmedian of {int(ds.attrs['repeats'])} runs, "
-                      f"{int(ds.attrs['threads'])} threads")
+    seconds.set(
+        xlabel="days simulated T",
+        ylabel="time of one gradient (s)",
+        xscale="log",
+        yscale="log",
+        title=f"wall time (o) and CPU time (:) of one gradient\nmedian of {int(ds.attrs['repeats'])} runs, "
+        f"{int(ds.attrs['threads'])} threads",
+    )
     seconds.set_xticks(days, [f"{day:g}" for day in days])
     seconds.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     seconds.legend(fontsize="x-small")
@@ -62,16 +71,33 @@ def plot_ad_memory(store_path: str | Path, png_path: str | Path) -> Path:
     x = np.arange(len(modes))
     england.bar(x - 0.2, ours, width=0.4, color=[COLORS.get(mode, "k") for mode in modes], label="this model (fit)")
     has_paper = np.isfinite(paper)
-    england.bar(x[has_paper] + 0.2, paper[has_paper], width=0.4, color="none", edgecolor="k", hatch="//",
-                label="paper, GradABM-JUNE (Fig. 3)")
+    england.bar(
+        x[has_paper] + 0.2,
+        paper[has_paper],
+        width=0.4,
+        color="none",
+        edgecolor="k",
+        hatch="//",
+        label="paper, GradABM-JUNE (Fig. 3)",
+    )
     for position, value in [*zip(x - 0.2, ours), *zip(x[has_paper] + 0.2, paper[has_paper])]:
-        england.annotate(f"{value:,.0f} GB" if value >= 100 else f"{value:.3g} GB", (position, value), ha="center",
-                         va="bottom", fontsize="x-small")
-    england.set(yscale="log", ylabel="peak memory (GB)", xticks=x,
-                title=f"extrapolated to England\n{ds.attrs['england_agents'] / 1e6:.0f} M agents, "
-                      f"{int(ds.attrs['england_days'])} days")
+        england.annotate(
+            f"{value:,.0f} GB" if value >= 100 else f"{value:.3g} GB",
+            (position, value),
+            ha="center",
+            va="bottom",
+            fontsize="x-small",
+        )
+    england.set(
+        yscale="log",
+        ylabel="peak memory (GB)",
+        xticks=x,
+        title=f"extrapolated to England\n{ds.attrs['england_agents'] / 1e6:.0f} M agents, "
+        f"{int(ds.attrs['england_days'])} days",
+    )
     england.set_xticklabels([LABELS.get(mode, mode) for mode in modes], rotation=15, fontsize="small")
     england.legend(fontsize="x-small", loc="upper right")
-    fig.suptitle("Memory of automatic differentiation through the epidemic model (cf. Quera-Bofarull et al. 2023, "
-                 "Fig. 3)")
+    fig.suptitle(
+        "Memory of automatic differentiation through the epidemic model (cf. Quera-Bofarull et al. 2023, Fig. 3)"
+    )
     return save_figure(fig, png_path, provenance_of(ds, Source=str(store_path)), dpi=110)

@@ -40,8 +40,9 @@ MAX_GROUP_PANELS = 4  # a grouped observable with at most this many groups gets 
 MIN_CORNER_DRAWS = 10  # fewer draws (a point estimate, an ensemble's members) are shown as markers, not a corner
 
 
-def plot_calibration(cfg: DictConfig, posterior_path: str | Path, fit_path: str | Path, metrics_path: str | Path,
-                     output_path: str | Path) -> Path:
+def plot_calibration(
+    cfg: DictConfig, posterior_path: str | Path, fit_path: str | Path, metrics_path: str | Path, output_path: str | Path
+) -> Path:
     """One PNG (and a PDF beside it) of a calibration run: loss, posterior predictive vs observed, posterior."""
     posterior, fit = read_posterior(posterior_path), read_dataset(fit_path)  # (chain, draw) as one `draw`
     metrics = pd.read_csv(metrics_path)
@@ -73,7 +74,9 @@ def plot_calibration(cfg: DictConfig, posterior_path: str | Path, fit_path: str 
         _point_estimates(bottom, posterior, names, prior, truth)
     intervention_legend(fig, spans)
     kind = posterior.attrs.get("kind", f"{posterior.sizes['draw']} posterior draw{'s' * (posterior.sizes['draw'] > 1)}")
-    fig.suptitle(f"{cfg.study}: {posterior.attrs.get('mode', '')} calibration ({kind}); seed {posterior.attrs.get('seed', '')}")
+    fig.suptitle(
+        f"{cfg.study}: {posterior.attrs.get('mode', '')} calibration ({kind}); seed {posterior.attrs.get('seed', '')}"
+    )
     return save_figure(fig, output_path, provenance_of(posterior, Source=str(posterior_path)), dpi=110)
 
 
@@ -86,8 +89,14 @@ def _predictive_series(fit: xr.Dataset) -> list[tuple[str, xr.DataArray, xr.Data
         extra = [dim for dim in simulated.dims if dim not in ("draw", "time")]
         if len(extra) == 1 and 1 < simulated.sizes[extra[0]] <= MAX_GROUP_PANELS:
             for group in simulated[extra[0]].values:
-                panels.append((f"{title_of(name)}: {group}", simulated.sel({extra[0]: group}),
-                               observed.sel({extra[0]: group}), unit_label(name)))
+                panels.append(
+                    (
+                        f"{title_of(name)}: {group}",
+                        simulated.sel({extra[0]: group}),
+                        observed.sel({extra[0]: group}),
+                        unit_label(name),
+                    )
+                )
         else:
             label = title_of(name) + (f" (sum over {', '.join(extra)})" if extra else "")
             panels.append((label, simulated.sum(extra), observed.sum(extra), unit_label(name)))
@@ -107,8 +116,15 @@ def _loss(axis, metrics: pd.DataFrame, loss_kind: str) -> None:
         groups = rows.groupby("member") if "member" in rows else [(None, rows)]
         for k, (member, frame) in enumerate(groups):
             label = {"loss_epoch": f"loss ({loss_kind})", "objective_epoch": "objective (weighted loss + KL)"}[column]
-            axis.plot(frame["epoch"], frame[column], style, color=f"C{k}", lw=1.2, marker="." if len(frame) < 30 else None,
-                      label=(f"member {member}: " if member is not None else "") + label if k < 4 else None)
+            axis.plot(
+                frame["epoch"],
+                frame[column],
+                style,
+                color=f"C{k}",
+                lw=1.2,
+                marker="." if len(frame) < 30 else None,
+                label=(f"member {member}: " if member is not None else "") + label if k < 4 else None,
+            )
     values = np.concatenate([metrics[column].dropna().to_numpy() for column in columns] or [np.zeros(1)])
     if values.size and (values > 0).all() and values.max() > 20 * values.min():
         axis.set_yscale("log")
@@ -126,15 +142,18 @@ def _predictive(axis, time, simulated, observed, label, unit, spans, holdout: in
     seen = observed.values[np.isfinite(observed.values)]
     bottom, top = (float(seen.min()), float(seen.max())) if seen.size else (0.0, 1.0)
     span = top - bottom or 1.0
-    if np.nanmin(low) < bottom - 20 * span or np.nanmax(high) > top + 20 * span:  # exploding draws: keep the data in view
+    if (
+        np.nanmin(low) < bottom - 20 * span or np.nanmax(high) > top + 20 * span
+    ):  # exploding draws: keep the data in view
         axis.set_ylim(bottom - span, top + span)
         label += " (y axis clipped)"
     if bottom >= 0 and np.nanmin(low) >= 0:
         axis.set_ylim(0, None)
     shade_interventions(axis, spans)
     if holdout > 0:
-        axis.axvline(time[len(time) - holdout], color="black", ls="--", lw=0.8,
-                     label=f"held out: last {holdout} days (forecast)")
+        axis.axvline(
+            time[len(time) - holdout], color="black", ls="--", lw=0.8, label=f"held out: last {holdout} days (forecast)"
+        )
     axis.set(title=label, ylabel=unit)
     format_time_axis(axis, time)
     axis.legend(fontsize="x-small", loc="upper left")
@@ -223,27 +242,63 @@ def _point_estimates(subfig, posterior: xr.Dataset, names: list[str], prior: dic
         reference = _prior_draws(prior[name])
         estimates = posterior[name].values.astype(float)
         y = len(names) - 1 - k
-        marker_axis.plot([BAND[0], BAND[1]], [y, y], color="C1", lw=6, alpha=0.35, solid_capstyle="butt",
-                         label="prior 90% interval" if k == 0 else None)
-        marker_axis.plot(np.searchsorted(reference, estimates) / reference.size, np.full(draws, y), "o", color="C0",
-                         ms=6, label=("estimate" if draws == 1 else f"estimates ({draws} members)") if k == 0 else None)
+        marker_axis.plot(
+            [BAND[0], BAND[1]],
+            [y, y],
+            color="C1",
+            lw=6,
+            alpha=0.35,
+            solid_capstyle="butt",
+            label="prior 90% interval" if k == 0 else None,
+        )
+        marker_axis.plot(
+            np.searchsorted(reference, estimates) / reference.size,
+            np.full(draws, y),
+            "o",
+            color="C0",
+            ms=6,
+            label=("estimate" if draws == 1 else f"estimates ({draws} members)") if k == 0 else None,
+        )
         if name in truth:
-            marker_axis.plot(np.searchsorted(reference, truth[name]) / reference.size, y, "x", color="C3", ms=9,
-                             mew=2, label="truth" if k == 0 else None)
+            marker_axis.plot(
+                np.searchsorted(reference, truth[name]) / reference.size,
+                y,
+                "x",
+                color="C3",
+                ms=9,
+                mew=2,
+                label="truth" if k == 0 else None,
+            )
         low, high = np.quantile(reference, BAND)
-        estimate = f"{estimates[0]:.4g}" if draws == 1 else f"{np.median(estimates):.4g} [{estimates.min():.3g}, " \
-                                                           f"{estimates.max():.3g}]"
+        estimate = (
+            f"{estimates[0]:.4g}"
+            if draws == 1
+            else f"{np.median(estimates):.4g} [{estimates.min():.3g}, {estimates.max():.3g}]"
+        )
         rows.append([name, estimate, f"{truth[name]:.4g}" if name in truth else "–", f"{low:.3g} – {high:.3g}"])
-    marker_axis.set(yticks=range(len(names)), yticklabels=names[::-1], xlim=(0, 1), ylim=(-0.6, len(names) - 0.4),
-                    xlabel="quantile of the prior (0 – 1)", title="estimate and truth within the prior")
-    subfig.legend(*marker_axis.get_legend_handles_labels(), fontsize="x-small", loc="outside lower left", ncols=3,
-                  frameon=False)
+    marker_axis.set(
+        yticks=range(len(names)),
+        yticklabels=names[::-1],
+        xlim=(0, 1),
+        ylim=(-0.6, len(names) - 0.4),
+        xlabel="quantile of the prior (0 – 1)",
+        title="estimate and truth within the prior",
+    )
+    subfig.legend(
+        *marker_axis.get_legend_handles_labels(), fontsize="x-small", loc="outside lower left", ncols=3, frameon=False
+    )
     table_axis.axis("off")
     estimate_header = "estimate" if draws == 1 else "median [min, max]"
-    table = table_axis.table(cellText=rows, colLabels=["parameter", estimate_header, "truth", "prior 90% interval"],
-                             loc="center", cellLoc="center")
+    table = table_axis.table(
+        cellText=rows,
+        colLabels=["parameter", estimate_header, "truth", "prior 90% interval"],
+        loc="center",
+        cellLoc="center",
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(9)
     table.scale(1.0, 1.5)
-    subfig.suptitle(f"point estimate ({draws} draw{'s' * (draws > 1)}): no posterior sample to show as a corner plot",
-                    fontsize="medium")
+    subfig.suptitle(
+        f"point estimate ({draws} draw{'s' * (draws > 1)}): no posterior sample to show as a corner plot",
+        fontsize="medium",
+    )

@@ -32,9 +32,12 @@ def study_arrays(ds: xr.Dataset, prefix: str) -> dict:
     """The study's arrays of one experiment (`gaussian_` or `flow_`) as the dict the plots take."""
     names = [name.removeprefix(prefix) for name in ds.data_vars if name.startswith(prefix)]
     arrays = {name: ds[prefix + name].values for name in names}
-    return {**arrays, "estimators": list(ds.estimator.values), "phi_names": list(ds[f"{prefix}phi"].values),
-            **{key: ds.attrs[f"{prefix}{key}"] for key in ("samples", "reference_samples") if f"{prefix}{key}"
-               in ds.attrs}}
+    return {
+        **arrays,
+        "estimators": list(ds.estimator.values),
+        "phi_names": list(ds[f"{prefix}phi"].values),
+        **{key: ds.attrs[f"{prefix}{key}"] for key in ("samples", "reference_samples") if f"{prefix}{key}" in ds.attrs},
+    }
 
 
 def plot_gradient_spread(spread: Mapping, path: str | Path, provenance: Mapping[str, str] | None = None) -> Path:
@@ -46,11 +49,18 @@ def plot_gradient_spread(spread: Mapping, path: str | Path, provenance: Mapping[
     bins = np.linspace(np.floor(finite.min()), np.ceil(finite.max()) + 1e-9, 41)
     fig, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
     for name, values in logs.items():
-        axis.hist(values, bins=bins, histtype="step", lw=1.5,
-                  label=f"{name} (median log10 sd {np.median(values):.2g})" if values.size else name)
-    axis.set(xlabel=r"$\log_{10}$ sd of $\partial\, \mathbb{E}_q[\ell] / \partial \phi_j$ over repeats",
-             ylabel=r"number of flow parameters $\phi_j$",
-             title=f"Brock & Hommes: spread of gradient estimates ({int(active.sum())} flow parameters)")
+        axis.hist(
+            values,
+            bins=bins,
+            histtype="step",
+            lw=1.5,
+            label=f"{name} (median log10 sd {np.median(values):.2g})" if values.size else name,
+        )
+    axis.set(
+        xlabel=r"$\log_{10}$ sd of $\partial\, \mathbb{E}_q[\ell] / \partial \phi_j$ over repeats",
+        ylabel=r"number of flow parameters $\phi_j$",
+        title=f"Brock & Hommes: spread of gradient estimates ({int(active.sum())} flow parameters)",
+    )
     axis.legend(title="estimator")
     return save_figure(fig, path, provenance or {})
 
@@ -71,23 +81,36 @@ def plot_gradient_boxplots(estimates: Mapping, path: str | Path, provenance: Map
             axis.set_visible(False)
             continue
         data = [column[np.isfinite(column)] for column in values[:, :, j]]
-        axis.boxplot(data, positions=positions, showmeans=True, meanline=True, showfliers=True, widths=0.6,
-                     medianprops={"color": "green", "linestyle": "--"}, meanprops={"color": "orange", "linestyle": "--"},
-                     flierprops={"markersize": 2})
-        axis.errorbar([len(names) + 1], [reference[j]], yerr=[2 * se[j]], fmt="x", color="blue", markersize=8,
-                      capsize=4)
+        axis.boxplot(
+            data,
+            positions=positions,
+            showmeans=True,
+            meanline=True,
+            showfliers=True,
+            widths=0.6,
+            medianprops={"color": "green", "linestyle": "--"},
+            meanprops={"color": "orange", "linestyle": "--"},
+            flierprops={"markersize": 2},
+        )
+        axis.errorbar(
+            [len(names) + 1], [reference[j]], yerr=[2 * se[j]], fmt="x", color="blue", markersize=8, capsize=4
+        )
         axis.axhline(reference[j], color="blue", lw=0.6, ls=":")
         linthresh = max(abs(float(reference[j])) + 2 * float(se[j]), 1e-12)
         axis.set_yscale("symlog", linthresh=linthresh)
         _sparse_symlog_ticks(axis, linthresh)
         axis.set_xticks([*positions, len(names) + 1], [*names, "ref"], rotation=45)
         axis.set(title=phi[j], ylabel=rf"$\partial\, \mathbb{{E}}_q[\ell] / \partial$ {phi[j]}")
-    handles = [plt.Line2D([], [], color="orange", ls="--", label="mean"),
-               plt.Line2D([], [], color="green", ls="--", label="median"),
-               plt.Line2D([], [], color="blue", marker="x", ls="", label="score reference ±2 SE")]
+    handles = [
+        plt.Line2D([], [], color="orange", ls="--", label="mean"),
+        plt.Line2D([], [], color="green", ls="--", label="median"),
+        plt.Line2D([], [], color="blue", marker="x", ls="", label="score reference ±2 SE"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3)
-    fig.suptitle(f"Brock & Hommes: {values.shape[1]} gradient estimates per estimator, "
-                 f"N = {estimates.get('samples', '?')} draws each; ref: score, N = {estimates.get('reference_samples', '?')}")
+    fig.suptitle(
+        f"Brock & Hommes: {values.shape[1]} gradient estimates per estimator, "
+        f"N = {estimates.get('samples', '?')} draws each; ref: score, N = {estimates.get('reference_samples', '?')}"
+    )
     return save_figure(fig, path, provenance or {})
 
 
@@ -119,14 +142,18 @@ def plot_training_loss(metrics: Mapping[str, pd.DataFrame], path: Path, provenan
         axis.plot(rows["epoch"], raw, color=f"C{colour}", lw=0.5, alpha=0.35)
         axis.plot(rows["epoch"], smooth, color=f"C{colour}", lw=1.5, label=name)
     axis.set_yscale("log")
-    axis.set(xlabel="epoch (one step of 5 draws)", ylabel="loss: mean MMD² of the step's draws",
-             title=f"Brock & Hommes: training loss ({MOVING_AVERAGE}-epoch moving average)")
+    axis.set(
+        xlabel="epoch (one step of 5 draws)",
+        ylabel="loss: mean MMD² of the step's draws",
+        title=f"Brock & Hommes: training loss ({MOVING_AVERAGE}-epoch moving average)",
+    )
     axis.legend(title="gradient estimator")
     return save_figure(fig, path, provenance)
 
 
-def plot_posterior(posterior: xr.Dataset, names: list[str], truth: Mapping[str, float], path: Path,
-                   provenance: Mapping[str, str]) -> Path:
+def plot_posterior(
+    posterior: xr.Dataset, names: list[str], truth: Mapping[str, float], path: Path, provenance: Mapping[str, str]
+) -> Path:
     """Fig. 5: the posterior's marginals and pairs with the truth."""
     size = len(names)
     fig, axes = plt.subplots(size, size, figsize=(2.4 * size, 2.4 * size), constrained_layout=True, squeeze=False)
@@ -153,8 +180,13 @@ def plot_posterior(posterior: xr.Dataset, names: list[str], truth: Mapping[str, 
     return save_figure(fig, path, provenance)
 
 
-def summary_table(study: xr.Dataset, posteriors: Mapping[str, xr.Dataset], metrics: Mapping[str, pd.DataFrame],
-                  names: list[str], tail: int = 50) -> pd.DataFrame:
+def summary_table(
+    study: xr.Dataset,
+    posteriors: Mapping[str, xr.Dataset],
+    metrics: Mapping[str, pd.DataFrame],
+    names: list[str],
+    tail: int = 50,
+) -> pd.DataFrame:
     """Per estimator: the flow's loss over its last `tail` epochs, posterior mean ± sd per parameter, and of the
     Gaussian experiment the mean over φ_j of the estimates' sd, and the largest |mean − reference| in combined
     standard errors (sd/√repeats and the reference's SE)."""
@@ -178,8 +210,14 @@ def summary_table(study: xr.Dataset, posteriors: Mapping[str, xr.Dataset], metri
     return pd.DataFrame(rows)
 
 
-def gradient_horizon_report(cfg, study_path: str | Path, posteriors: Mapping[str, str | Path],
-                            metrics: Mapping[str, str | Path], figures_dir: str | Path, table_path: str | Path) -> Path:
+def gradient_horizon_report(
+    cfg,
+    study_path: str | Path,
+    posteriors: Mapping[str, str | Path],
+    metrics: Mapping[str, str | Path],
+    figures_dir: str | Path,
+    table_path: str | Path,
+) -> Path:
     """Stage `gradient_horizon_report`: Figs. 1, 2, 5 and 6 (PNG and PDF) in `figures_dir` and the table as CSV.
     `posteriors` and `metrics` map each estimator (the study's `calibration.variants`) to its flow's stores."""
     study = read_dataset(study_path)

@@ -35,9 +35,14 @@ def plot_sbc(sbc_path: str | Path, output_path: str | Path) -> Path:
         axis.axhline(datasets / bins, color="0.4", lw=1, label="expected")
         axis.bar(edges, counts, width=width, align="edge", color="C0", edgecolor="white", label="data sets")
         p_value = float(ds["summary_p_value"].sel(parameter=name))
-        axis.set(xlim=(0, rank_draws + 1), ylim=(0, max(high, counts.max()) + 1), xlabel=f"rank of the truth among L = {rank_draws} draws",
-                 ylabel="data sets", title=f"{name}\nχ² p = {p_value:.2g}, contraction "
-                                           f"{float(ds['summary_contraction'].sel(parameter=name)):.2f}")
+        axis.set(
+            xlim=(0, rank_draws + 1),
+            ylim=(0, max(high, counts.max()) + 1),
+            xlabel=f"rank of the truth among L = {rank_draws} draws",
+            ylabel="data sets",
+            title=f"{name}\nχ² p = {p_value:.2g}, contraction "
+            f"{float(ds['summary_contraction'].sel(parameter=name)):.2f}",
+        )
         axis.title.set_fontsize("small")
     axes[0][0].legend(fontsize="x-small", loc="upper right")
 
@@ -47,10 +52,13 @@ def plot_sbc(sbc_path: str | Path, output_path: str | Path) -> Path:
         inside = ds["inside_90"].sel(parameter=name).values.astype(bool)
         for mask, color, label in ((inside, "C0", "truth inside 90%"), (~inside, "C3", "outside")):
             if mask.any():
-                axis.errorbar(truth[mask], median[mask], yerr=error[:, mask], fmt="o", ms=3, lw=0.8, color=color,
-                              label=label)
-        span = [float(min(truth.min(), ds["q05"].sel(parameter=name).min())),
-                float(max(truth.max(), ds["q95"].sel(parameter=name).max()))]
+                axis.errorbar(
+                    truth[mask], median[mask], yerr=error[:, mask], fmt="o", ms=3, lw=0.8, color=color, label=label
+                )
+        span = [
+            float(min(truth.min(), ds["q05"].sel(parameter=name).min())),
+            float(max(truth.max(), ds["q95"].sel(parameter=name).max())),
+        ]
         axis.plot(span, span, color="0.5", lw=0.8)
         if span[0] > 0 and span[1] / span[0] > 20:  # e.g. a log-normal prior
             axis.set(xscale="log", yscale="log")
@@ -64,16 +72,24 @@ def plot_sbc(sbc_path: str | Path, output_path: str | Path) -> Path:
         se = ds[f"summary_se_{level}"].values
         axis.errorbar(x + offset, coverage, yerr=se, fmt="o", color=color, label=f"{level}% interval")
         axis.axhline(level / 100, color=color, lw=0.8, ls="--")
-    axis.set(xticks=x, ylim=(0, 1.05), ylabel="coverage (± 1 binomial se)",
-             title=f"coverage over {datasets} data sets")
+    axis.set(xticks=x, ylim=(0, 1.05), ylabel="coverage (± 1 binomial se)", title=f"coverage over {datasets} data sets")
     axis.set_xticklabels(names, rotation=20, fontsize="small")
     axis.legend(fontsize="x-small", loc="lower right")
     table = axes[1][-1]
     table.axis("off")
-    lines = [f"{name}\n  χ² p = {float(ds['summary_p_value'].sel(parameter=name)):.2g}; coverage "
-             f"{float(ds['summary_coverage_50'].sel(parameter=name)):.2f} (50%), "
-             f"{float(ds['summary_coverage_90'].sel(parameter=name)):.2f} (90%)" for name in names]
-    table.text(0, 1, "\n".join([f"N = {datasets} data sets, L = {rank_draws},", f"{bins} bins", "", *lines]),
-               va="top", fontsize="small", family="monospace")
+    lines = [
+        f"{name}\n  χ² p = {float(ds['summary_p_value'].sel(parameter=name)):.2g}; coverage "
+        f"{float(ds['summary_coverage_50'].sel(parameter=name)):.2f} (50%), "
+        f"{float(ds['summary_coverage_90'].sel(parameter=name)):.2f} (90%)"
+        for name in names
+    ]
+    table.text(
+        0,
+        1,
+        "\n".join([f"N = {datasets} data sets, L = {rank_draws},", f"{bins} bins", "", *lines]),
+        va="top",
+        fontsize="small",
+        family="monospace",
+    )
     fig.suptitle(f"Simulation-based calibration: {datasets} data sets from the prior")
     return save_figure(fig, output_path, provenance_of(ds, Source=str(sbc_path)), dpi=110)

@@ -76,10 +76,12 @@ def provenance_of(ds: xr.Dataset, **extra: str) -> dict[str, str]:
     plus `extra` (e.g. `Source`, the store's path)."""
     config = ds.attrs.get("config", "")
     config = config if isinstance(config, str) else str(config)
-    values = {"study": str(config_of(ds).get("study", "")),
-              "config_sha256": hashlib.sha256(config.encode()).hexdigest() if config else "",
-              "config": config,
-              **{key: str(ds.attrs.get(key, "")) for key in ("seed", "git_commit", "diffabm_version", "created")}}
+    values = {
+        "study": str(config_of(ds).get("study", "")),
+        "config_sha256": hashlib.sha256(config.encode()).hexdigest() if config else "",
+        "config": config,
+        **{key: str(ds.attrs.get(key, "")) for key in ("seed", "git_commit", "diffabm_version", "created")},
+    }
     return {**{key: values[key] for key in PROVENANCE}, **{key: str(value) for key, value in extra.items()}}
 
 
@@ -87,12 +89,17 @@ def _pdf_info(fig, provenance: Mapping[str, str]) -> dict[str, str]:
     """The PDF's info dictionary (its keys are fixed): the title, and the provenance but the config as `Subject`."""
     title = fig._suptitle.get_text() if fig._suptitle is not None else ""
     line = "; ".join(f"{key}={value}" for key, value in provenance.items() if key != "config" and value)
-    return {"Title": " ".join(title.split()), "Subject": line, "Keywords": "diffabm",
-            "Creator": f"diffabm {provenance.get('diffabm_version', '')}".strip()}
+    return {
+        "Title": " ".join(title.split()),
+        "Subject": line,
+        "Keywords": "diffabm",
+        "Creator": f"diffabm {provenance.get('diffabm_version', '')}".strip(),
+    }
 
 
-def save_figure(fig, path: str | Path, provenance: Mapping[str, str], suffixes: Sequence[str] = SUFFIXES,
-                dpi: int = 120) -> Path:
+def save_figure(
+    fig, path: str | Path, provenance: Mapping[str, str], suffixes: Sequence[str] = SUFFIXES, dpi: int = 120
+) -> Path:
     """Save `fig` once per suffix (PNG and PDF with the same stem by default), each atomically (a temporary file,
     then rename): the PNG with `provenance` as text chunks, the PDF with it in its info; close it. Returns `path`."""
     path = Path(path)
@@ -114,8 +121,18 @@ def quantile_band(values, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.nda
     return low, median, high
 
 
-def plot_band(ax, x, draws, *, color=None, label: str | None = "median", band_label: str | None = BAND_LABEL,
-              alpha: float = 0.25, lw: float = 1.5, **line):
+def plot_band(
+    ax,
+    x,
+    draws,
+    *,
+    color=None,
+    label: str | None = "median",
+    band_label: str | None = BAND_LABEL,
+    alpha: float = 0.25,
+    lw: float = 1.5,
+    **line,
+):
     """The median over draws (a line) and its 90% band (5–95%, shaded) of `draws` (draw first, or an xarray with
     a `draw` dimension). Returns (line, band)."""
     if isinstance(draws, xr.DataArray):
@@ -141,10 +158,14 @@ def format_time_axis(ax, time, step_label: str = "time step") -> None:
     if is_dates(time):
         locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
         ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(  # "15 Aug", "Sep", ..., the year as the offset
-            locator, formats=["%Y", "%b", "%d %b", "%H:%M", "%H:%M", "%S.%f"],
-            zero_formats=["", "%Y", "%b", "%d %b", "%H:%M", "%H:%M"],
-            offset_formats=["", "%Y", "%Y", "%Y", "%Y", "%Y"]))
+        ax.xaxis.set_major_formatter(
+            mdates.ConciseDateFormatter(  # "15 Aug", "Sep", ..., the year as the offset
+                locator,
+                formats=["%Y", "%b", "%d %b", "%H:%M", "%H:%M", "%S.%f"],
+                zero_formats=["", "%Y", "%b", "%d %b", "%H:%M", "%H:%M"],
+                offset_formats=["", "%Y", "%Y", "%Y", "%Y", "%Y"],
+            )
+        )
         ax.set_xlabel("date")
     else:
         ax.set_xlabel(step_label)
@@ -209,7 +230,7 @@ def intervention_spans(config: Mapping) -> list[Span]:
     spans = []
     for name, intervals in periods.items():
         intervals.sort()
-        merged = [intervals[0][:2] + [[intervals[0][2]]]]
+        merged = [[*intervals[0][:2], [intervals[0][2]]]]
         for start, end, detail in intervals[1:]:
             if start <= merged[-1][1]:
                 merged[-1][1] = max(merged[-1][1], end)
@@ -253,8 +274,9 @@ def shade_interventions(ax, spans: Sequence[Span], alpha: float = 0.15) -> dict[
     colours = span_colours(spans)
     handles = {}
     for piece in phases(spans):
-        handles.setdefault(piece.name, ax.axvspan(piece.start, piece.end, color=colours[piece.name], alpha=alpha,
-                                                  lw=0, zorder=0))
+        handles.setdefault(
+            piece.name, ax.axvspan(piece.start, piece.end, color=colours[piece.name], alpha=alpha, lw=0, zorder=0)
+        )
     for span in spans:
         ax.axvline(span.start, color=colours[span.name], lw=0.8, alpha=0.8, zorder=0.5)
     return handles
@@ -267,8 +289,9 @@ def intervention_handles(spans: Sequence[Span], alpha: float = 0.25) -> tuple[li
     colours = span_colours(spans)
     labels = []
     for name in colours:
-        details = ", ".join(dict.fromkeys(part for span in spans if span.name == name
-                                          for part in span.detail.split(", ") if part))
+        details = ", ".join(
+            dict.fromkeys(part for span in spans if span.name == name for part in span.detail.split(", ") if part)
+        )
         labels.append(name.replace("_", " ") + (f" ({details})" if details else ""))
     return [Patch(facecolor=colour, alpha=alpha, edgecolor="none") for colour in colours.values()], labels
 
@@ -278,6 +301,13 @@ def intervention_legend(fig, spans: Sequence[Span], ncols: int | None = None):
     if not spans:
         return None
     handles, labels = intervention_handles(spans)
-    return fig.legend(handles, labels, loc="outside lower center", ncols=ncols or min(len(labels), 3),
-                      fontsize="small", title="interventions (contact multipliers by layer), shaded from when each began",
-                      title_fontsize="small", frameon=False)
+    return fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=ncols or min(len(labels), 3),
+        fontsize="small",
+        title="interventions (contact multipliers by layer), shaded from when each began",
+        title_fontsize="small",
+        frameon=False,
+    )

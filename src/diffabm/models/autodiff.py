@@ -41,8 +41,11 @@ class AutoDiff:
     def __post_init__(self) -> None:
         if self.mode not in AD_MODES:
             raise ValueError(f"ad.mode is {self.mode!r}, expected one of {list(AD_MODES)}")
-        if self.segment_days is not None and (isinstance(self.segment_days, bool) or int(self.segment_days) < 1
-                                              or int(self.segment_days) != self.segment_days):
+        if self.segment_days is not None and (
+            isinstance(self.segment_days, bool)
+            or int(self.segment_days) < 1
+            or int(self.segment_days) != self.segment_days
+        ):
             raise ValueError(f"ad.segment_days is {self.segment_days!r}, expected null or an integer >= 1")
 
     @classmethod
@@ -53,14 +56,22 @@ class AutoDiff:
     def check_controls(self, names: list[str]) -> None:
         """Forward mode refuses gradients in controls (one pass per control entry, e.g. per day)."""
         if self.mode == "forward" and names:
-            raise ValueError(f"ad.mode: forward takes no gradients in controls ({', '.join(names)}: one pass per "
-                             "entry); use ad.mode: reverse or checkpointed")
+            raise ValueError(
+                f"ad.mode: forward takes no gradients in controls ({', '.join(names)}: one pass per "
+                "entry); use ad.mode: reverse or checkpointed"
+            )
 
-    def simulate(self, model: Simulator, parameters: Mapping[str, Tensor], seed: int,
-                 controls: Mapping[str, Tensor] | None = None) -> Output:
+    def simulate(
+        self,
+        model: Simulator,
+        parameters: Mapping[str, Tensor],
+        seed: int,
+        controls: Mapping[str, Tensor] | None = None,
+    ) -> Output:
         """`model.simulate` whose outputs' gradients in the parameters (and controls) are computed in this mode."""
-        tracked = torch.is_grad_enabled() and any(torch.as_tensor(value).requires_grad
-                                                  for value in [*parameters.values(), *(controls or {}).values()])
+        tracked = torch.is_grad_enabled() and any(
+            torch.as_tensor(value).requires_grad for value in [*parameters.values(), *(controls or {}).values()]
+        )
         if self.mode == "reverse" or not tracked:
             return model.simulate(parameters, seed, controls)
         if self.mode == "checkpointed":
@@ -77,8 +88,9 @@ class _ForwardMode(torch.autograd.Function):
     draws are simulated independently, so that is each draw's own derivative); backward contracts them."""
 
     @staticmethod
-    def forward(ctx, model: Simulator, seed: int, controls: Mapping[str, Tensor] | None, names: list[str],
-                *values: Tensor) -> tuple[Tensor, ...]:
+    def forward(
+        ctx, model: Simulator, seed: int, controls: Mapping[str, Tensor] | None, names: list[str], *values: Tensor
+    ) -> tuple[Tensor, ...]:
         parameters = dict(zip(names, values))
         observables = list(model.observables)
 
@@ -91,8 +103,11 @@ class _ForwardMode(torch.autograd.Function):
             if not needed:
                 tangents.append(None)
                 continue
-            primal, tangent = torch.func.jvp(lambda value, name=name: outputs(**{name: value}),
-                                             (parameters[name],), (torch.ones_like(parameters[name]),))
+            primal, tangent = torch.func.jvp(
+                lambda value, name=name: outputs(**{name: value}),
+                (parameters[name],),
+                (torch.ones_like(parameters[name]),),
+            )
             tangents.append(tangent)
         ctx.tangents = tangents
         return outputs() if primal is None else primal
@@ -103,4 +118,3 @@ class _ForwardMode(torch.autograd.Function):
             return sum((g * t).flatten(1).sum(1) for g, t in zip(grads, tangent) if g is not None)
 
         return (None, None, None, None, *(None if tangent is None else contract(tangent) for tangent in ctx.tangents))
-

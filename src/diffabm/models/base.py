@@ -54,8 +54,9 @@ class Simulator(nn.Module, ABC):
     signed_observables: frozenset[str] = frozenset()  # observables that may be negative (others are counts)
     controls: Mapping[str, tuple[str, ...]] = {}
 
-    def __init__(self, space: ParameterSpace, defaults: Mapping[str, float], draws: int = 1,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self, space: ParameterSpace, defaults: Mapping[str, float], draws: int = 1, device: torch.device | str = "cpu"
+    ):
         super().__init__()
         if draws < 1:
             raise ValueError(f"model.draws must be >= 1, got {draws}")
@@ -66,8 +67,9 @@ class Simulator(nn.Module, ABC):
         self.device = torch.device(device)
 
     @abstractmethod
-    def simulate(self, parameters: Mapping[str, Tensor], seed: int = 0,
-                 controls: Mapping[str, Tensor] | None = None) -> Output:
+    def simulate(
+        self, parameters: Mapping[str, Tensor], seed: int = 0, controls: Mapping[str, Tensor] | None = None
+    ) -> Output:
         """Observables of B draws (each parameter (B,), natural scale), one seed."""
 
     @abstractmethod
@@ -92,29 +94,42 @@ class Simulator(nn.Module, ABC):
             raise ValueError(f"parameters must all have shape (B,), got {shapes}")
         return next(iter(shapes.values()))[0]
 
-    def derivative_estimates(self, parameters: Mapping[str, Tensor], seed: int,
-                             statistic: Callable[[Output], Tensor], names: Sequence[str],
-                             alternatives: int = 1, replicates: int = 1) -> tuple[Tensor, Tensor]:
+    def derivative_estimates(
+        self,
+        parameters: Mapping[str, Tensor],
+        seed: int,
+        statistic: Callable[[Output], Tensor],
+        names: Sequence[str],
+        alternatives: int = 1,
+        replicates: int = 1,
+    ) -> tuple[Tensor, Tensor]:
         """(statistic of B simulations (B,), unbiased estimates of d E[statistic]/dθ (B, d) for θ in `names`), for a
         model with stochastic derivatives through its discrete draws (`alternatives` coupled runs per draw, each
         cutting the variance; the statistic of the mean of `replicates` runs); others raise NotImplementedError."""
-        raise NotImplementedError(f"{type(self).__name__} has no stochastic derivatives (calibration.gradients: "
-                                  f"autograd)")
+        raise NotImplementedError(
+            f"{type(self).__name__} has no stochastic derivatives (calibration.gradients: autograd)"
+        )
 
     def checkpointed(self, segment_days: int | None = None) -> AbstractContextManager[None]:
         """A context in which `simulate` is reverse-mode differentiable with gradient checkpointing over time:
         only each segment's first state is kept, the segment recomputed in the backward pass (`segment_days`
         steps; None: about √T); for models whose memory grows with the steps, others raise ValueError."""
-        raise ValueError(f"ad.mode: checkpointed, but {type(self).__name__} has no checkpointed reverse mode "
-                         f"(its memory does not grow with the steps; use ad.mode: reverse)")
+        raise ValueError(
+            f"ad.mode: checkpointed, but {type(self).__name__} has no checkpointed reverse mode "
+            f"(its memory does not grow with the steps; use ad.mode: reverse)"
+        )
 
     def natural_parameters(self, draws: int | None = None) -> dict[str, Tensor]:
         """The default parameters, each (draws,) (the model's `draws` unless given)."""
         count = self.draws if draws is None else draws
         return {name: torch.full((count,), value, device=self.device) for name, value in self.defaults.items()}
 
-    def forward(self, parameters: Mapping[str, Tensor] | None = None, seed: int = 0,
-                controls: Mapping[str, Tensor] | None = None) -> Output:
+    def forward(
+        self,
+        parameters: Mapping[str, Tensor] | None = None,
+        seed: int = 0,
+        controls: Mapping[str, Tensor] | None = None,
+    ) -> Output:
         """`simulate` at `parameters`, or at the defaults for the model's `draws`."""
         return self.simulate(self.natural_parameters() if parameters is None else parameters, seed, controls)
 
@@ -137,11 +152,18 @@ class Simulator(nn.Module, ABC):
         draws = next(iter(output.values())).shape[0]
         coords = self.coords()
         ds = xr.Dataset(
-            {name: (("draw", *self.observables[name]), output[name].detach().cpu().numpy())
-             for name in self.observables},
-            coords={"draw": np.arange(draws),
-                    **{dim: values for dim, values in coords.items()
-                       if any(dim in dims for dims in self.observables.values())}},
+            {
+                name: (("draw", *self.observables[name]), output[name].detach().cpu().numpy())
+                for name in self.observables
+            },
+            coords={
+                "draw": np.arange(draws),
+                **{
+                    dim: values
+                    for dim, values in coords.items()
+                    if any(dim in dims for dims in self.observables.values())
+                },
+            },
         )
         for name, values in (parameters or {}).items():
             ds[name] = ("draw", torch.as_tensor(values).detach().cpu().reshape(-1).expand(draws).numpy())

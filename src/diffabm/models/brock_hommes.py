@@ -55,8 +55,7 @@ LAGS = 3
 
 
 def _check_horizon(horizon: int | None, field: str = "horizon") -> None:
-    if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral)
-                                or horizon < 0):
+    if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 0):
         raise ValueError(f"{field} must be None or an integer >= 0, got {horizon!r}")
 
 
@@ -70,8 +69,14 @@ def _per_draw(value: Tensor | float, name: str, draws: int, like: Tensor) -> Ten
     return value[:, None]
 
 
-def simulate_series(theta: Tensor, eps: Tensor, horizon: int | None = None, beta: Tensor | float = 120.0,
-                    sigma: Tensor | float = 0.04, R: Tensor | float = 1.01) -> Tensor:
+def simulate_series(
+    theta: Tensor,
+    eps: Tensor,
+    horizon: int | None = None,
+    beta: Tensor | float = 120.0,
+    sigma: Tensor | float = 0.04,
+    R: Tensor | float = 1.01,
+) -> Tensor:
     """x_1..x_T (draw, T) of the Brock & Hommes recursion for θ = (g2, g3, b2, b3) (draw, 4) and noise ε (draw, T).
 
     x_t = (1/R) [Σ_j softmax_j(β U_{j,t-1}) (g_j x_{t-1} + b_j) + σ ε_t],
@@ -120,8 +125,14 @@ class BrockHommes(Simulator):
     signed_observables: ClassVar[frozenset[str]] = frozenset({"x"})  # deviations from the fundamental price
     controls: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
-    def __init__(self, parameters: Mapping[str, float], steps: int = 100, draws: int = 1,
-                 horizon: int | None = None, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        parameters: Mapping[str, float],
+        steps: int = 100,
+        draws: int = 1,
+        horizon: int | None = None,
+        device: torch.device | str = "cpu",
+    ):
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < LAGS + 1:
             raise ValueError(f"model.steps must be an integer >= {LAGS + 1}, got {steps!r}")
         _check_horizon(horizon, "model.horizon")
@@ -133,8 +144,9 @@ class BrockHommes(Simulator):
     def coords(self) -> dict[str, np.ndarray]:
         return {"time": np.arange(1, self.steps + 1)}
 
-    def simulate(self, parameters: Mapping[str, Tensor], seed: int = 0,
-                 controls: Mapping[str, Tensor] | None = None) -> Output:
+    def simulate(
+        self, parameters: Mapping[str, Tensor], seed: int = 0, controls: Mapping[str, Tensor] | None = None
+    ) -> Output:
         """x (B, steps), float64, for B draws (each parameter (B,), natural scale); noise from `seed`."""
         draws = self.check_parameters(parameters)
         parameters = self.on_device(parameters)

@@ -33,20 +33,30 @@ def census_cells(population: pd.DataFrame, areas: np.ndarray, rng: np.random.Gen
     value = table["value"].to_numpy(np.int64)
     other = sex < 0
     to_male = rng.binomial(value[other], 0.5)
-    cells = pd.DataFrame({
-        "area": np.concatenate([table["area"].to_numpy()[~other]] + [table["area"].to_numpy()[other]] * 2),
-        "age": np.concatenate([table["age"].to_numpy()[~other]] + [table["age"].to_numpy()[other]] * 2),
-        "sex": np.concatenate([sex[~other], np.zeros(other.sum(), np.int64), np.ones(other.sum(), np.int64)]),
-        "ethnicity": np.concatenate([table["ethnicity"].to_numpy()[~other]] + [table["ethnicity"].to_numpy()[other]] * 2),
-        "census": np.concatenate([value[~other], value[other] - to_male, to_male]),
-    })
+    cells = pd.DataFrame(
+        {
+            "area": np.concatenate([table["area"].to_numpy()[~other]] + [table["area"].to_numpy()[other]] * 2),
+            "age": np.concatenate([table["age"].to_numpy()[~other]] + [table["age"].to_numpy()[other]] * 2),
+            "sex": np.concatenate([sex[~other], np.zeros(other.sum(), np.int64), np.ones(other.sum(), np.int64)]),
+            "ethnicity": np.concatenate(
+                [table["ethnicity"].to_numpy()[~other]] + [table["ethnicity"].to_numpy()[other]] * 2
+            ),
+            "census": np.concatenate([value[~other], value[other] - to_male, to_male]),
+        }
+    )
     cells["ethnicity"] = cells["ethnicity"].map({label: code for code, label in enumerate(ETHNICITY_LABELS)})
     cells = cells.groupby(["area", "age", "sex", "ethnicity"], as_index=False, sort=True)["census"].sum()
     return cells.loc[cells["census"] > 0].reset_index(drop=True), int(value[other].sum())
 
 
-def make_agents(cells: pd.DataFrame, areas: np.ndarray, scale: float, rng: np.random.Generator,
-                factor: np.ndarray | None = None, group: np.ndarray | None = None) -> Agents:
+def make_agents(
+    cells: pd.DataFrame,
+    areas: np.ndarray,
+    scale: float,
+    rng: np.random.Generator,
+    factor: np.ndarray | None = None,
+    group: np.ndarray | None = None,
+) -> Agents:
     """Expand census cells into agents, each cell's target being census x `factor` x scale.
 
     Without `factor` each SA2 total is round(scale x total) exactly (the census itself at scale 1); with it

@@ -21,8 +21,14 @@ import pandas as pd
 
 from diffabm.population.agents import census_cells, make_agents
 from diffabm.population.health_service import (
-    UNKNOWN_AREA, Reweighting, district_labels, districts, read_health_service_population, reweight_to_health_service,
-    vaccine_uptake)
+    UNKNOWN_AREA,
+    Reweighting,
+    district_labels,
+    districts,
+    read_health_service_population,
+    reweight_to_health_service,
+    vaccine_uptake,
+)
 from diffabm.population.households import ParentAges, form_households
 from diffabm.population.schema import Population
 from diffabm.population.schools import enrol
@@ -53,17 +59,21 @@ def select_areas(hierarchy: pd.DataFrame, population: pd.DataFrame, select) -> n
     regions = list((select or {}).get("regions") or [])
     super_areas = [int(x) for x in (select or {}).get("super_areas") or []]
     codes = [int(x) for x in (select or {}).get("areas") or []]
-    for name, values, known in (("regions", regions, hierarchy["region"]),
-                                ("super_areas", super_areas, hierarchy["super_area"]),
-                                ("areas", codes, hierarchy["area"])):
+    for name, values, known in (
+        ("regions", regions, hierarchy["region"]),
+        ("super_areas", super_areas, hierarchy["super_area"]),
+        ("areas", codes, hierarchy["area"]),
+    ):
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"select.{name}: unknown {unknown}; known: {sorted(set(known))[:40]}")
     populated = np.unique(population["area"].to_numpy())
     if not (regions or super_areas or codes):
         return populated
-    chosen = hierarchy.loc[hierarchy["region"].isin(regions) | hierarchy["super_area"].isin(super_areas)
-                           | hierarchy["area"].isin(codes), "area"].to_numpy()
+    chosen = hierarchy.loc[
+        hierarchy["region"].isin(regions) | hierarchy["super_area"].isin(super_areas) | hierarchy["area"].isin(codes),
+        "area",
+    ].to_numpy()
     areas = np.intersect1d(populated, chosen)
     if not areas.size:
         raise ValueError(f"selection {dict(select)} contains no people")
@@ -77,9 +87,12 @@ def _population_fit(cells: pd.DataFrame, areas: np.ndarray, rounding_group: np.n
     groups when reweighted), of round(group target): zero when controlled rounding hit every total.
     """
     cells = cells.assign(cell_error=cells["synthetic"] - cells["target"])
-    per_area = cells.groupby("area").agg(census=("census", "sum"), target=("target", "sum"),
-                                         synthetic=("synthetic", "sum"),
-                                         max_abs_cell_error=("cell_error", lambda e: e.abs().max()))
+    per_area = cells.groupby("area").agg(
+        census=("census", "sum"),
+        target=("target", "sum"),
+        synthetic=("synthetic", "sum"),
+        max_abs_cell_error=("cell_error", lambda e: e.abs().max()),
+    )
     per_area = per_area.reindex(areas, fill_value=0).rename_axis("area").reset_index()
     groups = cells.groupby(rounding_group).agg(area=("area", "first"), target=("target", "sum"))
     expected = np.floor(groups["target"] + 0.5 + 1e-9).groupby(groups["area"]).sum()
@@ -89,8 +102,9 @@ def _population_fit(cells: pd.DataFrame, areas: np.ndarray, rounding_group: np.n
     return {"population_sa2": per_area, "population_age_sex_ethnicity": margins}
 
 
-def _reweighting(config, cells: pd.DataFrame, hierarchy: pd.DataFrame, areas: np.ndarray,
-                 hsu: pd.DataFrame) -> Reweighting | None:
+def _reweighting(
+    config, cells: pd.DataFrame, hierarchy: pd.DataFrame, areas: np.ndarray, hsu: pd.DataFrame
+) -> Reweighting | None:
     """The reweighting that `config.reweight` asks for (None: the census table's people as they are)."""
     if config.reweight is None:
         return None
@@ -99,8 +113,7 @@ def _reweighting(config, cells: pd.DataFrame, hierarchy: pd.DataFrame, areas: np
     reweighting = reweight_to_health_service(cells, hsu)
     chosen = select_areas(hierarchy, hsu.loc[hsu["area"] != UNKNOWN_AREA], config.select)
     missing = hsu["area"].isin(np.setdiff1d(chosen, areas))
-    reweighting.notes["hsu_people_in_selected_sa2s_without_census_people"] = float(hsu.loc[missing, "population"]
-                                                                                   .sum())
+    reweighting.notes["hsu_people_in_selected_sa2s_without_census_people"] = float(hsu.loc[missing, "population"].sum())
     return reweighting
 
 
@@ -123,7 +136,8 @@ def synthesize_census(config, seed: int) -> CensusSynthesis:
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
     rng_cells, rng_agents, rng_households, rng_schools, rng_work = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5))
+        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5)
+    )
     tables: CensusTables = read_census(_data_dir(config.data_dir), config.exclude_areas or ())
     hsu = read_health_service_population(_data_dir(config.health_service_file))
     hierarchy = tables["geography_hierarchy"]
@@ -139,16 +153,40 @@ def synthesize_census(config, seed: int) -> CensusSynthesis:
         agents = make_agents(cells, areas, scale, rng_agents, reweighting.factor, reweighting.group)
         rounding_group = reweighting.group
     tick("agents")
-    households = form_households(agents.area_index, agents.age, areas, tables["household_composition"],
-                                 int(config.adult_age), ParentAges.from_config(config), rng_households)
+    households = form_households(
+        agents.area_index,
+        agents.age,
+        areas,
+        tables["household_composition"],
+        int(config.adult_age),
+        ParentAges.from_config(config),
+        rng_households,
+    )
     tick("households")
     location = tables["geography_location"].set_index("area").loc[areas]
-    enrolment = enrol(agents.age, agents.area_index, location["latitude"].to_numpy(),
-                      location["longitude"].to_numpy(), tables["schools"], tables["kindergartens"], config, scale,
-                      rng_schools)
+    enrolment = enrol(
+        agents.age,
+        agents.area_index,
+        location["latitude"].to_numpy(),
+        location["longitude"].to_numpy(),
+        tables["schools"],
+        tables["kindergartens"],
+        config,
+        scale,
+        rng_schools,
+    )
     tick("schools")
-    employment = employ(agents.age, agents.area_index, areas, tables["commute_travel_to_work"],
-                        tables["work_employees"], tables["work_employers"], config, scale, rng_work)
+    employment = employ(
+        agents.age,
+        agents.area_index,
+        areas,
+        tables["commute_travel_to_work"],
+        tables["work_employees"],
+        tables["work_employers"],
+        config,
+        scale,
+        rng_work,
+    )
     tick("work")
 
     district_names, districts_from_nearest = districts(hsu, tables["geography_location"], areas)
@@ -160,38 +198,64 @@ def synthesize_census(config, seed: int) -> CensusSynthesis:
     region_labels = sorted(set(tables["geography_hierarchy"]["region"]))
     region = np.searchsorted(region_labels, hierarchy["region"].to_numpy(dtype=str))[agents.area_index]
     population = Population(
-        age=agents.age, sex=agents.sex, ethnicity=agents.ethnicity, area=areas[agents.area_index],
+        age=agents.age,
+        sex=agents.sex,
+        ethnicity=agents.ethnicity,
+        area=areas[agents.area_index],
         groups={"household": households.household, "school": enrolment.group, "workplace": employment.company},
         extra={
             "region": region.astype(np.int64),
             "super_area": hierarchy["super_area"].to_numpy()[agents.area_index].astype(np.int64),
-            "school_index": enrolment.school_index, "kindergarten_index": enrolment.kindergarten_index,
-            "workplace_area": employment.workplace_area, "industry": employment.industry,
-            "district": district, **doses,
+            "school_index": enrolment.school_index,
+            "kindergarten_index": enrolment.kindergarten_index,
+            "workplace_area": employment.workplace_area,
+            "industry": employment.industry,
+            "district": district,
+            **doses,
         },
         attrs={
-            "source": "census", "scale": scale, "reweight": config.reweight or "none",
+            "source": "census",
+            "scale": scale,
+            "reweight": config.reweight or "none",
             "adult_age": int(config.adult_age),
-            "region_labels": region_labels, "district_labels": dhb_labels, "industry_labels": list(INDUSTRIES),
+            "region_labels": region_labels,
+            "district_labels": dhb_labels,
+            "industry_labels": list(INDUSTRIES),
             "industry_names": [INDUSTRY_NAMES[code] for code in INDUSTRIES],
             "school_index_table": "schools.parquet row (-1 = none)",
             "kindergarten_index_table": "kindergartens.parquet row (-1 = none)",
         },
     )
-    notes = {"agents": float(population.n_agents), "sa2_selected": float(areas.size),
-             "census_people_selected": float(cells["census"].sum()), "gender_other_reallocated": float(other),
-             **tables.notes, **({} if reweighting is None else reweighting.notes), **households.notes,
-             **enrolment.notes, **employment.notes, "sa2_district_from_nearest_sa2": float(districts_from_nearest),
-             **{f"agents_in_district_{dhb_labels[k]}": float(count)
-                for k, count in enumerate(np.bincount(district, minlength=len(dhb_labels))) if count},
-             **({} if uptake is None else uptake.notes)}
+    notes = {
+        "agents": float(population.n_agents),
+        "sa2_selected": float(areas.size),
+        "census_people_selected": float(cells["census"].sum()),
+        "gender_other_reallocated": float(other),
+        **tables.notes,
+        **({} if reweighting is None else reweighting.notes),
+        **households.notes,
+        **enrolment.notes,
+        **employment.notes,
+        "sa2_district_from_nearest_sa2": float(districts_from_nearest),
+        **{
+            f"agents_in_district_{dhb_labels[k]}": float(count)
+            for k, count in enumerate(np.bincount(district, minlength=len(dhb_labels)))
+            if count
+        },
+        **({} if uptake is None else uptake.notes),
+    }
     fit = {
         "summary": pd.DataFrame({"quantity": list(notes), "value": list(notes.values())}),
         **_population_fit(agents.cells, areas, rounding_group),
         **({} if reweighting is None else {"population_health_service": reweighting.fit(agents.cells)}),
-        **households.fit, "schools": enrolment.fit, **employment.fit,
-        **({} if uptake is None else {"vaccine_uptake_by_district": uptake.fit(agents.area_index, agents.age,
-                                                                               *doses.values())}),
+        **households.fit,
+        "schools": enrolment.fit,
+        **employment.fit,
+        **(
+            {}
+            if uptake is None
+            else {"vaccine_uptake_by_district": uptake.fit(agents.area_index, agents.age, *doses.values())}
+        ),
     }
     tick("finish")
     timings["total"] = {"seconds": sum(t["seconds"] for t in timings.values()), "peak_rss_mb": _rss_mb()}

@@ -27,8 +27,14 @@ from omegaconf import OmegaConf
 
 from diffabm.population.tables import CensusTableError, _nearest, read_census
 
-COLUMNS = {"area": "SA2 Code 2018", "dhb": "DHB of residence", "age_group": "Age", "population": "Population",
-           "dose1": "At least partially vaccinated", "dose2": "Completed primary course"}
+COLUMNS = {
+    "area": "SA2 Code 2018",
+    "dhb": "DHB of residence",
+    "age_group": "Age",
+    "population": "Population",
+    "dose1": "At least partially vaccinated",
+    "dose2": "Completed primary course",
+}
 COUNTS = ("population", "dose1", "dose2")
 UNKNOWN_AREA = -1  # the Ministry's `Unknown` SA2 (people whose address could not be placed)
 MASKED = "Masked"
@@ -42,8 +48,13 @@ def _fail(path: Path, df: pd.DataFrame, column: str, mask: np.ndarray, problem: 
     """Raise CensusTableError naming the file, the column, the offending value and its data row (0-based)."""
     position = int(np.flatnonzero(mask)[0])
     value = df[COLUMNS[column]].iloc[position]
-    raise CensusTableError(path, COLUMNS[column], f"{problem}: {value!r}", int(df.index[position]),
-                           df.iloc[[position]].to_dict("records")[0])
+    raise CensusTableError(
+        path,
+        COLUMNS[column],
+        f"{problem}: {value!r}",
+        int(df.index[position]),
+        df.iloc[[position]].to_dict("records")[0],
+    )
 
 
 def _area_codes(path: Path, df: pd.DataFrame) -> np.ndarray:
@@ -67,8 +78,9 @@ def _age_bounds(path: Path, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         _fail(path, df, "age_group", bad, "is not an age group like 5-11 or 12+")
     groups = pd.DataFrame({"low": low, "high": high}).drop_duplicates().sort_values("low")
     if (groups["low"].to_numpy()[1:] <= groups["high"].to_numpy()[:-1]).any():
-        raise CensusTableError(path, COLUMNS["age_group"],
-                               f"has overlapping age groups {sorted(set(df[COLUMNS['age_group']]))}")
+        raise CensusTableError(
+            path, COLUMNS["age_group"], f"has overlapping age groups {sorted(set(df[COLUMNS['age_group']]))}"
+        )
     return low.astype(np.int64), high.astype(np.int64)
 
 
@@ -78,8 +90,7 @@ def _counts(path: Path, df: pd.DataFrame, column: str) -> np.ndarray:
     masked = (text == MASKED).to_numpy()
     bad = ~(text.str.fullmatch(_NUMBER).to_numpy() | masked)
     if bad.any():
-        _fail(path, df, column, bad, f"has a malformed number (expected digits with thousands separators, "
-                                     f"or {MASKED})")
+        _fail(path, df, column, bad, f"has a malformed number (expected digits with thousands separators, or {MASKED})")
     return pd.to_numeric(text.str.replace(",", "").where(~masked)).to_numpy(np.float64)
 
 
@@ -101,9 +112,16 @@ def read_health_service_population(path: str | Path) -> pd.DataFrame:
         raise CensusTableError(path, missing[0], f"is missing (columns present: {list(df.columns)})")
     df = df.assign(**{column: df[column].str.strip() for column in COLUMNS.values()})
     low, high = _age_bounds(path, df)
-    table = pd.DataFrame({"area": _area_codes(path, df), "dhb": df[COLUMNS["dhb"]].to_numpy(),
-                          "age_group": df[COLUMNS["age_group"]].to_numpy(), "age_min": low, "age_max": high,
-                          **{column: _counts(path, df, column) for column in COUNTS}})
+    table = pd.DataFrame(
+        {
+            "area": _area_codes(path, df),
+            "dhb": df[COLUMNS["dhb"]].to_numpy(),
+            "age_group": df[COLUMNS["age_group"]].to_numpy(),
+            "age_min": low,
+            "age_max": high,
+            **{column: _counts(path, df, column) for column in COUNTS},
+        }
+    )
     duplicated = table.duplicated(["area", "dhb", "age_group"]).to_numpy()
     if duplicated.any():
         _fail(path, df, "area", duplicated, "has a duplicate SA2 x DHB x age group")
@@ -156,9 +174,10 @@ class Reweighting:
         """The SA2 x age group table with the target (HSU x scale, or census x factor x scale) and the
         synthetic count; `cells` are the census cells with their `target` and `synthetic` columns."""
         sums = cells.groupby(self.group)[["target", "synthetic"]].sum()
-        table = self.groups.assign(target=sums["target"].reindex(range(self.n_groups), fill_value=0.0).to_numpy(),
-                                   synthetic=sums["synthetic"].reindex(range(self.n_groups), fill_value=0)
-                                   .to_numpy())
+        table = self.groups.assign(
+            target=sums["target"].reindex(range(self.n_groups), fill_value=0.0).to_numpy(),
+            synthetic=sums["synthetic"].reindex(range(self.n_groups), fill_value=0).to_numpy(),
+        )
         table["error"] = table["synthetic"] - np.floor(table["target"] + 0.5 + 1e-9)
         return table
 
@@ -185,8 +204,9 @@ def reweight_to_health_service(cells: pd.DataFrame, hsu: pd.DataFrame) -> Reweig
     youngest = table.loc[table["group"] == 0].set_index("area")["factor"]
     under_five = table["group"] < 0
     table.loc[under_five, "factor"] = youngest.reindex(table.loc[under_five, "area"]).fillna(1.0).to_numpy()
-    table["age_group"] = np.where(under_five, groups.uncovered_label,
-                                  np.asarray(groups.labels, dtype=object)[np.maximum(table["group"], 0)])
+    table["age_group"] = np.where(
+        under_five, groups.uncovered_label, np.asarray(groups.labels, dtype=object)[np.maximum(table["group"], 0)]
+    )
 
     in_selection = known.loc[known["area"].isin(table["area"])]
     placed = table["hsu"].fillna(0).sum()
@@ -218,8 +238,12 @@ def districts(hsu: pd.DataFrame, location: pd.DataFrame, areas: np.ndarray) -> t
     lacking = pd.isna(names)
     centroid = location.set_index("area")
     near, far = centroid.reindex(areas[lacking]), centroid.reindex(own.index.intersection(centroid.index))
-    nearest = _nearest(near["latitude"].to_numpy(), near["longitude"].to_numpy(), far["latitude"].to_numpy(),
-                       far["longitude"].to_numpy())
+    nearest = _nearest(
+        near["latitude"].to_numpy(),
+        near["longitude"].to_numpy(),
+        far["latitude"].to_numpy(),
+        far["longitude"].to_numpy(),
+    )
     names[lacking] = own.loc[far.index[nearest]].to_numpy()
     return names, int(lacking.sum())
 
@@ -239,8 +263,10 @@ class VaccineUptake:
         group (the Ministry's table has no under-fives)."""
         group = self.groups.index(age)
         row = area_index * len(self.groups.labels) + np.maximum(group, 0)
-        return tuple(np.where(group >= 0, self.table[dose].to_numpy()[row], 0.0).astype(np.float32)
-                     for dose in ("dose1", "dose2"))
+        return tuple(
+            np.where(group >= 0, self.table[dose].to_numpy()[row], 0.0).astype(np.float32)
+            for dose in ("dose1", "dose2")
+        )
 
     def fit(self, area_index: np.ndarray, age: np.ndarray, dose1: np.ndarray, dose2: np.ndarray) -> pd.DataFrame:
         """Per district x age group: the agents and their mean uptake, against the HSU population of the selected
@@ -251,18 +277,29 @@ class VaccineUptake:
         key = code[area_index] * (n + 1) + self.groups.index(age) + 1  # per district: below the youngest, the groups
         size = len(names) * (n + 1)
         agents = np.bincount(key, minlength=size)
-        table = pd.DataFrame({"district": np.repeat(names, n + 1),
-                              "age_group": np.tile([self.groups.uncovered_label, *self.groups.labels], len(names)),
-                              "agents": agents})
+        table = pd.DataFrame(
+            {
+                "district": np.repeat(names, n + 1),
+                "age_group": np.tile([self.groups.uncovered_label, *self.groups.labels], len(names)),
+                "agents": agents,
+            }
+        )
         for dose, values in (("dose1", dose1), ("dose2", dose2)):
             table[f"{dose}_uptake"] = np.bincount(key, weights=values, minlength=size) / np.maximum(agents, 1)
         known = self.table.dropna(subset=["population"])
         people = known[["dose1", "dose2"]].mul(known["population"], axis=0)
-        ministry = pd.concat([known[["district", "age_group", "population"]], people], axis=1).groupby(
-            ["district", "age_group"]).sum()
-        ministry = pd.DataFrame({"hsu_population": ministry["population"],
-                                 "ministry_dose1_uptake": ministry["dose1"] / ministry["population"],
-                                 "ministry_dose2_uptake": ministry["dose2"] / ministry["population"]})
+        ministry = (
+            pd.concat([known[["district", "age_group", "population"]], people], axis=1)
+            .groupby(["district", "age_group"])
+            .sum()
+        )
+        ministry = pd.DataFrame(
+            {
+                "hsu_population": ministry["population"],
+                "ministry_dose1_uptake": ministry["dose1"] / ministry["population"],
+                "ministry_dose2_uptake": ministry["dose2"] / ministry["population"],
+            }
+        )
         return table.join(ministry, on=["district", "age_group"]).loc[agents > 0].reset_index(drop=True)
 
 
@@ -293,8 +330,10 @@ def vaccine_uptake(hsu: pd.DataFrame, areas: np.ndarray, district: np.ndarray) -
     table[["dose1", "dose2"]] = table[["dose1", "dose2"]].clip(0, 1)
     if table[["dose1", "dose2"]].isna().any().any():
         row = table.loc[table[["dose1", "dose2"]].isna().any(axis=1)].iloc[0]
-        raise ValueError(f"SA2 {row['area']}, age group {row['age_group']}: no vaccine uptake for it or for "
-                         f"its DHB {row['district']!r}")
+        raise ValueError(
+            f"SA2 {row['area']}, age group {row['age_group']}: no vaccine uptake for it or for "
+            f"its DHB {row['district']!r}"
+        )
     without_row = np.isnan(table["population"].to_numpy())
     notes = {
         "vaccine_uptake_sa2_age_groups_without_ministry_row": float(without_row.sum()),
@@ -307,12 +346,15 @@ def vaccine_uptake(hsu: pd.DataFrame, areas: np.ndarray, district: np.ndarray) -
 def census_by_group(population_structure: pd.DataFrame, groups: AgeGroups) -> pd.DataFrame:
     """Census table people per SA2 and HSU age group (columns: area, group index, census)."""
     group = groups.index(population_structure["age"].to_numpy())
-    return (population_structure.assign(group=group).groupby(["area", "group"], as_index=False)["value"].sum()
-            .rename(columns={"value": "census"}))
+    return (
+        population_structure.assign(group=group)
+        .groupby(["area", "group"], as_index=False)["value"]
+        .sum()
+        .rename(columns={"value": "census"})
+    )
 
 
-def compare_by_region(population_structure: pd.DataFrame, hierarchy: pd.DataFrame,
-                      hsu: pd.DataFrame) -> pd.DataFrame:
+def compare_by_region(population_structure: pd.DataFrame, hierarchy: pd.DataFrame, hsu: pd.DataFrame) -> pd.DataFrame:
     """Census table vs HSU population per regional council, matched on the SA2 2018 code.
 
     Columns: census people below the youngest HSU group, then per HSU group the census and HSU people, then
@@ -349,16 +391,20 @@ def compare_by_region(population_structure: pd.DataFrame, hierarchy: pd.DataFram
     return table.reset_index()
 
 
-def compare_by_sa2_size(population_structure: pd.DataFrame, hsu: pd.DataFrame,
-                        edges: tuple[float, ...] = (0, 500, 1000, 2000, 3000, 5000, np.inf)) -> pd.DataFrame:
+def compare_by_sa2_size(
+    population_structure: pd.DataFrame,
+    hsu: pd.DataFrame,
+    edges: tuple[float, ...] = (0, 500, 1000, 2000, 3000, 5000, np.inf),
+) -> pd.DataFrame:
     """Census table vs HSU people of the HSU ages in SA2s binned by their HSU population (SA2s in both)."""
     groups = AgeGroups.of(hsu)
     census = census_by_group(population_structure, groups).query("group >= 0").groupby("area")["census"].sum()
     ministry = hsu.loc[hsu["area"] != UNKNOWN_AREA].groupby("area")["population"].sum()
     both = pd.concat([census, ministry.rename("hsu")], axis=1, join="inner")
     both["hsu_people_in_sa2"] = pd.cut(both["hsu"], edges)
-    table = both.groupby("hsu_people_in_sa2", observed=True).agg(sa2=("hsu", "size"), census=("census", "sum"),
-                                                                  hsu=("hsu", "sum"))
+    table = both.groupby("hsu_people_in_sa2", observed=True).agg(
+        sa2=("hsu", "size"), census=("census", "sum"), hsu=("hsu", "sum")
+    )
     table = table.astype(np.int64)
     table["census_per_hsu"] = (table["census"] / table["hsu"]).round(3)
     return table.reset_index().astype({"hsu_people_in_sa2": str})
@@ -375,8 +421,9 @@ def main(argv: list[str] | None = None) -> None:
     tables = read_census(args.data_dir, config.exclude_areas or ())
     hsu = read_health_service_population(args.health_service)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(compare_by_region(tables["population_structure"], tables["geography_hierarchy"], hsu)
-              .to_string(index=False))
+        print(
+            compare_by_region(tables["population_structure"], tables["geography_hierarchy"], hsu).to_string(index=False)
+        )
         print()
         print(compare_by_sa2_size(tables["population_structure"], hsu).to_string(index=False))
 

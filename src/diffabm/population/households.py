@@ -8,8 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from diffabm.population.sampling import (choose_within, controlled_round, draw_in_segments, group_starts,
-                                        random_order_within, rank_within)
+from diffabm.population.sampling import (
+    choose_within,
+    controlled_round,
+    draw_in_segments,
+    group_starts,
+    random_order_within,
+    rank_within,
+)
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,13 @@ class ParentAges:
     @classmethod
     def from_config(cls, config) -> ParentAges:
         """From the census population config (keys parent_age_gap*, partner_age_difference*)."""
-        return cls(gap=(int(config.parent_age_gap[0]), int(config.parent_age_gap[1])),
-                   gap_mean=float(config.parent_age_gap_mean), gap_sd=float(config.parent_age_gap_sd),
-                   partner_difference=int(config.partner_age_difference),
-                   partner_sd=float(config.partner_age_difference_sd))
+        return cls(
+            gap=(int(config.parent_age_gap[0]), int(config.parent_age_gap[1])),
+            gap_mean=float(config.parent_age_gap_mean),
+            gap_sd=float(config.parent_age_gap_sd),
+            partner_difference=int(config.partner_age_difference),
+            partner_sd=float(config.partner_age_difference_sd),
+        )
 
 
 # Households proposed for at once when drawing parents' ages (bounds the (households x ages) weight matrix).
@@ -50,8 +59,9 @@ class Households:
     notes: dict[str, float]
 
 
-def _pick(area: np.ndarray, candidates: np.ndarray, hh_area: np.ndarray, n_areas: int,
-          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _pick(
+    area: np.ndarray, candidates: np.ndarray, hh_area: np.ndarray, n_areas: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """For items in `area`, a random household among `candidates` of the same area; -1 where there is none."""
     candidates = candidates[np.argsort(hh_area[candidates], kind="stable")]
     starts = np.searchsorted(hh_area[candidates], np.arange(n_areas + 1))
@@ -61,8 +71,16 @@ def _pick(area: np.ndarray, candidates: np.ndarray, hh_area: np.ndarray, n_areas
     return picked, has
 
 
-def _propose_ages(area: np.ndarray, low: np.ndarray, high: np.ndarray, centre: np.ndarray, sd: float,
-                  capacity: np.ndarray, n_ages: int, rng: np.random.Generator) -> np.ndarray:
+def _propose_ages(
+    area: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    centre: np.ndarray,
+    sd: float,
+    capacity: np.ndarray,
+    n_ages: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Per household an (area x age) bucket with age in [low, high], drawn with probability proportional to the
     adults left in the bucket times a normal density around `centre`; -1 where no adult in range is left."""
     bucket = np.full(area.shape[0], -1, dtype=np.int64)
@@ -79,8 +97,16 @@ def _propose_ages(area: np.ndarray, low: np.ndarray, high: np.ndarray, centre: n
     return bucket
 
 
-def _draw_ages(area: np.ndarray, low: np.ndarray, high: np.ndarray, centre: np.ndarray, sd: float,
-               capacity: np.ndarray, n_ages: int, rng: np.random.Generator) -> np.ndarray:
+def _draw_ages(
+    area: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    centre: np.ndarray,
+    sd: float,
+    capacity: np.ndarray,
+    n_ages: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Per household the age of an adult of its area in [low, high] (-1 where none is left), taken from
     `capacity` (adults left per area x age, updated in place).
 
@@ -91,8 +117,7 @@ def _draw_ages(area: np.ndarray, low: np.ndarray, high: np.ndarray, centre: np.n
     chosen = np.full(area.shape[0], -1, dtype=np.int64)
     pending = np.flatnonzero(high >= low)
     while pending.size:
-        bucket = _propose_ages(area[pending], low[pending], high[pending], centre[pending], sd, capacity, n_ages,
-                               rng)
+        bucket = _propose_ages(area[pending], low[pending], high[pending], centre[pending], sd, capacity, n_ages, rng)
         pending, bucket = pending[bucket >= 0], bucket[bucket >= 0]
         accepted = rank_within(bucket, rng.random(bucket.shape[0]), capacity.shape[0]) < capacity[bucket]
         chosen[pending[accepted]] = bucket[accepted] % n_ages
@@ -101,8 +126,15 @@ def _draw_ages(area: np.ndarray, low: np.ndarray, high: np.ndarray, centre: np.n
     return chosen
 
 
-def _place_adults(adult_area: np.ndarray, adult_age: np.ndarray, hh_area: np.ndarray, hh_a: np.ndarray,
-                  oldest_child: np.ndarray, parents: ParentAges, rng: np.random.Generator) -> np.ndarray:
+def _place_adults(
+    adult_area: np.ndarray,
+    adult_age: np.ndarray,
+    hh_area: np.ndarray,
+    hh_a: np.ndarray,
+    oldest_child: np.ndarray,
+    parents: ParentAges,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Household per adult: in households with children (oldest_child >= 0) a first adult aged gap years above
     the oldest child and a partner near the first (`ParentAges`), as far as the area's adults allow; every
     other adult slot (grandparents, adult children, flatmates, households without children) at random."""
@@ -114,18 +146,34 @@ def _place_adults(adult_area: np.ndarray, adult_age: np.ndarray, hh_area: np.nda
 
     with_children = np.flatnonzero((oldest_child >= 0) & (hh_a >= 1))
     child_age = oldest_child[with_children]
-    head_age = _draw_ages(hh_area[with_children], child_age + low, child_age + high,
-                          child_age + parents.gap_mean, parents.gap_sd, capacity, n_ages, rng)
+    head_age = _draw_ages(
+        hh_area[with_children],
+        child_age + low,
+        child_age + high,
+        child_age + parents.gap_mean,
+        parents.gap_sd,
+        capacity,
+        n_ages,
+        rng,
+    )
     couple = (hh_a[with_children] >= 2) & (head_age >= 0)
     pairs, first, child_age = with_children[couple], head_age[couple], child_age[couple]
-    partner_age = _draw_ages(hh_area[pairs], np.maximum(first - parents.partner_difference, child_age + low),
-                             np.minimum(first + parents.partner_difference, child_age + high), first.astype(float),
-                             parents.partner_sd, capacity, n_ages, rng)
+    partner_age = _draw_ages(
+        hh_area[pairs],
+        np.maximum(first - parents.partner_difference, child_age + low),
+        np.minimum(first + parents.partner_difference, child_age + high),
+        first.astype(float),
+        parents.partner_sd,
+        capacity,
+        n_ages,
+        rng,
+    )
 
     # The chosen ages become adults: the k-th pick of an area x age bucket takes its k-th adult (random order).
     picked_hh = np.concatenate([with_children[head_age >= 0], pairs[partner_age >= 0]])
-    picked_bucket = hh_area[picked_hh] * n_ages + np.concatenate([head_age[head_age >= 0],
-                                                                  partner_age[partner_age >= 0]])
+    picked_bucket = hh_area[picked_hh] * n_ages + np.concatenate(
+        [head_age[head_age >= 0], partner_age[partner_age >= 0]]
+    )
     order = random_order_within(adult_bucket, rng)
     starts = group_starts(adult_bucket[order], n_buckets)
     rank = rank_within(picked_bucket, rng.random(picked_bucket.shape[0]), n_buckets)
@@ -138,8 +186,9 @@ def _place_adults(adult_area: np.ndarray, adult_age: np.ndarray, hh_area: np.nda
     return household
 
 
-def household_age_structure(household: np.ndarray, age: np.ndarray, adult_age: int,
-                            gap: tuple[int, int]) -> pd.DataFrame:
+def household_age_structure(
+    household: np.ndarray, age: np.ndarray, adult_age: int, gap: tuple[int, int]
+) -> pd.DataFrame:
     """Age structure of households with children: how many, and the shares whose adults are all 65+, whose
     youngest adult is less than 15 years older than the oldest child, and with no adult `gap` years (inclusive)
     older than the oldest child (no plausible parent)."""
@@ -157,15 +206,18 @@ def household_age_structure(household: np.ndarray, age: np.ndarray, adult_age: i
         "youngest_adult_less_than_15_years_older": youngest_adult[with_children] - oldest_child[with_children] < 15,
         f"no_adult_{gap[0]}_to_{gap[1]}_years_older": parent[with_children] == 0,
     }
-    return pd.DataFrame({
-        "quantity": ["households_with_children", *shares],
-        "households": [int(with_children.sum()), *(int(v.sum()) for v in shares.values())],
-        "share": [1.0, *(float(v.mean()) if v.size else 0.0 for v in shares.values())],
-    })
+    return pd.DataFrame(
+        {
+            "quantity": ["households_with_children", *shares],
+            "households": [int(with_children.sum()), *(int(v.sum()) for v in shares.values())],
+            "share": [1.0, *(float(v.mean()) if v.size else 0.0 for v in shares.values())],
+        }
+    )
 
 
-def _compositions(table: pd.DataFrame, areas: np.ndarray, n_adults: np.ndarray,
-                  n_children: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+def _compositions(
+    table: pd.DataFrame, areas: np.ndarray, n_adults: np.ndarray, n_children: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Census compositions (a >= 1) per selected area; areas lacking households with and without children
     use the national distribution. Returns rows (area_index, adults, children, num) and the fallback mask."""
     table = table.loc[(table["adults"] >= 1) & (table["num"] > 0)]
@@ -177,18 +229,30 @@ def _compositions(table: pd.DataFrame, areas: np.ndarray, n_adults: np.ndarray,
     fallback = ((with_children == 0) & (n_children > 0)) | ((without == 0) & (n_adults > 0))
     keep = ~fallback[index]
     fallback_areas = np.flatnonzero(fallback)
-    rows = pd.DataFrame({
-        "area_index": np.concatenate([index[keep], np.repeat(fallback_areas, len(national))]),
-        "adults": np.concatenate([local["adults"].to_numpy()[keep], np.tile(national["adults"], len(fallback_areas))]),
-        "children": np.concatenate([local["children"].to_numpy()[keep],
-                                    np.tile(national["children"], len(fallback_areas))]),
-        "num": np.concatenate([local["num"].to_numpy()[keep], np.tile(national["num"], len(fallback_areas))]),
-    })
+    rows = pd.DataFrame(
+        {
+            "area_index": np.concatenate([index[keep], np.repeat(fallback_areas, len(national))]),
+            "adults": np.concatenate(
+                [local["adults"].to_numpy()[keep], np.tile(national["adults"], len(fallback_areas))]
+            ),
+            "children": np.concatenate(
+                [local["children"].to_numpy()[keep], np.tile(national["children"], len(fallback_areas))]
+            ),
+            "num": np.concatenate([local["num"].to_numpy()[keep], np.tile(national["num"], len(fallback_areas))]),
+        }
+    )
     return rows, fallback
 
 
-def form_households(area_index: np.ndarray, age: np.ndarray, areas: np.ndarray, table: pd.DataFrame,
-                    adult_age: int, parents: ParentAges, rng: np.random.Generator) -> Households:
+def form_households(
+    area_index: np.ndarray,
+    age: np.ndarray,
+    areas: np.ndarray,
+    table: pd.DataFrame,
+    adult_age: int,
+    parents: ParentAges,
+    rng: np.random.Generator,
+) -> Households:
     """Households whose compositions follow each SA2's census table, scaled to the SA2's adults and children.
 
     Households with children are scaled so that their child slots match the children (at most one such
@@ -266,11 +330,13 @@ def form_households(area_index: np.ndarray, age: np.ndarray, areas: np.ndarray, 
     household[adults] = _place_adults(area_index[adults], age[adults], hh_area, hh_a, oldest_child, parents, rng)
     used, household = np.unique(household, return_inverse=True)
 
-    synthetic = pd.DataFrame({
-        "area_index": hh_area[used],
-        "adults": np.bincount(household, weights=~child, minlength=used.size).astype(np.int64),
-        "children": np.bincount(household, weights=child, minlength=used.size).astype(np.int64),
-    })
+    synthetic = pd.DataFrame(
+        {
+            "area_index": hh_area[used],
+            "adults": np.bincount(household, weights=~child, minlength=used.size).astype(np.int64),
+            "children": np.bincount(household, weights=child, minlength=used.size).astype(np.int64),
+        }
+    )
     fit = _fit(synthetic, table, areas, n_adults, n_children, f_children, f_adults, fallback)
     fit["household_age_structure"] = household_age_structure(household, age, adult_age, parents.gap)
     notes = {
@@ -281,17 +347,26 @@ def form_households(area_index: np.ndarray, age: np.ndarray, areas: np.ndarray, 
         "census_households_without_adult": float(fit["households"].query("adults == 0")["census_households"].sum()),
         "children_housed_outside_home_sa2": float(orphans.size),
         "census_household_slots_per_person": float(
-            (table.loc[table["area"].isin(areas)].eval("(adults + children) * num").sum())
-            / max(area_index.shape[0], 1)),
-        **{f"households_with_children_{row.quantity}": float(row.share)
-           for row in fit["household_age_structure"].iloc[1:].itertuples()},
+            (table.loc[table["area"].isin(areas)].eval("(adults + children) * num").sum()) / max(area_index.shape[0], 1)
+        ),
+        **{
+            f"households_with_children_{row.quantity}": float(row.share)
+            for row in fit["household_age_structure"].iloc[1:].itertuples()
+        },
     }
     return Households(household, fit, notes)
 
 
-def _fit(synthetic: pd.DataFrame, table: pd.DataFrame, areas: np.ndarray, n_adults: np.ndarray,
-         n_children: np.ndarray, f_children: np.ndarray, f_adults: np.ndarray,
-         fallback: np.ndarray) -> dict[str, pd.DataFrame]:
+def _fit(
+    synthetic: pd.DataFrame,
+    table: pd.DataFrame,
+    areas: np.ndarray,
+    n_adults: np.ndarray,
+    n_children: np.ndarray,
+    f_children: np.ndarray,
+    f_adults: np.ndarray,
+    fallback: np.ndarray,
+) -> dict[str, pd.DataFrame]:
     """Household composition and size: synthetic vs census counts and shares, overall and per SA2."""
     census = table.loc[table["area"].isin(areas)]
     keys = ["adults", "children"]
@@ -311,14 +386,25 @@ def _fit(synthetic: pd.DataFrame, table: pd.DataFrame, areas: np.ndarray, n_adul
     both = pd.concat([cen_area.rename("census"), syn_area.rename("synthetic")], axis=1).fillna(0)
     shares = both / both.groupby(level="area").transform("sum").where(lambda d: d > 0, 1)
     tvd = (0.5 * (shares["synthetic"] - shares["census"]).abs()).groupby(level="area").sum()
-    per_area = pd.DataFrame({
-        "area": areas, "adults": n_adults, "children": n_children,
-        "census_households": census.groupby("area")["num"].sum().reindex(areas, fill_value=0).to_numpy(),
-        "census_person_slots": census.eval("(adults + children) * num").groupby(census["area"]).sum()
-        .reindex(areas, fill_value=0).to_numpy(),
-        "synthetic_households": synthetic.groupby("area_index").size().reindex(range(len(areas)), fill_value=0)
-        .to_numpy(),
-        "factor_households_with_children": f_children, "factor_households_without_children": f_adults,
-        "national_fallback": fallback, "composition_tvd": tvd.reindex(areas, fill_value=0.0).to_numpy(),
-    })
+    per_area = pd.DataFrame(
+        {
+            "area": areas,
+            "adults": n_adults,
+            "children": n_children,
+            "census_households": census.groupby("area")["num"].sum().reindex(areas, fill_value=0).to_numpy(),
+            "census_person_slots": census.eval("(adults + children) * num")
+            .groupby(census["area"])
+            .sum()
+            .reindex(areas, fill_value=0)
+            .to_numpy(),
+            "synthetic_households": synthetic.groupby("area_index")
+            .size()
+            .reindex(range(len(areas)), fill_value=0)
+            .to_numpy(),
+            "factor_households_with_children": f_children,
+            "factor_households_without_children": f_adults,
+            "national_fallback": fallback,
+            "composition_tvd": tvd.reindex(areas, fill_value=0.0).to_numpy(),
+        }
+    )
     return {"households": comp, "household_size": size, "households_sa2": per_area}

@@ -26,10 +26,22 @@ def _pyramid(ax, fit) -> None:
     margins = fit["population_age_sex_ethnicity"].groupby(["sex", "age"])[["target", "synthetic"]].sum()
     for sex, sign in ((1, -1), (0, 1)):
         part = margins.loc[sex] if sex in margins.index.get_level_values(0) else margins.iloc[:0]
-        ax.barh(part.index, sign * part["synthetic"], height=1.0, alpha=0.5,
-                label=f"synthetic {SEX_LABELS[sex]}", color="C0" if sex else "C1")
-        ax.step(sign * part["target"], part.index, where="mid", color="k", lw=0.8,
-                label="target (census x scale, reweighted if asked)" if sex else None)
+        ax.barh(
+            part.index,
+            sign * part["synthetic"],
+            height=1.0,
+            alpha=0.5,
+            label=f"synthetic {SEX_LABELS[sex]}",
+            color="C0" if sex else "C1",
+        )
+        ax.step(
+            sign * part["target"],
+            part.index,
+            where="mid",
+            color="k",
+            lw=0.8,
+            label="target (census x scale, reweighted if asked)" if sex else None,
+        )
     ax.set_xlabel("people (male left, female right)")
     ax.set_ylabel("age")
     ax.set_title("Age-sex pyramid")
@@ -64,11 +76,19 @@ def _companies(ax, fit) -> None:
     census = fit["employment"].loc[lambda d: d["employer_number"] > 0]
     top = max(sizes["size"].max() if len(sizes) else 1, 2)
     bins = np.unique(np.geomspace(1, top + 1, 30).astype(int))
-    ax.hist(sizes["size"], bins=bins, weights=sizes["companies"], density=True, alpha=0.5,
-            label="synthetic company sizes")
+    ax.hist(
+        sizes["size"], bins=bins, weights=sizes["companies"], density=True, alpha=0.5, label="synthetic company sizes"
+    )
     mean = (census["employee_number"] / census["employer_number"]).clip(lower=1)
-    ax.hist(mean.clip(upper=top), bins=bins, weights=census["employer_number"], density=True, histtype="step",
-            color="k", label="census employees/employers per SA2 x industry")
+    ax.hist(
+        mean.clip(upper=top),
+        bins=bins,
+        weights=census["employer_number"],
+        density=True,
+        histtype="step",
+        color="k",
+        label="census employees/employers per SA2 x industry",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("employees per company")
@@ -86,8 +106,9 @@ def write_fit_report(synthesis: CensusSynthesis, out_dir: Path) -> list[Path]:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [atomic_write_text(out_dir / f"{name}.csv", table.to_csv(index=False))
-             for name, table in synthesis.fit.items()]
+    paths = [
+        atomic_write_text(out_dir / f"{name}.csv", table.to_csv(index=False)) for name, table in synthesis.fit.items()
+    ]
     for name, draw in zip(FIGURES, (_pyramid, _households, _schools, _companies)):
         fig, ax = plt.subplots(1, 2 if draw is _schools else 1, figsize=(11 if draw is _schools else 7, 5))
         try:

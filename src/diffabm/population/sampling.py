@@ -32,16 +32,18 @@ def rank_within(groups: np.ndarray, keys: np.ndarray, n_groups: int) -> np.ndarr
     return rank
 
 
-def choose_within(groups: np.ndarray, k: np.ndarray, n_groups: int, rng: np.random.Generator,
-                  weights: np.ndarray | None = None) -> np.ndarray:
+def choose_within(
+    groups: np.ndarray, k: np.ndarray, n_groups: int, rng: np.random.Generator, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Mask choosing k[g] elements of each group g without replacement (uniformly, or with `weights`)."""
     u = rng.random(groups.shape[0])
     keys = u if weights is None else np.where(weights > 0, np.log(u) / np.where(weights > 0, weights, 1.0), -np.inf)
     return rank_within(groups, keys, n_groups) < k[groups]
 
 
-def controlled_round(values: np.ndarray, groups: np.ndarray, n_groups: int, rng: np.random.Generator,
-                     totals: np.ndarray | None = None) -> np.ndarray:
+def controlled_round(
+    values: np.ndarray, groups: np.ndarray, n_groups: int, rng: np.random.Generator, totals: np.ndarray | None = None
+) -> np.ndarray:
     """Round non-negative `values` to floor or ceil so that each group sums to `totals` (default: round(its
     total)), at random.
 
@@ -50,8 +52,9 @@ def controlled_round(values: np.ndarray, groups: np.ndarray, n_groups: int, rng:
     """
     floor = np.floor(values)
     frac = values - floor
-    target = np.floor(np.bincount(groups, weights=values, minlength=n_groups) + 0.5 + 1e-9) if totals is None \
-        else totals
+    target = (
+        np.floor(np.bincount(groups, weights=values, minlength=n_groups) + 0.5 + 1e-9) if totals is None else totals
+    )
     extra = target - np.bincount(groups, weights=floor, minlength=n_groups)
     extra = np.minimum(np.maximum(extra, 0), np.bincount(groups, weights=frac > 1e-12, minlength=n_groups))
     up = choose_within(groups, extra.astype(np.int64), n_groups, rng, weights=np.where(frac > 1e-12, frac, 0.0))
@@ -64,8 +67,9 @@ def draw_in_segments(segment: np.ndarray, starts: np.ndarray, rng: np.random.Gen
     return starts[segment] + np.floor(rng.random(segment.shape[0]) * size).astype(np.int64)
 
 
-def draw_weighted_in_segments(segment: np.ndarray, starts: np.ndarray, weights: np.ndarray,
-                              rng: np.random.Generator) -> np.ndarray:
+def draw_weighted_in_segments(
+    segment: np.ndarray, starts: np.ndarray, weights: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """For each item, an index in its segment drawn with probability proportional to `weights` (positive sums)."""
     cumulative = np.cumsum(weights, dtype=np.float64)
     before = np.concatenate([[0.0], cumulative])

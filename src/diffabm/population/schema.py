@@ -74,7 +74,7 @@ class Population:
             data_vars[layer] = (dims, ids.astype(np.int64))
         for name, values in self.extra.items():
             values = np.asarray(values)
-            data_vars[name] = (("agent",) + tuple(f"{name}_dim{i}" for i in range(1, values.ndim)), values)
+            data_vars[name] = (("agent", *tuple(f"{name}_dim{i}" for i in range(1, values.ndim))), values)
         ds = xr.Dataset(data_vars)
         ds["age"].attrs["units"] = "years"
         ds["area"].attrs["description"] = "SA2 2018 code of the home area"

@@ -21,8 +21,15 @@ class Enrolment:
     notes: dict[str, float]
 
 
-def _candidates(area_lat: np.ndarray, area_lon: np.ndarray, demand_area: np.ndarray, demand_age: np.ndarray,
-                institutions: pd.DataFrame, name: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(
+    area_lat: np.ndarray,
+    area_lon: np.ndarray,
+    demand_area: np.ndarray,
+    demand_age: np.ndarray,
+    institutions: pd.DataFrame,
+    name: str,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per demand group, the k nearest institutions whose age range holds its age (-1 / inf when fewer)."""
     n = demand_area.shape[0]
     candidates = np.full((n, k), -1, dtype=np.int64)
@@ -33,8 +40,9 @@ def _candidates(area_lat: np.ndarray, area_lon: np.ndarray, demand_area: np.ndar
         if not fits.size:
             raise ValueError(f"no institution in the {name} table takes children aged {age}")
         rows = np.flatnonzero(demand_age == age)
-        d = haversine_km(area_lat[demand_area[rows], None], area_lon[demand_area[rows], None],
-                         lat[None, fits], lon[None, fits])
+        d = haversine_km(
+            area_lat[demand_area[rows], None], area_lon[demand_area[rows], None], lat[None, fits], lon[None, fits]
+        )
         m = min(k, fits.size)
         nearest = np.argpartition(d, m - 1, axis=1)[:, :m] if m < fits.size else np.tile(np.arange(m), (rows.size, 1))
         near_d = np.take_along_axis(d, nearest, axis=1)
@@ -44,8 +52,9 @@ def _candidates(area_lat: np.ndarray, area_lon: np.ndarray, demand_area: np.ndar
     return candidates, distances
 
 
-def _allocate(demand: np.ndarray, candidates: np.ndarray, distances: np.ndarray,
-              capacity: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+def _allocate(
+    demand: np.ndarray, candidates: np.ndarray, distances: np.ndarray, capacity: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Capacity-constrained assignment: each round every group with children left proposes them to its next
     candidate; institutions accept the nearest proposals up to their remaining room. What is left after the
     candidates are exhausted goes to the nearest candidate regardless of room (overflow).
@@ -64,7 +73,9 @@ def _allocate(demand: np.ndarray, candidates: np.ndarray, distances: np.ndarray,
         active, inst = active[order], inst[order]
         cumulative = np.cumsum(remaining[active])
         first = np.r_[True, inst[1:] != inst[:-1]]
-        before = cumulative - remaining[active] - np.maximum.accumulate(np.where(first, cumulative - remaining[active], 0))
+        before = (
+            cumulative - remaining[active] - np.maximum.accumulate(np.where(first, cumulative - remaining[active], 0))
+        )
         accepted = np.clip(room[inst] - before, 0, remaining[active])
         parts.append(pd.DataFrame({"group": active, "institution": inst, "count": accepted}).loc[accepted > 0])
         np.subtract.at(room, inst, accepted)
@@ -76,9 +87,18 @@ def _allocate(demand: np.ndarray, candidates: np.ndarray, distances: np.ndarray,
     return pd.concat(parts, ignore_index=True), overflow
 
 
-def _enrol(members: np.ndarray, area_index: np.ndarray, age: np.ndarray, area_lat: np.ndarray,
-           area_lon: np.ndarray, institutions: pd.DataFrame, name: str, capacity: np.ndarray, k: int,
-           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _enrol(
+    members: np.ndarray,
+    area_index: np.ndarray,
+    age: np.ndarray,
+    area_lat: np.ndarray,
+    area_lon: np.ndarray,
+    institutions: pd.DataFrame,
+    name: str,
+    capacity: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """Institution row per member (children of the same home SA2 and age are allocated together)."""
     key = area_index[members] * 256 + age[members]
     groups, group_of, demand = np.unique(key, return_inverse=True, return_counts=True)
@@ -87,7 +107,8 @@ def _enrol(members: np.ndarray, area_index: np.ndarray, age: np.ndarray, area_la
     allocation = allocation.sort_values("group", kind="stable")
     institution = np.empty(members.shape[0], dtype=np.int64)
     institution[np.lexsort((rng.random(members.shape[0]), group_of))] = np.repeat(
-        allocation["institution"].to_numpy(), allocation["count"].to_numpy())
+        allocation["institution"].to_numpy(), allocation["count"].to_numpy()
+    )
     return institution, overflow
 
 
@@ -104,9 +125,17 @@ def _split(cell: np.ndarray, age: np.ndarray, size: int, rng: np.random.Generato
     return group, int(offset[-1])
 
 
-def enrol(age: np.ndarray, area_index: np.ndarray, area_lat: np.ndarray, area_lon: np.ndarray,
-          schools: pd.DataFrame, kindergartens: pd.DataFrame, config, scale: float,
-          rng: np.random.Generator) -> Enrolment:
+def enrol(
+    age: np.ndarray,
+    area_index: np.ndarray,
+    area_lat: np.ndarray,
+    area_lon: np.ndarray,
+    schools: pd.DataFrame,
+    kindergartens: pd.DataFrame,
+    config,
+    scale: float,
+    rng: np.random.Generator,
+) -> Enrolment:
     """School-age children to schools (classes by age year), pre-schoolers at the attendance rate to
     kindergartens (groups); capacities are max_students x scale, rounded up."""
     lo, hi = config.school_age
@@ -117,8 +146,9 @@ def enrol(age: np.ndarray, area_index: np.ndarray, area_lat: np.ndarray, area_lo
     results = {}
     for name, members, table in (("school", pupils, schools), ("kindergarten", infants, kindergartens)):
         capacity = np.ceil(table["max_students"].to_numpy() * scale)
-        institution, overflow = _enrol(members, area_index, age, area_lat, area_lon, table, name, capacity,
-                                       config.candidate_institutions, rng)
+        institution, overflow = _enrol(
+            members, area_index, age, area_lat, area_lon, table, name, capacity, config.candidate_institutions, rng
+        )
         results[name] = (members, institution, capacity, overflow)
 
     members, institution = results["school"][:2]
@@ -139,19 +169,31 @@ def enrol(age: np.ndarray, area_index: np.ndarray, area_lat: np.ndarray, area_lo
         enrolled = np.bincount(institution, minlength=len(table))
         pairs = pd.DataFrame({"institution": institution, "group": group[members]}).drop_duplicates()
         groups_per = np.bincount(pairs["institution"].to_numpy(), minlength=len(table))
-        frames.append(pd.DataFrame({
-            "kind": name, "index": table.index.to_numpy(), "area": table["area"].to_numpy(),
-            "sector": table["sector"].to_numpy(), "age_min": table["age_min"].to_numpy(),
-            "age_max": table["age_max"].to_numpy(), "max_students": table["max_students"].to_numpy(),
-            "capacity": capacity.astype(np.int64), "enrolled": enrolled, "overflow": overflow,
-            "groups": groups_per.astype(np.int64),
-        }).loc[lambda d: d["enrolled"] > 0])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "kind": name,
+                    "index": table.index.to_numpy(),
+                    "area": table["area"].to_numpy(),
+                    "sector": table["sector"].to_numpy(),
+                    "age_min": table["age_min"].to_numpy(),
+                    "age_max": table["age_max"].to_numpy(),
+                    "max_students": table["max_students"].to_numpy(),
+                    "capacity": capacity.astype(np.int64),
+                    "enrolled": enrolled,
+                    "overflow": overflow,
+                    "groups": groups_per.astype(np.int64),
+                }
+            ).loc[lambda d: d["enrolled"] > 0]
+        )
     fit = pd.concat(frames, ignore_index=True)
     fit["utilisation"] = fit["enrolled"] / fit["capacity"].where(fit["capacity"] > 0)
     notes = {
-        "pupils": float(pupils.size), "kindergarten_children": float(infants.size),
+        "pupils": float(pupils.size),
+        "kindergarten_children": float(infants.size),
         "pupils_over_capacity": float(results["school"][3].sum()),
         "kindergarten_children_over_capacity": float(results["kindergarten"][3].sum()),
-        "school_classes": float(n_classes), "kindergarten_groups": float(group.max() + 1 - n_classes),
+        "school_classes": float(n_classes),
+        "kindergarten_groups": float(group.max() + 1 - n_classes),
     }
     return Enrolment(group, school_index, kindergarten_index, fit, notes)

@@ -13,7 +13,6 @@ from diffabm.population.schema import Population
 from diffabm.population.toy import toy_population
 from diffabm.store import atomic_write_text, write_dataset
 
-
 log = logging.getLogger(__name__)
 
 

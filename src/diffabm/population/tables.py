@@ -12,19 +12,37 @@ import pyarrow.parquet as pq
 from diffabm.population.schema import ETHNICITY_LABELS
 
 COMMUTE_MODES = (
-    "Work_at_home", "Drive_a_private_car_truck_or_van", "Drive_a_company_car_truck_or_van",
-    "Passenger_in_a_car_truck_van_or_company_bus", "Public_bus", "Train", "Bicycle", "Walk_or_jog",
-    "Ferry", "Other",
+    "Work_at_home",
+    "Drive_a_private_car_truck_or_van",
+    "Drive_a_company_car_truck_or_van",
+    "Passenger_in_a_car_truck_van_or_company_bus",
+    "Public_bus",
+    "Train",
+    "Bicycle",
+    "Walk_or_jog",
+    "Ferry",
+    "Other",
 )
 GENDERS = ("female", "male", "other")
 INDUSTRY_NAMES = {
-    "A": "Agriculture, Forestry and Fishing", "B": "Mining", "C": "Manufacturing",
-    "D": "Electricity, Gas, Water and Waste Services", "E": "Construction", "F": "Wholesale Trade",
-    "G": "Retail Trade", "H": "Accommodation and Food Services", "I": "Transport, Postal and Warehousing",
-    "J": "Information Media and Telecommunications", "K": "Financial and Insurance Services",
-    "L": "Rental, Hiring and Real Estate Services", "M": "Professional, Scientific and Technical Services",
-    "N": "Administrative and Support Services", "O": "Public Administration and Safety",
-    "P": "Education and Training", "Q": "Health Care and Social Assistance", "R": "Arts and Recreation Services",
+    "A": "Agriculture, Forestry and Fishing",
+    "B": "Mining",
+    "C": "Manufacturing",
+    "D": "Electricity, Gas, Water and Waste Services",
+    "E": "Construction",
+    "F": "Wholesale Trade",
+    "G": "Retail Trade",
+    "H": "Accommodation and Food Services",
+    "I": "Transport, Postal and Warehousing",
+    "J": "Information Media and Telecommunications",
+    "K": "Financial and Insurance Services",
+    "L": "Rental, Hiring and Real Estate Services",
+    "M": "Professional, Scientific and Technical Services",
+    "N": "Administrative and Support Services",
+    "O": "Public Administration and Safety",
+    "P": "Education and Training",
+    "Q": "Health Care and Social Assistance",
+    "R": "Arts and Recreation Services",
     "S": "Other Services",
 }
 
@@ -43,22 +61,36 @@ SPECS: dict[str, dict] = {
         "keys": ("area", "adults", "children"),
     },
     "schools": {
-        "columns": {"area": "int", "max_students": "count", "sector": "str", **_LOCATION, "age_min": "count",
-                    "age_max": "count"},
+        "columns": {
+            "area": "int",
+            "max_students": "count",
+            "sector": "str",
+            **_LOCATION,
+            "age_min": "count",
+            "age_max": "count",
+        },
         "keys": (),
     },
     "kindergartens": {
-        "columns": {"area": "int", "max_students": "count", "sector": "str", **_LOCATION, "age_min": "count",
-                    "age_max": "count"},
+        "columns": {
+            "area": "int",
+            "max_students": "count",
+            "sector": "str",
+            **_LOCATION,
+            "age_min": "count",
+            "age_max": "count",
+        },
         "keys": (),
     },
     "work_employees": {
         "columns": {"area": "int", "business_code": "str", "employee_number": "count"},
-        "keys": ("area", "business_code"), "categories": {"business_code": tuple(INDUSTRY_NAMES)},
+        "keys": ("area", "business_code"),
+        "categories": {"business_code": tuple(INDUSTRY_NAMES)},
     },
     "work_employers": {
         "columns": {"area": "int", "business_code": "str", "employer_number": "count"},
-        "keys": ("area", "business_code"), "categories": {"business_code": tuple(INDUSTRY_NAMES)},
+        "keys": ("area", "business_code"),
+        "categories": {"business_code": tuple(INDUSTRY_NAMES)},
     },
     "commute_travel_to_work": {
         "columns": {"area_home": "int", "area_work": "int", **{mode: "count" for mode in COMMUTE_MODES}},
@@ -81,7 +113,8 @@ class CensusTableError(ValueError):
 
 @dataclass
 class CensusTables:
-    """The validated tables (areas of `population_structure` mapped to SA2 2018 codes) and what reconciling them took."""
+    """The validated tables (areas of `population_structure` mapped to SA2 2018 codes) and what reconciling them
+    took."""
 
     tables: dict[str, pd.DataFrame]
     notes: dict[str, float] = field(default_factory=dict)
@@ -93,8 +126,7 @@ class CensusTables:
 def _fail(path: Path, df: pd.DataFrame, column: str, mask: np.ndarray, problem: str) -> None:
     """Raise CensusTableError naming the first row (its row number in the file) where `mask` holds."""
     position = int(np.flatnonzero(np.asarray(mask))[0])
-    raise CensusTableError(path, column, problem, int(df.index[position]),
-                           df.iloc[[position]].to_dict("records")[0])
+    raise CensusTableError(path, column, problem, int(df.index[position]), df.iloc[[position]].to_dict("records")[0])
 
 
 def _check_column(path: Path, df: pd.DataFrame, column: str, kind: str) -> None:
@@ -111,12 +143,18 @@ def _check_column(path: Path, df: pd.DataFrame, column: str, kind: str) -> None:
     expected = "integers" if kind == "int" else "numbers"
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
     if not numeric or (kind == "int" and not pd.api.types.is_integer_dtype(values)):
-        is_number = values.map(lambda v: isinstance(v, (int, float, np.integer, np.floating))
-                               and not isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+        is_number = values.map(
+            lambda v: isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+        ).to_numpy(dtype=bool)
         if kind == "int" and is_number.all():
-            is_number = (values.to_numpy(dtype=np.float64) == np.floor(values.to_numpy(dtype=np.float64)))
-        _fail(path, df, column, ~is_number if (~is_number).any() else np.ones(len(df), bool),
-              f"has dtype {values.dtype}, expected {expected}")
+            is_number = values.to_numpy(dtype=np.float64) == np.floor(values.to_numpy(dtype=np.float64))
+        _fail(
+            path,
+            df,
+            column,
+            ~is_number if (~is_number).any() else np.ones(len(df), bool),
+            f"has dtype {values.dtype}, expected {expected}",
+        )
     array = values.to_numpy(dtype=np.float64)
     if not np.isfinite(array).all():
         _fail(path, df, column, ~np.isfinite(array), "has non-finite values")
@@ -202,8 +240,13 @@ def read_census(data_dir: str | Path, exclude_areas=()) -> CensusTables:
                 codes = np.where(np.isin(codes, register), codes, codes // 100 * 100)
             unknown = ~np.isin(codes, register)
             if unknown.any():
-                _fail(data_dir / f"{name}.parquet", df, column, unknown,
-                      "has an SA2 code unknown to geography_location.parquet")
+                _fail(
+                    data_dir / f"{name}.parquet",
+                    df,
+                    column,
+                    unknown,
+                    "has an SA2 code unknown to geography_location.parquet",
+                )
 
     population = tables["population_structure"]
     original = population["area"].to_numpy()
@@ -212,18 +255,25 @@ def read_census(data_dir: str | Path, exclude_areas=()) -> CensusTables:
     notes["people_in_mapped_codes"] = float(population.loc[mapped != original, "value"].sum())
     tables["population_structure"] = (
         population.assign(area=mapped)
-        .groupby(["area", "ethnicity", "age", "gender"], as_index=False, sort=True)["value"].sum()
+        .groupby(["area", "ethnicity", "age", "gender"], as_index=False, sort=True)["value"]
+        .sum()
     )
 
     hierarchy = tables["geography_hierarchy"]
     missing = location.loc[~location["area"].isin(hierarchy["area"])]
     known = location.set_index("area").loc[hierarchy["area"]]
-    nearest = _nearest(missing["latitude"].to_numpy(), missing["longitude"].to_numpy(),
-                       known["latitude"].to_numpy(), known["longitude"].to_numpy())
+    nearest = _nearest(
+        missing["latitude"].to_numpy(),
+        missing["longitude"].to_numpy(),
+        known["latitude"].to_numpy(),
+        known["longitude"].to_numpy(),
+    )
     imputed = hierarchy.iloc[nearest].assign(area=missing["area"].to_numpy())
-    tables["geography_hierarchy"] = pd.concat([hierarchy, imputed], ignore_index=True).sort_values("area",
-                                                                                                 ignore_index=True)
+    tables["geography_hierarchy"] = pd.concat([hierarchy, imputed], ignore_index=True).sort_values(
+        "area", ignore_index=True
+    )
     notes["sa2_hierarchy_imputed"] = float(len(missing))
     notes["people_in_hierarchy_imputed"] = float(
-        tables["population_structure"].loc[lambda d: d["area"].isin(missing["area"]), "value"].sum())
+        tables["population_structure"].loc[lambda d: d["area"].isin(missing["area"]), "value"].sum()
+    )
     return CensusTables(tables, notes)

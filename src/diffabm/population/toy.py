@@ -69,6 +69,8 @@ def toy_population(
         area=area.astype(np.int64),
         groups={"household": household, "school": school, "workplace": workplace},
         extra={"region": (area_index // areas_per_region).astype(np.int64)},
-        attrs={"generator": "diffabm.population.toy.toy_population",
-               "region_labels": [f"toy region {k}" for k in range(area_index.max() // areas_per_region + 1)]},
+        attrs={
+            "generator": "diffabm.population.toy.toy_population",
+            "region_labels": [f"toy region {k}" for k in range(area_index.max() // areas_per_region + 1)],
+        },
     )

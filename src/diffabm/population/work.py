@@ -24,8 +24,9 @@ class Employment:
     notes: dict[str, float]
 
 
-def _workplaces(home: np.ndarray, areas: np.ndarray, commute: pd.DataFrame, within_selection: bool,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _workplaces(
+    home: np.ndarray, areas: np.ndarray, commute: pd.DataFrame, within_selection: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Workplace SA2 per worker drawn from the commute flows of the home SA2 (home SA2 where none)."""
     flows = commute.loc[commute["area_home"].isin(areas)]
     weight = flows[list(COMMUTE_MODES)].sum(axis=1).to_numpy()
@@ -59,9 +60,17 @@ def _industries(work: np.ndarray, employees: pd.DataFrame, rng: np.random.Genera
     return industry
 
 
-def employ(age: np.ndarray, area_index: np.ndarray, areas: np.ndarray, commute: pd.DataFrame,
-           employees: pd.DataFrame, employers: pd.DataFrame, config, scale: float,
-           rng: np.random.Generator) -> Employment:
+def employ(
+    age: np.ndarray,
+    area_index: np.ndarray,
+    areas: np.ndarray,
+    commute: pd.DataFrame,
+    employees: pd.DataFrame,
+    employers: pd.DataFrame,
+    config,
+    scale: float,
+    rng: np.random.Generator,
+) -> Employment:
     """Employ working-age adults at the configured rate and group them into companies.
 
     Companies of an SA2 x industry cell number round(workers / mean size), mean size = employees / employers
@@ -101,10 +110,13 @@ def employ(age: np.ndarray, area_index: np.ndarray, areas: np.ndarray, commute: 
     industry_of = np.full(age.shape[0], -1, dtype=np.int64)
     industry_of[workers] = industry
 
-    synthetic = pd.DataFrame({"area": cell_keys // 32, "industry": cell_keys % 32, "synthetic_workers": n,
-                              "companies": k})
-    census = cells.loc[cells["area"].isin(np.union1d(areas, cell_keys // 32)),
-                       ["area", "industry", "employee_number", "employer_number"]]
+    synthetic = pd.DataFrame(
+        {"area": cell_keys // 32, "industry": cell_keys % 32, "synthetic_workers": n, "companies": k}
+    )
+    census = cells.loc[
+        cells["area"].isin(np.union1d(areas, cell_keys // 32)),
+        ["area", "industry", "employee_number", "employer_number"],
+    ]
     fit = pd.merge(census, synthetic, on=["area", "industry"], how="outer").fillna(0)
     fit = fit.astype({c: np.int64 for c in ("employee_number", "employer_number", "synthetic_workers", "companies")})
     fit.insert(2, "business_code", np.asarray(INDUSTRIES)[fit["industry"].to_numpy()])
@@ -113,11 +125,17 @@ def employ(age: np.ndarray, area_index: np.ndarray, areas: np.ndarray, commute: 
     sizes = np.bincount(np.bincount(company[company >= 0]))
     company_size = pd.DataFrame({"size": np.arange(sizes.size), "companies": sizes}).loc[lambda d: d["companies"] > 0]
     notes = {
-        "working_age_people": float(eligible.size), "employed": float(workers.size),
+        "working_age_people": float(eligible.size),
+        "employed": float(workers.size),
         "workers_without_commute_flows": float(no_flows.sum()),
         "workers_outside_home_sa2": float((work != areas[area_index[workers]]).sum()),
         "companies": float(k.sum()),
         "census_employees_in_selection": float(cells.loc[cells["area"].isin(areas), "employee_number"].sum()),
     }
-    return Employment(company, workplace_area, industry_of,
-                      {"employment": fit, "company_size": company_size.reset_index(drop=True)}, notes)
+    return Employment(
+        company,
+        workplace_area,
+        industry_of,
+        {"employment": fit, "company_size": company_size.reset_index(drop=True)},
+        notes,
+    )

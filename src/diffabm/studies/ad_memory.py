@@ -66,12 +66,12 @@ from diffabm.store import as_object_strings, atomic_write_text, write_dataset
 log = logging.getLogger(__name__)
 NO_GRADIENT = "no_gradient"
 MODES = (*AD_MODES, NO_GRADIENT)
-OUTPUT = "new_infections"              # y = total infections over the days
-PAPER_ENGLAND_GB = {"reverse": 5000.0, "forward": 18.0}   # Quera-Bofarull et al. 2023, Fig. 3
-CURVE_POINTS = 100                     # days at which the fits are stored for the figure
-WARMUP_AGENTS, WARMUP_DAYS = 200, 3   # a tiny run per mode first: lazy initialisation is no part of a peak
-MMAP_THRESHOLD = 4096                  # bytes: blocks at least this large are mapped and unmapped when freed
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc mallopt parameters (malloc.h)
+OUTPUT = "new_infections"  # y = total infections over the days
+PAPER_ENGLAND_GB = {"reverse": 5000.0, "forward": 18.0}  # Quera-Bofarull et al. 2023, Fig. 3
+CURVE_POINTS = 100  # days at which the fits are stored for the figure
+WARMUP_AGENTS, WARMUP_DAYS = 200, 3  # a tiny run per mode first: lazy initialisation is no part of a peak
+MMAP_THRESHOLD = 4096  # bytes: blocks at least this large are mapped and unmapped when freed
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 GB = 1e9
 
 
@@ -101,13 +101,20 @@ class Settings:
             raise ValueError(f"ad_memory.modes has {unknown[0]!r}, expected modes of {list(MODES)}")
         small = section.small_agents
         if small is not None and not 0 < int(small) < int(section.agents):
-            raise ValueError(f"ad_memory.small_agents is {small}, expected null or fewer than ad_memory.agents = "
-                             f"{section.agents}")
+            raise ValueError(
+                f"ad_memory.small_agents is {small}, expected null or fewer than ad_memory.agents = {section.agents}"
+            )
         segment = section.segment_days
-        return cls(int(section.agents), None if small is None else int(small), days,
-                   tuple(str(mode) for mode in section.modes),
-                   None if segment is None else int(segment), int(section.repeats), float(section.england_agents),
-                   int(section.england_days))
+        return cls(
+            int(section.agents),
+            None if small is None else int(small),
+            days,
+            tuple(str(mode) for mode in section.modes),
+            None if segment is None else int(segment),
+            int(section.repeats),
+            float(section.england_agents),
+            int(section.england_days),
+        )
 
 
 def model_for_days(cfg: DictConfig, population, days: int) -> Simulator:
@@ -125,8 +132,10 @@ def model_for_days(cfg: DictConfig, population, days: int) -> Simulator:
 def differentiate(model: Simulator, mode: str, segment_days: int | None, seed: int) -> None:
     """One measurement: every parameter a leaf, the simulation in `mode` and the gradient of the total
     infections in all parameters; `no_gradient`: the simulation alone."""
-    leaves = {name: value.detach().clone().requires_grad_(mode != NO_GRADIENT)
-              for name, value in model.natural_parameters(1).items()}
+    leaves = {
+        name: value.detach().clone().requires_grad_(mode != NO_GRADIENT)
+        for name, value in model.natural_parameters(1).items()
+    }
     if mode == NO_GRADIENT:
         with torch.no_grad():
             model.simulate(leaves, seed)
@@ -154,8 +163,11 @@ def tensor_peak_bytes(run: Callable[[], None]) -> int:
     """The peak of the bytes of live tensors allocated during `run` (torch's profiler, memory events)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
         run()
-    events = sorted((event.start_ns(), event.nbytes()) for event in profiler.profiler.kineto_results.events()
-                    if event.name() == "[memory]")
+    events = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in profiler.profiler.kineto_results.events()
+        if event.name() == "[memory]"
+    )
     return int(np.cumsum([size for _, size in events]).max(initial=0))
 
 
@@ -170,8 +182,9 @@ def return_freed_memory_at_once() -> None:
 def check_platform() -> None:
     """The memory measurement needs Linux's /proc/self/clear_refs (to reset the peak resident set)."""
     if not Path("/proc/self/clear_refs").exists():
-        raise RuntimeError("ad-memory: the peak memory measurement needs Linux (/proc/self/clear_refs), "
-                           f"not found on {sys.platform}")
+        raise RuntimeError(
+            f"ad-memory: the peak memory measurement needs Linux (/proc/self/clear_refs), not found on {sys.platform}"
+        )
 
 
 def measure_peak(job: Mapping) -> int:
@@ -208,19 +221,34 @@ def memory_in_workers(cfg: DictConfig, settings: Settings) -> list[dict]:
 
     def worker(cell: tuple[str, int, int]) -> int:
         mode, days, agents = cell
-        job = {"config": config, "agents": agents, "mode": mode, "days": days,
-               "segment_days": settings.segment_days, "threads": threads}
-        result = subprocess.run([sys.executable, "-m", "diffabm.studies.ad_memory"], input=json.dumps(job),
-                                stdout=subprocess.PIPE, text=True, check=False)
+        job = {
+            "config": config,
+            "agents": agents,
+            "mode": mode,
+            "days": days,
+            "segment_days": settings.segment_days,
+            "threads": threads,
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "diffabm.studies.ad_memory"],
+            input=json.dumps(job),
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
         if result.returncode:
-            raise RuntimeError(f"ad-memory: the memory worker of {mode}, {days} days, {agents} agents failed with "
-                               f"exit code {result.returncode} (see the log)")
+            raise RuntimeError(
+                f"ad-memory: the memory worker of {mode}, {days} days, {agents} agents failed with "
+                f"exit code {result.returncode} (see the log)"
+            )
         return int(result.stdout)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         peaks = list(pool.map(worker, cells))
-    return [{"mode": mode, "days": days, "agents": agents, "peak_bytes": peak}
-            for (mode, days, agents), peak in zip(cells, peaks)]
+    return [
+        {"mode": mode, "days": days, "agents": agents, "peak_bytes": peak}
+        for (mode, days, agents), peak in zip(cells, peaks)
+    ]
 
 
 def time_and_tensor_peaks(cfg: DictConfig, settings: Settings) -> list[dict]:
@@ -232,8 +260,10 @@ def time_and_tensor_peaks(cfg: DictConfig, settings: Settings) -> list[dict]:
     rows = []
     for days in settings.days:
         model = model_for_days(cfg, population, days)
-        runs = {mode: functools.partial(differentiate, model, mode, settings.segment_days, int(cfg.seed))
-                for mode in settings.modes}
+        runs = {
+            mode: functools.partial(differentiate, model, mode, settings.segment_days, int(cfg.seed))
+            for mode in settings.modes
+        }
         seconds = {mode: [] for mode in runs}
         cpu_seconds = {mode: [] for mode in runs}
         for _ in range(settings.repeats):
@@ -243,15 +273,29 @@ def time_and_tensor_peaks(cfg: DictConfig, settings: Settings) -> list[dict]:
                 seconds[mode].append(time.perf_counter() - start)
                 cpu_seconds[mode].append(time.process_time() - cpu_start)
         for mode, run in runs.items():
-            rows.append({"mode": mode, "days": days, "seconds": seconds[mode], "cpu_seconds": cpu_seconds[mode],
-                         "tensor_peak_bytes": tensor_peak_bytes(run)})
-            log.info("ad-memory %s, %d days: median %.2f s (%.2f s of CPU) over %d runs", mode, days,
-                     np.median(seconds[mode]), np.median(cpu_seconds[mode]), settings.repeats)
+            rows.append(
+                {
+                    "mode": mode,
+                    "days": days,
+                    "seconds": seconds[mode],
+                    "cpu_seconds": cpu_seconds[mode],
+                    "tensor_peak_bytes": tensor_peak_bytes(run),
+                }
+            )
+            log.info(
+                "ad-memory %s, %d days: median %.2f s (%.2f s of CPU) over %d runs",
+                mode,
+                days,
+                np.median(seconds[mode]),
+                np.median(cpu_seconds[mode]),
+                settings.repeats,
+            )
     return rows
 
 
-def fit_memory(days: np.ndarray, bytes_per_agent: np.ndarray, mode: str, segment_days: int | None
-               ) -> tuple[str, float, float, float]:
+def fit_memory(
+    days: np.ndarray, bytes_per_agent: np.ndarray, mode: str, segment_days: int | None
+) -> tuple[str, float, float, float]:
     """(form, a, b, largest relative residual) of the least-squares fit of bytes per agent against the days T:
     reverse a + b·T, checkpointed a + b·√T (a + b·T for a fixed segment length), the others a."""
     days, values = np.asarray(days, dtype=float), np.asarray(bytes_per_agent, dtype=float)
@@ -286,15 +330,18 @@ def ad_memory_dataset(memory: Sequence[dict], timing: Sequence[dict], settings: 
     seconds, cpu_seconds = grid(timing, "seconds"), grid(timing, "cpu_seconds")
     dims = ("mode", "days")
     ds = xr.Dataset(
-        {"seconds_by_repeat": ((*dims, "repeat"), seconds),
-         "cpu_seconds_by_repeat": ((*dims, "repeat"), cpu_seconds),
-         "peak_bytes": (dims, peak),
-         "total_mb_per_1000_agents": (dims, peak / settings.agents * 1000 / 1e6),
-         "tensor_peak_bytes": (dims, tensor_peak),
-         "tensor_mb_per_1000_agents": (dims, tensor_peak / settings.agents * 1000 / 1e6),
-         "seconds": (dims, np.median(seconds, axis=-1)),
-         "cpu_seconds": (dims, np.median(cpu_seconds, axis=-1))},
-        coords={"mode": as_object_strings(modes), "days": np.asarray(days), "repeat": repeats})
+        {
+            "seconds_by_repeat": ((*dims, "repeat"), seconds),
+            "cpu_seconds_by_repeat": ((*dims, "repeat"), cpu_seconds),
+            "peak_bytes": (dims, peak),
+            "total_mb_per_1000_agents": (dims, peak / settings.agents * 1000 / 1e6),
+            "tensor_peak_bytes": (dims, tensor_peak),
+            "tensor_mb_per_1000_agents": (dims, tensor_peak / settings.agents * 1000 / 1e6),
+            "seconds": (dims, np.median(seconds, axis=-1)),
+            "cpu_seconds": (dims, np.median(cpu_seconds, axis=-1)),
+        },
+        coords={"mode": as_object_strings(modes), "days": np.asarray(days), "repeat": repeats},
+    )
     if settings.small_agents:
         small_peak = grid(memory, "peak_bytes", settings.small_agents)
         per_agent = (peak - small_peak) / (settings.agents - settings.small_agents)
@@ -309,28 +356,47 @@ def ad_memory_dataset(memory: Sequence[dict], timing: Sequence[dict], settings: 
     ds["fit_b_bytes_per_agent"] = ("mode", np.array([b for _, _, b, _ in fits]))
     ds["fit_max_relative_residual"] = ("mode", np.array([residual for *_, residual in fits]))
     curve_days = np.linspace(days[0], days[-1], CURVE_POINTS)
-    ds["fit_mb_per_1000_agents"] = (("mode", "curve_days"), np.array(
-        [fitted_bytes_per_agent(mode, a, b, curve_days, settings.segment_days) * 1000 / 1e6
-         for mode, (_, a, b, _) in zip(modes, fits)]))
+    ds["fit_mb_per_1000_agents"] = (
+        ("mode", "curve_days"),
+        np.array(
+            [
+                fitted_bytes_per_agent(mode, a, b, curve_days, settings.segment_days) * 1000 / 1e6
+                for mode, (_, a, b, _) in zip(modes, fits)
+            ]
+        ),
+    )
     ds = ds.assign_coords(curve_days=curve_days)
-    ds["england_gb"] = ("mode", np.array(
-        [settings.england_agents * fitted_bytes_per_agent(mode, a, b, settings.england_days, settings.segment_days)
-         / GB for mode, (_, a, b, _) in zip(modes, fits)]))
+    ds["england_gb"] = (
+        "mode",
+        np.array(
+            [
+                settings.england_agents
+                * fitted_bytes_per_agent(mode, a, b, settings.england_days, settings.segment_days)
+                / GB
+                for mode, (_, a, b, _) in zip(modes, fits)
+            ]
+        ),
+    )
     ds["paper_england_gb"] = ("mode", np.array([PAPER_ENGLAND_GB.get(mode, np.nan) for mode in modes]))
     ds.attrs.update(
-        agents=settings.agents, small_agents=settings.small_agents or "none", repeats=settings.repeats,
-        threads=torch.get_num_threads(), segment_days="sqrt(T)" if settings.segment_days is None
-        else settings.segment_days, england_agents=settings.england_agents, england_days=settings.england_days,
+        agents=settings.agents,
+        small_agents=settings.small_agents or "none",
+        repeats=settings.repeats,
+        threads=torch.get_num_threads(),
+        segment_days="sqrt(T)" if settings.segment_days is None else settings.segment_days,
+        england_agents=settings.england_agents,
+        england_days=settings.england_days,
         paper="Quera-Bofarull et al. 2023, Fig. 3 (GradABM-JUNE, England): reverse ~5 TB, forward ~18 GB",
         peak_bytes="peak resident-set rise of one simulation + gradient in a fresh worker process after a tiny "
-                   "warm-up, glibc mmap threshold 4 KiB (freed memory returned at once)",
+        "warm-up, glibc mmap threshold 4 KiB (freed memory returned at once)",
         mb_per_1000_agents="memory per 1,000 agents: (peak_bytes - small_peak_bytes) / (agents - small_agents) "
-                           "with small_agents, else peak_bytes / agents; fixed_bytes the rest",
+        "with small_agents, else peak_bytes / agents; fixed_bytes the rest",
         tensor_peak_bytes="peak of live tensor bytes of one run (torch profiler memory events)",
         seconds="median wall time over repeats, ordinary allocator",
         cpu_seconds="median CPU time of the process (all threads) over repeats",
         fit="bytes per agent = a + b·f(T), least squares; reverse f = T, checkpointed f = √T (T for a fixed "
-            "segment_days), forward and no_gradient a only; england_gb = england_agents × (a + b·f(england_days))")
+        "segment_days), forward and no_gradient a only; england_gb = england_agents × (a + b·f(england_days))",
+    )
     return ds
 
 
@@ -344,10 +410,10 @@ def fitted_bytes_per_agent(mode: str, a: float, b: float, days, segment_days: in
 def measurement_table(ds: xr.Dataset) -> pd.DataFrame:
     """One row per mode and days: peaks in MB, memory per 1,000 agents (per agent, all memory, tensors), fixed
     MB (with `small_agents`), wall and CPU seconds."""
-    columns = ["mb_per_1000_agents", "total_mb_per_1000_agents", "tensor_mb_per_1000_agents", "seconds",
-               "cpu_seconds"]
-    table = ds[[*columns, *(name for name in ("peak_bytes", "small_peak_bytes", "fixed_bytes") if name in ds)]
-               ].to_dataframe()
+    columns = ["mb_per_1000_agents", "total_mb_per_1000_agents", "tensor_mb_per_1000_agents", "seconds", "cpu_seconds"]
+    table = ds[
+        [*columns, *(name for name in ("peak_bytes", "small_peak_bytes", "fixed_bytes") if name in ds)]
+    ].to_dataframe()
     for name in ("peak_bytes", "small_peak_bytes", "fixed_bytes"):
         if name in table:
             table[name.replace("bytes", "mb")] = table.pop(name) / 1e6
@@ -357,8 +423,20 @@ def measurement_table(ds: xr.Dataset) -> pd.DataFrame:
 
 def england_table(ds: xr.Dataset) -> pd.DataFrame:
     """One row per mode: the fit and the England extrapolation beside the paper's."""
-    return ds[["fit_form", "fit_a_bytes_per_agent", "fit_b_bytes_per_agent", "fit_max_relative_residual",
-               "england_gb", "paper_england_gb"]].to_dataframe().reset_index()
+    return (
+        ds[
+            [
+                "fit_form",
+                "fit_a_bytes_per_agent",
+                "fit_b_bytes_per_agent",
+                "fit_max_relative_residual",
+                "england_gb",
+                "paper_england_gb",
+            ]
+        ]
+        .to_dataframe()
+        .reset_index()
+    )
 
 
 def write_ad_memory(cfg: DictConfig, output_path: str | Path) -> Path:
@@ -367,8 +445,14 @@ def write_ad_memory(cfg: DictConfig, output_path: str | Path) -> Path:
     check_platform()
     settings = Settings.from_config(cfg)
     output_path = Path(output_path)
-    log.info("ad-memory: %d agents (and %s), days %s, modes %s, %d repeats", settings.agents, settings.small_agents,
-             list(settings.days), list(settings.modes), settings.repeats)
+    log.info(
+        "ad-memory: %d agents (and %s), days %s, modes %s, %d repeats",
+        settings.agents,
+        settings.small_agents,
+        list(settings.days),
+        list(settings.modes),
+        settings.repeats,
+    )
     memory = memory_in_workers(cfg, settings)
     load_before = os.getloadavg()[0]
     timing = time_and_tensor_peaks(cfg, settings)
@@ -376,12 +460,20 @@ def write_ad_memory(cfg: DictConfig, output_path: str | Path) -> Path:
     ds.attrs["load_average_1min"] = [load_before, os.getloadavg()[0]]  # before and after the timed runs
     for mode in settings.modes:
         row = ds.sel(mode=mode)
-        log.info("ad-memory %s: MB per 1,000 agents %s; bytes/agent = %s, a = %.4g, b = %.4g; England %.4g GB",
-                 mode, np.round(row.mb_per_1000_agents.values, 3).tolist(), row.fit_form.item(),
-                 row.fit_a_bytes_per_agent, row.fit_b_bytes_per_agent, row.england_gb)
+        log.info(
+            "ad-memory %s: MB per 1,000 agents %s; bytes/agent = %s, a = %.4g, b = %.4g; England %.4g GB",
+            mode,
+            np.round(row.mb_per_1000_agents.values, 3).tolist(),
+            row.fit_form.item(),
+            row.fit_a_bytes_per_agent,
+            row.fit_b_bytes_per_agent,
+            row.england_gb,
+        )
     atomic_write_text(output_path.with_suffix(".csv"), measurement_table(ds).to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(output_path.with_name(f"{output_path.stem}_england.csv"),
-                      england_table(ds).to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(
+        output_path.with_name(f"{output_path.stem}_england.csv"),
+        england_table(ds).to_csv(index=False, float_format="%.6g"),
+    )
     return write_dataset(ds, output_path, cfg, int(cfg.seed))
 
 

@@ -89,7 +89,7 @@ def estimator_kinds(names: Sequence[str]) -> dict[str, int | str]:
 
 
 def estimator_horizon(name: str) -> int | str:
-    """"score" -> "score"; "H<k>" -> k (the pathwise estimator with gradient horizon k)."""
+    """ "score" -> "score"; "H<k>" -> k (the pathwise estimator with gradient horizon k)."""
     if name == "score":
         return "score"
     match = re.fullmatch(r"H(\d+)", name)
@@ -99,7 +99,8 @@ def estimator_horizon(name: str) -> int | str:
 
 
 def loss_of_draws(model: Simulator, observed_x: Tensor, seed: int) -> Callable[[Tensor], Tensor]:
-    """θ (B, 4) unconstrained = natural (g2, g3, b2, b3) -> squared MMD (B,) between each draw's x and `observed_x` (T,).
+    """θ (B, 4) unconstrained = natural (g2, g3, b2, b3) -> squared MMD (B,) between each draw's x and `observed_x`
+    (T,).
 
     The other parameters (β, σ, R) stay at the model's defaults; the simulator noise comes from `seed`.
     """
@@ -128,11 +129,15 @@ def _losses_and_jacobian(loss_fn: Callable[[Tensor], Tensor], theta: Tensor, gra
     return losses.detach(), jacobian
 
 
-def _batched(loss_fn_of_seed: Callable[[int], Callable[[Tensor], Tensor]], theta: Tensor, seed_parts: tuple,
-             gradient: bool) -> tuple[Tensor, Tensor]:
-    """`_losses_and_jacobian` over chunks of CHUNK_DRAWS rows, chunk c simulated with seed stable_seed(*seed_parts, c)."""
-    results = [_losses_and_jacobian(loss_fn_of_seed(stable_seed(*seed_parts, c)), rows, gradient)
-               for c, rows in enumerate(theta.split(CHUNK_DRAWS))]
+def _batched(
+    loss_fn_of_seed: Callable[[int], Callable[[Tensor], Tensor]], theta: Tensor, seed_parts: tuple, gradient: bool
+) -> tuple[Tensor, Tensor]:
+    """`_losses_and_jacobian` over chunks of CHUNK_DRAWS rows; chunk c simulated with seed
+    stable_seed(*seed_parts, c)."""
+    results = [
+        _losses_and_jacobian(loss_fn_of_seed(stable_seed(*seed_parts, c)), rows, gradient)
+        for c, rows in enumerate(theta.split(CHUNK_DRAWS))
+    ]
     return torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results])
 
 
@@ -150,9 +155,17 @@ def _score_terms(losses: Tensor, u: Tensor, sd: Tensor) -> Tensor:
 
 
 @_with_threads
-def diagonal_gaussian_estimates(model_factory: ModelFactory, observed_x: Tensor, mean: Sequence[float],
-                                sd: Sequence[float], estimators: Sequence[str], samples: int = 5, repeats: int = 200,
-                                reference_samples: int = 1000, seed: int = 0) -> dict:
+def diagonal_gaussian_estimates(
+    model_factory: ModelFactory,
+    observed_x: Tensor,
+    mean: Sequence[float],
+    sd: Sequence[float],
+    estimators: Sequence[str],
+    samples: int = 5,
+    repeats: int = 200,
+    reference_samples: int = 1000,
+    seed: int = 0,
+) -> dict:
     """η_N (N = `samples`) of ∇_φ E_q[ℓ] for q = N(mean, diag sd²), `repeats` times per estimator (paper Fig. 6).
 
     Returns numpy arrays `estimates` (estimator, repeat, 8), `reference` (8,) and `reference_se` (8,) (the
@@ -163,15 +176,19 @@ def diagonal_gaussian_estimates(model_factory: ModelFactory, observed_x: Tensor,
     CHUNK_DRAWS, chunk c with seed stable_seed(seed, "gradient_study", "simulator", c).
     """
     kinds = estimator_kinds(estimators)
-    for field, value, low in (("samples", samples, 1), ("repeats", repeats, 2), ("reference_samples",
-                                                                                reference_samples, 2)):
+    for field, value, low in (
+        ("samples", samples, 1),
+        ("repeats", repeats, 2),
+        ("reference_samples", reference_samples, 2),
+    ):
         if int(value) != value or value < low:
             raise ValueError(f"gradient study: {field} must be an integer >= {low}, got {value!r}")
     mu = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
     scale = torch.as_tensor(sd, dtype=torch.float64).reshape(-1)
     if mu.shape != (4,) or scale.shape != (4,) or not torch.isfinite(mu).all() or not (scale > 0).all():
-        raise ValueError(f"gradient study: mean and sd must be 4 finite values (sd > 0) for {CALIBRATED}, "
-                         f"got {mean!r} and {sd!r}")
+        raise ValueError(
+            f"gradient study: mean and sd must be 4 finite values (sd > 0) for {CALIBRATED}, got {mean!r} and {sd!r}"
+        )
     observed = torch.as_tensor(observed_x, dtype=torch.float64)
     models: dict[int | None, Simulator] = {}
 
@@ -196,8 +213,9 @@ def diagonal_gaussian_estimates(model_factory: ModelFactory, observed_x: Tensor,
             estimates.append(torch.cat([jacobian, jacobian * u], dim=-1).mean(1))
 
     u_ref = _normal((reference_samples, 4), seed, "gradient_study", "reference_theta")
-    ref_losses, _ = _batched(losses_for(None), mu + scale * u_ref, (seed, "gradient_study", "reference_simulator"),
-                             gradient=False)
+    ref_losses, _ = _batched(
+        losses_for(None), mu + scale * u_ref, (seed, "gradient_study", "reference_simulator"), gradient=False
+    )
     terms = _score_terms(ref_losses, u_ref, scale)
     return {
         "estimates": torch.stack(estimates).numpy() if estimates else np.zeros((0, repeats, 8)),
@@ -230,8 +248,12 @@ def initial_flow(prior, flow_settings: Mapping | None = None, seed: int = 0):
         raise ValueError(f"gradient study: unknown flow settings {unknown}; use {list(FLOW_SETTINGS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(settings.get("init_seed", stable_seed(seed, "flow_init"))))
-        flow = zuko.flows.MAF(4, 0, transforms=int(settings.get("transforms", 16)),
-                              hidden_features=[int(h) for h in settings.get("hidden_features", [20, 20])])
+        flow = zuko.flows.MAF(
+            4,
+            0,
+            transforms=int(settings.get("transforms", 16)),
+            hidden_features=[int(h) for h in settings.get("hidden_features", [20, 20])],
+        )
     flow = flow.double()
     draws = prior.sample(4096, stable_seed(seed, "flow_prior")).double()
     q = zuko.distributions.NormalizingFlow(AffineTransform(draws.mean(0), draws.std(0)).inv, flow())
@@ -239,9 +261,16 @@ def initial_flow(prior, flow_settings: Mapping | None = None, seed: int = 0):
 
 
 @_with_threads
-def flow_gradient_spread(model_factory: ModelFactory, observed_x: Tensor, prior, estimators: Sequence[str],
-                         flow_settings: Mapping | None = None, samples: int = 5, repeats: int = 50,
-                         seed: int = 0) -> dict:
+def flow_gradient_spread(
+    model_factory: ModelFactory,
+    observed_x: Tensor,
+    prior,
+    estimators: Sequence[str],
+    flow_settings: Mapping | None = None,
+    samples: int = 5,
+    repeats: int = 50,
+    seed: int = 0,
+) -> dict:
     """Standard deviation over `repeats` of every φ_j's estimate of ∂E_q[ℓ]/∂φ_j (N = `samples`) (paper Fig. 2).
 
     q is `initial_flow(prior, flow_settings, seed)`: a freshly initialised MAF (paper: 16 transforms, hidden
@@ -277,8 +306,9 @@ def flow_gradient_spread(model_factory: ModelFactory, observed_x: Tensor, prior,
         horizon = None if kind == "score" else kind
         if horizon not in models:
             models[horizon] = model_factory(horizon)
-        losses, jacobian = _batched(lambda s, m=models[horizon]: loss_of_draws(m, observed, s), points,
-                                    simulator_seed, gradient=kind != "score")
+        losses, jacobian = _batched(
+            lambda s, m=models[horizon]: loss_of_draws(m, observed, s), points, simulator_seed, gradient=kind != "score"
+        )
         nonfinite = max(nonfinite, int((~torch.isfinite(losses)).sum()))
         losses, jacobian = losses.reshape(repeats, samples), jacobian.reshape(repeats, samples, 4)
         rows = []
@@ -290,8 +320,9 @@ def flow_gradient_spread(model_factory: ModelFactory, observed_x: Tensor, prior,
             else:  # chain rule: ∇_φ (1/N) Σ_n ℓ(θ_n(φ)) = (1/N) Σ_n J_n · ∂θ_n/∂φ
                 surrogate = (jacobian[r] * thetas[r]).sum(-1).mean()
             grads = torch.autograd.grad(surrogate, parameters, retain_graph=True, allow_unused=True)
-            rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
-                                   for g, p in zip(grads, parameters)]))
+            rows.append(
+                torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, parameters)])
+            )
         per_repeat = torch.stack(rows)
         spreads.append(per_repeat.std(0))
         means.append(per_repeat.mean(0))
@@ -319,8 +350,10 @@ def write_gradient_study(cfg: DictConfig, observed_path: str | Path, output_path
 
     settings = cfg.gradient_study
     if cfg.calibration.loss != "mmd_values":
-        raise ValueError(f"gradient_study measures the gradient of the squared MMD (calibration.loss: mmd_values), "
-                         f"but the study's flows use calibration.loss={cfg.calibration.loss!r}")
+        raise ValueError(
+            f"gradient_study measures the gradient of the squared MMD (calibration.loss: mmd_values), "
+            f"but the study's flows use calibration.loss={cfg.calibration.loss!r}"
+        )
 
     def model_factory(horizon: int | None) -> Simulator:
         variant = cfg.copy()
@@ -331,14 +364,32 @@ def write_gradient_study(cfg: DictConfig, observed_path: str | Path, output_path
     model = model_factory(None)
     observed = torch.as_tensor(read_observed(observed_path, cfg, model)["x"].values)
     estimators = list(settings.estimators)
-    gaussian = diagonal_gaussian_estimates(model_factory, observed, list(settings.mean), list(settings.sd), estimators,
-                                           samples=settings.samples, repeats=settings.repeats,
-                                           reference_samples=settings.reference_samples, seed=int(cfg.seed))
+    gaussian = diagonal_gaussian_estimates(
+        model_factory,
+        observed,
+        list(settings.mean),
+        list(settings.sd),
+        estimators,
+        samples=settings.samples,
+        repeats=settings.repeats,
+        reference_samples=settings.reference_samples,
+        seed=int(cfg.seed),
+    )
     prior = build_prior(OmegaConf.to_container(cfg.calibration.prior), model.space)
-    flow_settings = {"transforms": cfg.calibration.flow.transforms,
-                     "hidden_features": list(cfg.calibration.flow.hidden_features)}
-    flow = flow_gradient_spread(model_factory, observed, prior, estimators, flow_settings, samples=settings.samples,
-                                repeats=settings.flow_repeats, seed=int(cfg.seed))
+    flow_settings = {
+        "transforms": cfg.calibration.flow.transforms,
+        "hidden_features": list(cfg.calibration.flow.hidden_features),
+    }
+    flow = flow_gradient_spread(
+        model_factory,
+        observed,
+        prior,
+        estimators,
+        flow_settings,
+        samples=settings.samples,
+        repeats=settings.flow_repeats,
+        seed=int(cfg.seed),
+    )
     ds = xr.Dataset(
         {
             "gaussian_estimates": (("estimator", "repeat", "gaussian_phi"), gaussian["estimates"]),
@@ -348,12 +399,24 @@ def write_gradient_study(cfg: DictConfig, observed_path: str | Path, output_path
             "flow_mean": (("estimator", "flow_phi"), flow["mean"]),
             "flow_active": ("flow_phi", flow["active"]),
         },
-        coords={"estimator": as_object_strings(estimators), "gaussian_phi": as_object_strings(gaussian["phi_names"]),
-                "flow_phi": as_object_strings(flow["phi_names"])},
+        coords={
+            "estimator": as_object_strings(estimators),
+            "gaussian_phi": as_object_strings(gaussian["phi_names"]),
+            "flow_phi": as_object_strings(flow["phi_names"]),
+        },
     )
-    ds.attrs.update(gaussian_samples=gaussian["samples"], gaussian_reference_samples=gaussian["reference_samples"],
-                    gaussian_mean=gaussian["mean"].tolist(), gaussian_sd=gaussian["sd"].tolist(),
-                    flow_samples=int(settings.samples), flow_nonfinite_losses=flow["nonfinite_losses"])
-    log.info("gradient study: %d estimators, %d Gaussian repeats, %d flow repeats", len(estimators),
-             settings.repeats, settings.flow_repeats)
+    ds.attrs.update(
+        gaussian_samples=gaussian["samples"],
+        gaussian_reference_samples=gaussian["reference_samples"],
+        gaussian_mean=gaussian["mean"].tolist(),
+        gaussian_sd=gaussian["sd"].tolist(),
+        flow_samples=int(settings.samples),
+        flow_nonfinite_losses=flow["nonfinite_losses"],
+    )
+    log.info(
+        "gradient study: %d estimators, %d Gaussian repeats, %d flow repeats",
+        len(estimators),
+        settings.repeats,
+        settings.flow_repeats,
+    )
     return write_dataset(ds, output_path, cfg, int(cfg.seed))

@@ -56,10 +56,10 @@ from diffabm.models.base import Simulator, stable_seed
 from diffabm.store import as_object_strings, atomic_write_text, read_dataset, write_dataset
 
 log = logging.getLogger(__name__)
-LEVELS = (0.5, 0.9)        # central posterior intervals whose coverage is measured
-BAND = 0.99                # the rank histogram's band: each bin's count under uniform ranks (Talts et al. Fig. 2)
-PRIOR_DRAWS = 100_000      # prior draws for the prior's variance in the contraction
-SEED_MODULUS = 2**31       # data-set seeds fit every seeding API (Lightning's seed_everything takes < 2^32)
+LEVELS = (0.5, 0.9)  # central posterior intervals whose coverage is measured
+BAND = 0.99  # the rank histogram's band: each bin's count under uniform ranks (Talts et al. Fig. 2)
+PRIOR_DRAWS = 100_000  # prior draws for the prior's variance in the contraction
+SEED_MODULUS = 2**31  # data-set seeds fit every seeding API (Lightning's seed_everything takes < 2^32)
 
 
 def sbc_settings(cfg: DictConfig) -> tuple[int, int, int]:
@@ -97,8 +97,9 @@ def dataset_config(cfg: DictConfig, index: int, population=None) -> DictConfig:
     `population`: population.zarr or a Population (None for a model without one)."""
     datasets, _, _ = sbc_settings(cfg)
     if not 0 <= int(index) < datasets:
-        raise ValueError(f"sbc: data set {index} is not one of the study's sbc.datasets = {datasets} "
-                         f"(0..{datasets - 1})")
+        raise ValueError(
+            f"sbc: data set {index} is not one of the study's sbc.datasets = {datasets} (0..{datasets - 1})"
+        )
     model = build_model(cfg, population)
     prior = build_prior(OmegaConf.to_container(cfg.calibration.prior), model.space, model.device)
     seed = dataset_seed(cfg.seed, index)
@@ -131,8 +132,9 @@ def central_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
     return tuple(float(q) for q in np.quantile(np.asarray(draws, dtype=float), [(1 - level) / 2, (1 + level) / 2]))
 
 
-def dataset_ranks(truth: Mapping[str, float], draws: Mapping[str, np.ndarray], rank_draws: int, seed: int
-                  ) -> list[dict]:
+def dataset_ranks(
+    truth: Mapping[str, float], draws: Mapping[str, np.ndarray], rank_draws: int, seed: int
+) -> list[dict]:
     """One row per parameter of `draws`: the truth, its rank among `thin(draws, rank_draws)`, whether it is inside
     the central 50% and 90% intervals of all draws, and the posterior's mean and 5, 25, 50, 75, 95% quantiles."""
     rng = np.random.default_rng(stable_seed(seed, "sbc_rank"))
@@ -173,8 +175,9 @@ def chi_square_sf(x: float, df: int) -> float:
     """P(χ²_df ≥ x) = Q(df/2, x/2), the regularised upper incomplete gamma function."""
     if df < 1:
         return math.nan
-    return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64),
-                                         torch.tensor(x / 2, dtype=torch.float64)))
+    return float(
+        torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), torch.tensor(x / 2, dtype=torch.float64))
+    )
 
 
 def binomial_band(n: int, p: float, level: float = BAND) -> tuple[int, int]:
@@ -197,9 +200,18 @@ def sbc_summary(ranks: pd.DataFrame, rank_draws: int, bins: int) -> pd.DataFrame
         statistic, p_value = chi_square_uniformity(counts)
         n = len(group)
         low, high = binomial_band(n, 1 / bins)
-        row = {"parameter": name, "datasets": n, "rank_draws": rank_draws, "bins": bins,
-               **{f"bin_{b}": int(c) for b, c in enumerate(counts)}, "expected_per_bin": n / bins,
-               "band99_low": low, "band99_high": high, "chi_square": statistic, "p_value": p_value}
+        row = {
+            "parameter": name,
+            "datasets": n,
+            "rank_draws": rank_draws,
+            "bins": bins,
+            **{f"bin_{b}": int(c) for b, c in enumerate(counts)},
+            "expected_per_bin": n / bins,
+            "band99_low": low,
+            "band99_high": high,
+            "chi_square": statistic,
+            "p_value": p_value,
+        }
         for level in LEVELS:
             key = round(100 * level)
             coverage, se = float(group[f"inside_{key}"].mean()), math.sqrt(level * (1 - level) / n)
@@ -220,16 +232,25 @@ def contraction(cfg: DictConfig, model: Simulator, draws: Mapping[str, np.ndarra
     return result
 
 
-def write_sbc(cfg: DictConfig, population, observed_paths: Sequence[str | Path], posterior_paths: Sequence[str | Path],
-              output_path: str | Path, ranks_path: str | Path, summary_path: str | Path) -> Path:
+def write_sbc(
+    cfg: DictConfig,
+    population,
+    observed_paths: Sequence[str | Path],
+    posterior_paths: Sequence[str | Path],
+    output_path: str | Path,
+    ranks_path: str | Path,
+    summary_path: str | Path,
+) -> Path:
     """Stage `sbc_ranks`: the ranks of the data sets' truths (`observed.zarr` attrs, data set i the i-th path) among
     their posteriors (`posterior.zarr`), written to `sbc.zarr` (with provenance: per data set and parameter the
     seed, truth, rank, interval flags, posterior quantiles and contraction; per parameter the summary) and as
     `ranks.csv` and `summary.csv`. `population`: population.zarr or a Population (for the parameter space)."""
     datasets, rank_draws, bins = sbc_settings(cfg)
     if not len(observed_paths) == len(posterior_paths) == datasets:
-        raise ValueError(f"sbc: {len(observed_paths)} observed and {len(posterior_paths)} posterior stores for "
-                         f"sbc.datasets = {datasets}")
+        raise ValueError(
+            f"sbc: {len(observed_paths)} observed and {len(posterior_paths)} posterior stores for "
+            f"sbc.datasets = {datasets}"
+        )
     model = build_model(cfg, population)
     names = list(cfg.calibration.prior)
     rows = []
@@ -238,12 +259,16 @@ def write_sbc(cfg: DictConfig, population, observed_paths: Sequence[str | Path],
         posterior = read_posterior(posterior_path)
         missing = [name for name in names if name not in truth or name not in posterior]
         if missing:
-            raise ValueError(f"sbc data set {index}: parameter {missing[0]!r} is missing from the truth of "
-                             f"{observed_path} or the draws of {posterior_path}")
+            raise ValueError(
+                f"sbc data set {index}: parameter {missing[0]!r} is missing from the truth of "
+                f"{observed_path} or the draws of {posterior_path}"
+            )
         draws = {name: posterior[name].values for name in names}
         if posterior.sizes["draw"] < rank_draws:
-            raise ValueError(f"sbc data set {index}: {posterior_path} has {posterior.sizes['draw']} draws, fewer than "
-                             f"sbc.rank_draws = {rank_draws}")
+            raise ValueError(
+                f"sbc data set {index}: {posterior_path} has {posterior.sizes['draw']} draws, fewer than "
+                f"sbc.rank_draws = {rank_draws}"
+            )
         seed = dataset_seed(cfg.seed, index)
         shrink = contraction(cfg, model, draws)
         for row in dataset_ranks(truth, draws, rank_draws, seed):
@@ -252,9 +277,18 @@ def write_sbc(cfg: DictConfig, population, observed_paths: Sequence[str | Path],
     summary = sbc_summary(ranks, rank_draws, bins)
     summary["contraction"] = ranks.groupby("parameter", sort=False)["contraction"].mean().to_numpy()
     for row in summary.itertuples():
-        log.info("sbc %s: rank histogram %s (chi-square p = %.3g), coverage 50%% %.2f ± %.2f, 90%% %.2f ± %.2f, "
-                 "contraction %.2f", row.parameter, [getattr(row, f"bin_{b}") for b in range(bins)], row.p_value,
-                 row.coverage_50, row.se_50, row.coverage_90, row.se_90, row.contraction)
+        log.info(
+            "sbc %s: rank histogram %s (chi-square p = %.3g), coverage 50%% %.2f ± %.2f, 90%% %.2f ± %.2f, "
+            "contraction %.2f",
+            row.parameter,
+            [getattr(row, f"bin_{b}") for b in range(bins)],
+            row.p_value,
+            row.coverage_50,
+            row.se_50,
+            row.coverage_90,
+            row.se_90,
+            row.contraction,
+        )
     atomic_write_text(ranks_path, ranks.to_csv(index=False, float_format="%.6g"))
     atomic_write_text(summary_path, summary.to_csv(index=False, float_format="%.6g"))
     return write_dataset(sbc_dataset(ranks, summary, bins), output_path, cfg, int(cfg.seed))
@@ -270,6 +304,10 @@ def sbc_dataset(ranks: pd.DataFrame, summary: pd.DataFrame, bins: int) -> xr.Dat
     for column in ("chi_square", "p_value", "coverage_50", "se_50", "coverage_90", "se_90", "contraction"):
         ds[f"summary_{column}"] = ("parameter", summary[column].to_numpy())
     ds = ds.assign_coords(parameter=as_object_strings(names), bin=np.arange(bins))
-    ds.attrs.update(rank_draws=int(summary["rank_draws"].iloc[0]), bins=bins, datasets=int(summary["datasets"].iloc[0]),
-                    band99=[int(summary["band99_low"].iloc[0]), int(summary["band99_high"].iloc[0])])
+    ds.attrs.update(
+        rank_draws=int(summary["rank_draws"].iloc[0]),
+        bins=bins,
+        datasets=int(summary["datasets"].iloc[0]),
+        band99=[int(summary["band99_low"].iloc[0]), int(summary["band99_high"].iloc[0])],
+    )
     return ds

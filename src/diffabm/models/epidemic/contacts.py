@@ -56,8 +56,9 @@ class ContactLayers:
         for layer_index, (name, ids) in enumerate(groups.items()):
             ids = np.asarray(ids)
             if ids.ndim not in (1, 2) or ids.shape[0] != n_agents:
-                raise ValueError(f"layer '{name}': group ids have shape {ids.shape}, expected ({n_agents},) or "
-                                 f"({n_agents}, K)")
+                raise ValueError(
+                    f"layer '{name}': group ids have shape {ids.shape}, expected ({n_agents},) or ({n_agents}, K)"
+                )
             ids = ids.reshape(n_agents, -1)
             bad = ids[(ids < -1) | (ids >= max(n_agents, 1))]
             if bad.size:

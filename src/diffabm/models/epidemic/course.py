@@ -15,8 +15,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-DURATIONS = ("latent", "asymptomatic_infectious", "symptomatic_to_recovery", "symptomatic_to_admission",
-             "hospital_stay")
+DURATIONS = (
+    "latent",
+    "asymptomatic_infectious",
+    "symptomatic_to_recovery",
+    "symptomatic_to_admission",
+    "hospital_stay",
+)
 
 
 def _check_finite_in(field: str, values: np.ndarray, low: float, high: float, open_low: bool = False) -> None:
@@ -60,8 +65,13 @@ class DiseaseCourse:
     def __post_init__(self) -> None:
         """Every number finite and in its domain, one value (or one per band) each; errors name field and value."""
         bands = np.asarray(self.age_bands, dtype=float)
-        if bands.ndim != 1 or not bands.size or bands[0] != 0 or np.any(np.diff(bands) <= 0) or \
-                np.any(bands != np.round(bands)):
+        if (
+            bands.ndim != 1
+            or not bands.size
+            or bands[0] != 0
+            or np.any(np.diff(bands) <= 0)
+            or np.any(bands != np.round(bands))
+        ):
             raise ValueError(f"model.course.age_bands is {list(self.age_bands)}, must be whole years rising from 0")
         n_bands = len(bands)
         for name in ("susceptibility", "p_symptomatic", "p_hospital_given_symptomatic", "p_death_given_hospital"):
@@ -74,20 +84,29 @@ class DiseaseCourse:
             for part in ("mean", "sd"):
                 values = np.asarray(getattr(duration, part), dtype=float)
                 if values.size not in (1, n_bands):
-                    raise ValueError(f"model.course.{name}.{part} has {values.size} values, expected 1 or "
-                                     f"{n_bands} (age bands)")
+                    raise ValueError(
+                        f"model.course.{name}.{part} has {values.size} values, expected 1 or {n_bands} (age bands)"
+                    )
                 _check_finite_in(f"model.course.{name}.{part}", values, 0.0, np.inf, open_low=True)
         for name in ("infectiousness_mean", "infectiousness_sd"):
-            _check_finite_in(f"model.course.{name}", np.asarray([getattr(self, name)], dtype=float), 0.0, np.inf,
-                             open_low=True)
-        _check_finite_in("model.course.asymptomatic_relative_infectiousness",
-                         np.asarray([self.asymptomatic_relative_infectiousness], dtype=float), 0.0, 1.0)
+            _check_finite_in(
+                f"model.course.{name}", np.asarray([getattr(self, name)], dtype=float), 0.0, np.inf, open_low=True
+            )
+        _check_finite_in(
+            "model.course.asymptomatic_relative_infectiousness",
+            np.asarray([self.asymptomatic_relative_infectiousness], dtype=float),
+            0.0,
+            1.0,
+        )
         if not isinstance(self.presymptomatic_days, int) or self.presymptomatic_days < 0:
-            raise ValueError(f"model.course.presymptomatic_days is {self.presymptomatic_days!r}, must be a whole number "
-                             f">= 0")
+            raise ValueError(
+                f"model.course.presymptomatic_days is {self.presymptomatic_days!r}, must be a whole number >= 0"
+            )
         if not isinstance(self.max_days_since_infection, int) or self.max_days_since_infection < 1:
-            raise ValueError(f"model.course.max_days_since_infection is {self.max_days_since_infection!r}, "
-                             f"must be a whole number >= 1")
+            raise ValueError(
+                f"model.course.max_days_since_infection is {self.max_days_since_infection!r}, "
+                f"must be a whole number >= 1"
+            )
 
     def infectiousness_profile(self) -> Tensor:
         """Gamma-shaped infectiousness by day since infection, summing to one."""

@@ -92,8 +92,9 @@ class _Reservoir:
             mine = (chosen >= offset) & (chosen < offset + n)
             at = draw[mine], chosen[mine] - offset
             parameters = torch.tensor(columns, dtype=torch.long, device=q.device)
-            self.ratio[draw[mine][:, None], alternative[mine][:, None], parameters] = \
+            self.ratio[draw[mine][:, None], alternative[mine][:, None], parameters] = (
                 weights[at] / q[draw[mine], chosen[mine], None]
+            )
             offset += n
         return draw, alternative, chosen
 
@@ -102,8 +103,15 @@ class _Reservoir:
         return (self.mass[:, None, None, None] * self.ratio[:, :, None, :] * change[..., None]).mean(1)
 
 
-def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, statistic: Statistic,
-                           names: list[str], alternatives: int = 1, replicates: int = 1) -> tuple[Tensor, Tensor]:
+def stochastic_derivatives(
+    model,
+    parameters: Mapping[str, Tensor],
+    seed: int,
+    statistic: Statistic,
+    names: list[str],
+    alternatives: int = 1,
+    replicates: int = 1,
+) -> tuple[Tensor, Tensor]:
     """(f of the primal runs (B,), unbiased estimates of d E[f]/dθ (B, d) for θ in `names`), one per draw.
 
     `names` are any of `beta_<layer>`, `initial_fraction` and the two odds ratios; `statistic` maps outputs to
@@ -120,11 +128,15 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
     if replicates < 1:
         raise ValueError(f"stochastic derivatives: replicates must be >= 1, got {replicates}")
     if model.interventions.vaccination is not None:
-        raise ValueError("stochastic derivatives: a vaccination intervention is not supported (its dose draws and "
-                         "severe-disease draws have no flips here); use the autograd modes")
+        raise ValueError(
+            "stochastic derivatives: a vaccination intervention is not supported (its dose draws and "
+            "severe-disease draws have no flips here); use the autograd modes"
+        )
     if replicates > 1 and model.common_random_numbers:
-        raise ValueError("stochastic derivatives: replicates > 1 need independent draws (model.common_random_numbers: "
-                         "false), or every replicate is the same run")
+        raise ValueError(
+            "stochastic derivatives: replicates > 1 need independent draws (model.common_random_numbers: "
+            "false), or every replicate is the same run"
+        )
     draws = model.check_parameters(parameters) * replicates
     parameters = {name: value.repeat_interleave(replicates) for name, value in model.on_device(parameters).items()}
     rows, device, n_agents = 1 + alternatives, model.device, model.n_agents
@@ -142,9 +154,10 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
         fraction = parameters["initial_fraction"]
         course = model.course_draws(parameters, seed, draws, hard_sample)
         durations = course["durations"]
-        course = {name: expand(course[name]) for name in ("symptomatic", "hospitalised", "dies", "infectious_days",
-                                                          "relative", "complies")} \
-            | {"durations": {name: expand(value) for name, value in durations.items()}}
+        course = {
+            name: expand(course[name])
+            for name in ("symptomatic", "hospitalised", "dies", "infectious_days", "relative", "complies")
+        } | {"durations": {name: expand(value) for name, value in durations.items()}}
         durations, latent = course["durations"], course["durations"]["latent"]
         state = model.day_state(course, seed)
         # Weight of each course flip (B, N): p / OR for agents whose draw did not fire.
@@ -153,11 +166,17 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
             if ODDS_RATIOS[kind] in column:
                 odds_ratio = parameters[ODDS_RATIOS[kind]][:, None]
                 course_weight[kind] = torch.sigmoid(logits + odds_ratio.log()) / odds_ratio
-        reservoir = _Reservoir(torch.zeros(draws, len(names), device=device), torch.zeros(draws, device=device),
-                               torch.zeros(draws, alternatives, len(names), device=device),
-                               torch.Generator(device=device).manual_seed(stable_seed(seed, "stochastic_derivatives")))
-        multiplier = model.contact_multiplier.expand(draws, -1, -1) if model.contact_multiplier.dim() == 2 \
+        reservoir = _Reservoir(
+            torch.zeros(draws, len(names), device=device),
+            torch.zeros(draws, device=device),
+            torch.zeros(draws, alternatives, len(names), device=device),
+            torch.Generator(device=device).manual_seed(stable_seed(seed, "stochastic_derivatives")),
+        )
+        multiplier = (
+            model.contact_multiplier.expand(draws, -1, -1)
+            if model.contact_multiplier.dim() == 2
             else model.contact_multiplier
+        )
 
         infected = torch.zeros(draws * rows, n_agents, dtype=torch.bool, device=device)
         infection_day = torch.full((draws * rows, n_agents), NEVER, dtype=torch.int32, device=device)
@@ -173,8 +192,11 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
             if day == 0:
                 u = model._uniform(seed, "initial", draws, model.seeding == "systematic")
                 new = expand(u < fraction[:, None])
-                infection = (_seeding_weight(model.seeding, u, fraction)[..., None], [column["initial_fraction"]]) \
-                    if "initial_fraction" in column else None
+                infection = (
+                    (_seeding_weight(model.seeding, u, fraction)[..., None], [column["initial_fraction"]])
+                    if "initial_fraction" in column
+                    else None
+                )
             else:
                 day_weight = beta * multiplier[:, day]  # (B, L)
                 rate, total = state.force(infected.float(), expand(day_weight), infection_day, day)
@@ -183,15 +205,20 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
                 if beta_columns:
                     susceptible = ~(primal(infected) | primal(new))
                     exposure = model.contacts.spread_by_layer(
-                        primal(total) * model.contacts.group_scale(multiplier[:, day]), len(model.layers))
+                        primal(total) * model.contacts.group_scale(multiplier[:, day]), len(model.layers)
+                    )
                     exposure *= (model.susceptibility * susceptible)[..., None]
-                    infection = (exposure if len(beta_layers) == len(model.layers) else exposure[..., beta_layers],
-                                 beta_columns)
+                    infection = (
+                        exposure if len(beta_layers) == len(model.layers) else exposure[..., beta_layers],
+                        beta_columns,
+                    )
             kinds.append(infection or no_flips)
             symptomatic_new = primal(new) & (primal(course["symptomatic"]) > 0)
             hospitalised = primal(course["hospitalised"]) > 0
-            candidates = {"hospital": symptomatic_new & ~hospitalised,
-                          "death": symptomatic_new & hospitalised & ~(primal(course["dies"]) > 0)}
+            candidates = {
+                "hospital": symptomatic_new & ~hospitalised,
+                "death": symptomatic_new & hospitalised & ~(primal(course["dies"]) > 0),
+            }
             for kind in ("hospital", "death"):
                 if kind in course_weight:
                     kinds.append(((course_weight[kind] * candidates[kind])[..., None], [column[ODDS_RATIOS[kind]]]))
@@ -201,8 +228,17 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
             draw, alternative, chosen = reservoir.offer(kinds)
             if draw.numel():  # restart the switched alternatives from the primal, with their flip
                 source, target = draw * rows, draw * rows + 1 + alternative
-                for x in (infected, new, infection_day, by_setting, course["hospitalised"], course["dies"],
-                          course["infectious_days"], state.end, *([total] if day > 0 else [])):
+                for x in (
+                    infected,
+                    new,
+                    infection_day,
+                    by_setting,
+                    course["hospitalised"],
+                    course["dies"],
+                    course["infectious_days"],
+                    state.end,
+                    *([total] if day > 0 else []),
+                ):
                     x[target] = x[source]  # the day's group totals too: they split the day's infections by setting
                 kind, agent = chosen // n_agents, chosen % n_agents
                 flip = kind == FLIPS.index("infection")
@@ -217,18 +253,29 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
             if day > 0:
                 by_setting[:, day] = model.infections_by_setting(new.float(), expand(day_weight), total)
                 with torch.enable_grad():
-                    primal_by_setting.append(model.infections_by_setting(
-                        primal(new).float(), beta_leaf * multiplier[:, day], primal(total)))
+                    primal_by_setting.append(
+                        model.infections_by_setting(primal(new).float(), beta_leaf * multiplier[:, day], primal(total))
+                    )
             infection_day = torch.where(new, day, infection_day)
             infected = infected | new
 
         days = model.days
         new_infections = torch.zeros(draws * rows, days + 1, device=device).scatter_add_(
-            1, infection_day.long().clamp(max=days), torch.ones_like(infection_day, dtype=torch.float32))[:, :days]
-        output = daily_outputs(new_infections, by_setting, infected.float(), infection_day, course["symptomatic"],
-                               course["hospitalised"], course["dies"], latent, course["infectious_days"],
-                               durations["hospital_stay"],
-                               groupings=model.groupings())
+            1, infection_day.long().clamp(max=days), torch.ones_like(infection_day, dtype=torch.float32)
+        )[:, :days]
+        output = daily_outputs(
+            new_infections,
+            by_setting,
+            infected.float(),
+            infection_day,
+            course["symptomatic"],
+            course["hospitalised"],
+            course["dies"],
+            latent,
+            course["infectious_days"],
+            durations["hospital_stay"],
+            groupings=model.groupings(),
+        )
         model.add_reports(output, {name: expand(value) for name, value in parameters.items()})
         with torch.enable_grad():
             output["infections_by_setting"] = output.infections_by_setting.clone()
@@ -238,12 +285,20 @@ def stochastic_derivatives(model, parameters: Mapping[str, Tensor], seed: int, s
             values = values if vector else values[:, None]
             primal_value, alternative_values = values.split([draws // replicates, draws * alternatives], dim=0)
             # The pathwise term E[∂f/∂β] with the draws held: only the shares by setting depend on β smoothly.
-            pathwise = [torch.autograd.grad(column.sum(), beta_leaf, retain_graph=True, allow_unused=True)[0]
-                        for column in primal_value.unbind(1)] if primal_value.requires_grad else None
+            pathwise = (
+                [
+                    torch.autograd.grad(column.sum(), beta_leaf, retain_graph=True, allow_unused=True)[0]
+                    for column in primal_value.unbind(1)
+                ]
+                if primal_value.requires_grad
+                else None
+            )
             if pathwise is not None:
                 pathwise = [torch.zeros_like(beta_leaf) if g is None else g for g in pathwise]
-        change = alternative_values.view(draws, alternatives, -1) \
+        change = (
+            alternative_values.view(draws, alternatives, -1)
             - primal_value.detach().repeat_interleave(replicates, dim=0)[:, None]
+        )
         estimates = reservoir.estimates(change)  # (B·R, K, d)
         if pathwise is not None:
             for layer, k in enumerate(layer_columns):

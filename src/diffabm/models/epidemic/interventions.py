@@ -30,8 +30,10 @@ class Interventions:
 FIELDS = {  # kind: (required fields, optional fields); `name` (for counterfactual scenarios) and `source` document
     "contact_multiplier": ({"kind", "layers", "start", "multiplier"}, {"end", "name", "source"}),
     "isolation": ({"kind", "compliance", "delay_days"}, {"layers", "name", "source"}),
-    "vaccination": ({"kind", "doses", "interval_days"},
-                    {"effect_delay_days", "waning_half_life_days", "children_from", "name", "source"}),
+    "vaccination": (
+        {"kind", "doses", "interval_days"},
+        {"effect_delay_days", "waning_half_life_days", "children_from", "name", "source"},
+    ),
 }
 
 
@@ -71,8 +73,9 @@ def _check_fields(index: int, spec: Mapping) -> str:
     if missing:
         raise InterventionError(index, missing[0], None, f"field '{missing[0]}' of a {kind} is required")
     if unknown:
-        raise InterventionError(index, unknown[0], spec[unknown[0]],
-                                f"unknown field of a {kind}; known: {sorted(required | optional)}")
+        raise InterventionError(
+            index, unknown[0], spec[unknown[0]], f"unknown field of a {kind}; known: {sorted(required | optional)}"
+        )
     return kind
 
 
@@ -83,8 +86,9 @@ def _layers(index: int, spec: Mapping, layers: Sequence[str], default: Sequence[
         raise InterventionError(index, "layers", chosen, "must be a non-empty list of layers")
     unknown = [layer for layer in chosen if layer not in layers]
     if unknown:
-        raise InterventionError(index, "layers", list(chosen), f"unknown layers {unknown}; model layers are "
-                                                               f"{list(layers)}")
+        raise InterventionError(
+            index, "layers", list(chosen), f"unknown layers {unknown}; model layers are {list(layers)}"
+        )
     return list(chosen)
 
 
@@ -102,11 +106,13 @@ def _vaccination(index: int, spec: Mapping, start_date: dt.date) -> Vaccination:
     half_life = spec.get("waning_half_life_days")
     children_from = spec.get("children_from")
     return Vaccination(
-        first_dose_day, first_doses, _whole_days(index, spec, "interval_days", 1),
+        first_dose_day,
+        first_doses,
+        _whole_days(index, spec, "interval_days", 1),
         _whole_days(index, spec, "effect_delay_days", 0, 14),
         None if half_life is None else _number(index, "waning_half_life_days", half_life, 1.0),
-        **({} if children_from is None else
-           {"children_from": _day(index, "children_from", children_from, start_date)}))
+        **({} if children_from is None else {"children_from": _day(index, "children_from", children_from, start_date)}),
+    )
 
 
 def build_interventions(
@@ -132,14 +138,19 @@ def build_interventions(
             value = _number(index, "multiplier", spec["multiplier"], 0.0)
             start = _day(index, "start", spec["start"], start_date)
             if not 0 <= start < days:
-                raise InterventionError(index, "start", spec["start"], f"day {start} is outside the simulated days "
-                                                                       f"0..{days - 1}")
+                raise InterventionError(
+                    index, "start", spec["start"], f"day {start} is outside the simulated days 0..{days - 1}"
+                )
             end = _day(index, "end", spec["end"], start_date) if "end" in spec else days
             if end <= start:
                 raise InterventionError(index, "end", spec["end"], f"day {end} is not after its start, day {start}")
             if end > days:
-                raise InterventionError(index, "end", spec["end"], f"day {end} is after the simulated days "
-                                                                   f"0..{days - 1} (omit `end` to last to the end)")
+                raise InterventionError(
+                    index,
+                    "end",
+                    spec["end"],
+                    f"day {end} is after the simulated days 0..{days - 1} (omit `end` to last to the end)",
+                )
             columns = [layers.index(layer) for layer in _layers(index, spec, layers, layers)]
             multiplier[start:end, columns] *= value
         elif kind == "vaccination":

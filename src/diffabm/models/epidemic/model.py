@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -103,22 +104,35 @@ class EpidemicModel(Simulator):
         expected = {f"beta_{layer}" for layer in layers}
         given = {name for name in parameters if name.startswith("beta_")}
         if given != expected:
-            raise ValueError(f"model.parameters: population layers need {sorted(expected)}, config gives "
-                             f"{sorted(given)}")
+            raise ValueError(
+                f"model.parameters: population layers need {sorted(expected)}, config gives {sorted(given)}"
+            )
         reporting = [name for name in REPORTING_PARAMETERS if name in parameters]
         if reporting and len(reporting) < len(REPORTING_PARAMETERS):
-            raise ValueError(f"model.parameters: case reporting needs {sorted(REPORTING_PARAMETERS)}, config gives "
-                             f"{reporting}")
+            raise ValueError(
+                f"model.parameters: case reporting needs {sorted(REPORTING_PARAMETERS)}, config gives {reporting}"
+            )
         vaccinating = any(name in parameters for name in VACCINATION_PARAMETERS)
         if vaccinating and not set(VACCINATION_PARAMETERS) <= set(parameters):
-            raise ValueError(f"model.parameters: vaccination needs {sorted(VACCINATION_PARAMETERS)}, config gives "
-                             f"{sorted(set(VACCINATION_PARAMETERS) & set(parameters))}")
+            raise ValueError(
+                f"model.parameters: vaccination needs {sorted(VACCINATION_PARAMETERS)}, config gives "
+                f"{sorted(set(VACCINATION_PARAMETERS) & set(parameters))}"
+            )
         super().__init__(
-            ParameterSpace({**{f"beta_{layer}": "nonnegative" for layer in layers}, "initial_fraction": "unit_interval",
-                            "hospitalisation_odds_ratio": "positive", "fatality_odds_ratio": "positive",
-                            **(REPORTING_PARAMETERS if reporting else {}),
-                            **(VACCINATION_PARAMETERS if vaccinating else {})}),
-            parameters, draws, device)
+            ParameterSpace(
+                {
+                    **{f"beta_{layer}": "nonnegative" for layer in layers},
+                    "initial_fraction": "unit_interval",
+                    "hospitalisation_odds_ratio": "positive",
+                    "fatality_odds_ratio": "positive",
+                    **(REPORTING_PARAMETERS if reporting else {}),
+                    **(VACCINATION_PARAMETERS if vaccinating else {}),
+                }
+            ),
+            parameters,
+            draws,
+            device,
+        )
         self.reporting = bool(reporting)
         self.people_per_agent = 1.0 / float(getattr(population, "attrs", {}).get("scale", 1.0))
         course = course if isinstance(course, DiseaseCourse) else disease_course(course)
@@ -145,12 +159,19 @@ class EpidemicModel(Simulator):
         band = np.clip(np.searchsorted(bands, population.age, side="right") - 1, 0, len(bands) - 1)
         self.register_buffer("age_band", torch.as_tensor(band, dtype=torch.long, device=device))
         self.group_labels = self._group_labels(population, band)  # grouping: labels; group ids in `group_<name>`
-        reports = {"reported_cases": ("time",),
-                   **{f"reported_cases_by_{name}": ("time", GROUPINGS[name]) for name in self.group_labels}}
-        self.observables = {**OBSERVABLES, **grouped_observables(list(self.group_labels)),
-                            **(reports if self.reporting else {})}
-        self.controls = {"transmission_multiplier": ("time",),
-                         **{f"transmission_by_{name}": ("time", GROUPINGS[name]) for name in self.group_labels}}
+        reports = {
+            "reported_cases": ("time",),
+            **{f"reported_cases_by_{name}": ("time", GROUPINGS[name]) for name in self.group_labels},
+        }
+        self.observables = {
+            **OBSERVABLES,
+            **grouped_observables(list(self.group_labels)),
+            **(reports if self.reporting else {}),
+        }
+        self.controls = {
+            "transmission_multiplier": ("time",),
+            **{f"transmission_by_{name}": ("time", GROUPINGS[name]) for name in self.group_labels},
+        }
 
         def per_agent(values) -> Tensor:
             by_band = np.broadcast_to(np.asarray(values, dtype=np.float32), (len(bands),)).copy()
@@ -174,24 +195,32 @@ class EpidemicModel(Simulator):
         fields = ("vaccine_dose1_uptake", "vaccine_dose2_uptake")
         missing = [name for name in fields if name not in population.extra]
         if missing:
-            raise ValueError(f"interventions: vaccination needs the population's {missing[0]!r} per agent "
-                             f"(population.vaccine_uptake: true)")
+            raise ValueError(
+                f"interventions: vaccination needs the population's {missing[0]!r} per agent "
+                f"(population.vaccine_uptake: true)"
+            )
         uptake = np.stack([np.asarray(population.extra[name], dtype=np.float32) for name in fields], axis=1)
         if not (np.isfinite(uptake).all() and (uptake >= 0).all() and (uptake <= 1).all()):
             raise ValueError("population: vaccine uptake must be in [0, 1]")
         age = np.asarray(population.age)
         self.register_buffer("vaccine_uptake", torch.as_tensor(uptake, device=device))
-        self.register_buffer("vaccine_child", torch.as_tensor((age >= CHILD_AGES[0]) & (age <= CHILD_AGES[1]),
-                                                              device=device))
+        self.register_buffer(
+            "vaccine_child", torch.as_tensor((age >= CHILD_AGES[0]) & (age <= CHILD_AGES[1]), device=device)
+        )
 
     def vaccine_protection(self, parameters: Mapping[str, Tensor], seed: int, draws: int) -> VaccineProtection | None:
         """Each agent's dose days (B, N) and the efficacies (B, 2) of this simulation; None without vaccination."""
         vaccination = self.interventions.vaccination
         if vaccination is None:
             return None
-        first, second = dose_days(vaccination, self.vaccine_uptake, self.vaccine_child,
-                                  self._uniform(seed, "vaccine_take", draws), self._uniform(seed, "vaccine_day", draws),
-                                  NEVER)
+        first, second = dose_days(
+            vaccination,
+            self.vaccine_uptake,
+            self.vaccine_child,
+            self._uniform(seed, "vaccine_take", draws),
+            self._uniform(seed, "vaccine_day", draws),
+            NEVER,
+        )
 
         def efficacies(against: str) -> Tensor:
             return torch.stack([parameters[f"efficacy_{against}_dose{dose}"] for dose in (1, 2)], dim=-1)
@@ -210,8 +239,9 @@ class EpidemicModel(Simulator):
         for child in (False, True):
             agents = self.vaccine_child == child
             for dose, by in ((0, sim_days), (1, sim_days - vaccination.interval_days)):
-                uptake = torch.zeros(groups, device=group.device).index_add_(0, group[agents],
-                                                                              self.vaccine_uptake[agents, dose])
+                uptake = torch.zeros(groups, device=group.device).index_add_(
+                    0, group[agents], self.vaccine_uptake[agents, dose]
+                )
                 coverage[:, :, dose] += first_dose_share_by(vaccination, child, by)[:, None].float() * uptake[None, :]
         size = torch.zeros(groups, device=group.device).index_add_(0, group, torch.ones_like(group, dtype=torch.float))
         return coverage / size.clamp_min(1)[None, :, None]
@@ -221,8 +251,10 @@ class EpidemicModel(Simulator):
         interventions: the alert level) and the expected vaccine coverage of dose 1 and 2 (`vaccine_coverage`)."""
         grouping = next((name for name in self.group_labels if GROUPINGS[name] == dimension), None)
         if grouping is None:
-            raise ValueError(f"exogenous features: {dimension!r} is not a grouping of the population "
-                             f"({[GROUPINGS[name] for name in self.group_labels]})")
+            raise ValueError(
+                f"exogenous features: {dimension!r} is not a grouping of the population "
+                f"({[GROUPINGS[name] for name in self.group_labels]})"
+            )
         groups = len(self.group_labels[grouping])
         multiplier = self.contact_multiplier if self.contact_multiplier.dim() == 2 else self.contact_multiplier[0]
         return torch.cat([multiplier[:, None, :].expand(-1, groups, -1), self.vaccine_coverage(grouping)], dim=-1)
@@ -232,8 +264,7 @@ class EpidemicModel(Simulator):
         (`extra["region"]`, SA2 → region) and district (`extra["district"]`, SA2 → District Health Board) where the
         population has them; registers each agent's group."""
         bands = list(self.course.age_bands)
-        groupings = {"age": (age_band, [f"{lo}-{hi - 1}" for lo, hi in zip(bands[:-1], bands[1:])]
-                             + [f"{bands[-1]}+"])}
+        groupings = {"age": (age_band, [f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(bands)] + [f"{bands[-1]}+"])}
         ethnicity = getattr(population, "ethnicity", None)
         if ethnicity is not None:
             groupings["ethnicity"] = (ethnicity, list(getattr(population, "ethnicity_labels", ())))
@@ -318,8 +349,9 @@ class EpidemicModel(Simulator):
             out[name] = days.int()
         return out
 
-    def derivative_estimates(self, parameters: Mapping[str, Tensor], seed: int, statistic, names,
-                             alternatives: int = 1, replicates: int = 1) -> tuple[Tensor, Tensor]:
+    def derivative_estimates(
+        self, parameters: Mapping[str, Tensor], seed: int, statistic, names, alternatives: int = 1, replicates: int = 1
+    ) -> tuple[Tensor, Tensor]:
         """Stochastic derivatives (Arya et al. 2022) in every parameter (`diffabm.models.epidemic.derivatives`)."""
         from diffabm.models.epidemic.derivatives import stochastic_derivatives
 
@@ -337,26 +369,43 @@ class EpidemicModel(Simulator):
         dies = estimate(self.logit_death + death_log_or, self._uniform(seed, "death", draws))
         infectious_days = torch.where(
             symptomatic > 0,
-            torch.where(hospitalised.detach() > 0.5, durations["symptomatic_to_admission"],
-                        durations["symptomatic_to_recovery"]),
+            torch.where(
+                hospitalised.detach() > 0.5, durations["symptomatic_to_admission"], durations["symptomatic_to_recovery"]
+            ),
             durations["asymptomatic_infectious"],
         )
         relative = 1.0 - (1.0 - self.course.asymptomatic_relative_infectiousness) * (1.0 - symptomatic)
-        complies = (self._uniform(seed, "isolation", draws) < self.interventions.isolation_compliance).float() \
-            * symptomatic
-        return {"durations": durations, "symptomatic": symptomatic, "hospitalised": hospitalised, "dies": dies,
-                "infectious_days": infectious_days, "relative": relative, "complies": complies}
+        complies = (
+            self._uniform(seed, "isolation", draws) < self.interventions.isolation_compliance
+        ).float() * symptomatic
+        return {
+            "durations": durations,
+            "symptomatic": symptomatic,
+            "hospitalised": hospitalised,
+            "dies": dies,
+            "infectious_days": infectious_days,
+            "relative": relative,
+            "complies": complies,
+        }
 
     def day_state(self, course: Mapping, seed: int) -> _DayState:
         """The per-simulation constants of the transmission days. Infectious from `presymptomatic_days` before
         onset (the latent period ends before symptoms do), at least one day after infection."""
         latent = course["durations"]["latent"]
         infectious_from = (latent - self.course.presymptomatic_days).clamp(min=1)
-        return _DayState(self, seed, course["relative"], infectious_from, latent + course["infectious_days"],
-                         course["complies"], latent + self.interventions.isolation_delay)
+        return _DayState(
+            self,
+            seed,
+            course["relative"],
+            infectious_from,
+            latent + course["infectious_days"],
+            course["complies"],
+            latent + self.interventions.isolation_delay,
+        )
 
-    def simulate(self, parameters: Mapping[str, Tensor], seed: int = 0,
-                 controls: Mapping[str, Tensor] | None = None) -> EpidemicOutput:
+    def simulate(
+        self, parameters: Mapping[str, Tensor], seed: int = 0, controls: Mapping[str, Tensor] | None = None
+    ) -> EpidemicOutput:
         """Run the epidemic for B parameter draws (natural scale, each (B,)) with one seed.
 
         Control `transmission_multiplier` (B, days), if given, scales every layer's β on each day
@@ -364,8 +413,10 @@ class EpidemicModel(Simulator):
         """
         draws = self.check_parameters(parameters)
         parameters = self.on_device(parameters)
-        controls = {name: self._checked_nonnegative(name, values)
-                    for name, values in self.check_controls(controls, draws).items()}
+        controls = {
+            name: self._checked_nonnegative(name, values)
+            for name, values in self.check_controls(controls, draws).items()
+        }
         transmission_multiplier = controls.get("transmission_multiplier")
         tracking = torch.is_grad_enabled() and any(torch.as_tensor(v).requires_grad for v in parameters.values())
         check_memory(self.n_agents, draws, self.days, tracking, self.max_memory_gb)
@@ -373,22 +424,29 @@ class EpidemicModel(Simulator):
         fraction = parameters["initial_fraction"]
 
         course = self.course_draws(parameters, seed, draws, self.estimator)
-        durations, symptomatic, hospitalised, dies = (course[k] for k in ("durations", "symptomatic", "hospitalised",
-                                                                          "dies"))
+        durations, symptomatic, hospitalised, dies = (
+            course[k] for k in ("durations", "symptomatic", "hospitalised", "dies")
+        )
         hard_hospitalised = hospitalised.detach() > 0.5
         latent, infectious_days = durations["latent"], course["infectious_days"]
 
         infected = self._seed(fraction, self._uniform(seed, "initial", draws, self.seeding == "systematic"))
         infection_day = torch.where(infected.detach() > 0.5, 0, NEVER).int()
-        multiplier = self.contact_multiplier.expand(draws, -1, -1) if self.contact_multiplier.dim() == 2 \
+        multiplier = (
+            self.contact_multiplier.expand(draws, -1, -1)
+            if self.contact_multiplier.dim() == 2
             else self.contact_multiplier
+        )
         multiplier = multiplier.to(beta.dtype)
         if transmission_multiplier is not None:
             multiplier = multiplier * transmission_multiplier[..., None]
         day_state = self.day_state(course, seed)
         day_state.vaccine = self.vaccine_protection(parameters, seed, draws)
-        day_state.group_transmission = [(controls[f"transmission_by_{name}"], getattr(self, f"group_{name}"))
-                                        for name in self.group_labels if f"transmission_by_{name}" in controls]
+        day_state.group_transmission = [
+            (controls[f"transmission_by_{name}"], getattr(self, f"group_{name}"))
+            for name in self.group_labels
+            if f"transmission_by_{name}" in controls
+        ]
         if tracking and infected.requires_grad:
             infected = _UnrealisedAtSeeding.apply(infected, day_state)
         daily_new, by_setting = [infected.sum(-1)[:, None]], [beta.new_zeros(draws, 1, len(self.layers))]
@@ -399,21 +457,40 @@ class EpidemicModel(Simulator):
                 days = (first, min(first + segment, self.days))
                 if segment < self.days:
                     infected, infection_day, new, by_layer = torch.utils.checkpoint.checkpoint(
-                        self._transmission_days, infected, infection_day, weights, day_state, *days,
-                        use_reentrant=False, preserve_rng_state=False)
+                        self._transmission_days,
+                        infected,
+                        infection_day,
+                        weights,
+                        day_state,
+                        *days,
+                        use_reentrant=False,
+                        preserve_rng_state=False,
+                    )
                 else:
                     infected, infection_day, new, by_layer = self._transmission_days(
-                        infected, infection_day, weights, day_state, *days)
+                        infected, infection_day, weights, day_state, *days
+                    )
                 daily_new.append(new)
                 by_setting.append(by_layer)
         day_state.final_infection_day = infection_day
         if day_state.vaccine is not None:  # a vaccinated infection keeps its admission with probability 1 − e_sev
-            hospitalised = hospitalised * day_state.vaccine.severe_kept(infection_day, self.estimator,
-                                                                        self._uniform(seed, "vaccine_severe", draws))
+            hospitalised = hospitalised * day_state.vaccine.severe_kept(
+                infection_day, self.estimator, self._uniform(seed, "vaccine_severe", draws)
+            )
             hard_hospitalised = hospitalised.detach() > 0.5
-        output = daily_outputs(torch.cat(daily_new, dim=1), torch.cat(by_setting, dim=1), infected, infection_day,
-                               symptomatic, hospitalised, dies, latent, infectious_days, durations["hospital_stay"],
-                               groupings=self.groupings())
+        output = daily_outputs(
+            torch.cat(daily_new, dim=1),
+            torch.cat(by_setting, dim=1),
+            infected,
+            infection_day,
+            symptomatic,
+            hospitalised,
+            dies,
+            latent,
+            infectious_days,
+            durations["hospital_stay"],
+            groupings=self.groupings(),
+        )
         if tracking:
             admitted = symptomatic * hard_hospitalised
             onset, stay = latent.long(), durations["hospital_stay"].long()
@@ -428,8 +505,11 @@ class EpidemicModel(Simulator):
                 "cases": (onset, symptomatic, 0),
                 "hospitalisations": (*events["hospitalisations"], 0),
                 "deaths": (*events["deaths"], 0),
-                **{f"{event}_by_{name}": (*events[event], getattr(self, f"group_{name}"))
-                   for event in EVENTS for name in self.group_labels},
+                **{
+                    f"{event}_by_{name}": (*events[event], getattr(self, f"group_{name}"))
+                    for event in EVENTS
+                    for name in self.group_labels
+                },
             }
             for name in day_state.delays:
                 output[name] = _RecordOutputGradient.apply(output[name], day_state, name)
@@ -441,11 +521,16 @@ class EpidemicModel(Simulator):
         `reported_cases_by_<grouping>`: the people reported as cases each day (`diffabm.models.epidemic.reporting`)."""
         if self.reporting:
             for name in ("", *(f"_by_{grouping}" for grouping in self.group_labels)):
-                output[f"reported_cases{name}"] = reported_cases(output[f"cases{name}"], parameters["ascertainment"],
-                                                                 parameters["reporting_delay"], self.people_per_agent)
+                output[f"reported_cases{name}"] = reported_cases(
+                    output[f"cases{name}"],
+                    parameters["ascertainment"],
+                    parameters["reporting_delay"],
+                    self.people_per_agent,
+                )
 
-    def _transmission_days(self, infected: Tensor, infection_day: Tensor, weights: Tensor, day_state: _DayState,
-                           first: int, last: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _transmission_days(
+        self, infected: Tensor, infection_day: Tensor, weights: Tensor, day_state: _DayState, first: int, last: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Days `first`..`last` − 1 of transmission with the days' layer weights (B, days, L): the infected (B, N) and
         infection days after them, and each day's new infections (B, k) and infections by setting (B, k, L).
         A checkpointed simulation recomputes this in the backward pass, to its end, which clears the day kept for
@@ -453,8 +538,9 @@ class EpidemicModel(Simulator):
         daily_new, by_setting = [], []
         for day in range(first, last):
             weight = weights[:, day]
-            updated, _, total = _TransmissionDay.apply(infected, weight, day_state.susceptibility_factor(day),
-                                                       infection_day, day, day_state)
+            updated, _, total = _TransmissionDay.apply(
+                infected, weight, day_state.susceptibility_factor(day), infection_day, day, day_state
+            )
             new = updated - infected
             infection_day = torch.where(new.detach() > 0.5, day, infection_day)
             infected = updated

@@ -26,8 +26,12 @@ OBSERVABLES = {  # name: dimensions after `draw`; grouped observables (`grouped_
     "infections_by_setting": ("time", "setting"),
 }
 EVENTS = ("infections", "cases", "hospitalisations", "deaths")  # counted per group of agents
-GROUPINGS = {"age": "age_group", "ethnicity": "ethnicity", "region": "region",  # name in observables: dimension
-             "district": "district"}
+GROUPINGS = {
+    "age": "age_group",
+    "ethnicity": "ethnicity",
+    "region": "region",  # name in observables: dimension
+    "district": "district",
+}
 
 
 def grouped_observables(groupings: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -81,16 +85,27 @@ class _Histogram(torch.autograd.Function):
         return _Histogram.forward(weight_tangent, day, group, ctx.days, ctx.groups)
 
 
-def daily_outputs(new_infections: Tensor, infections_by_setting: Tensor, infected: Tensor, infection_day: Tensor,
-                  symptomatic: Tensor, hospitalised: Tensor, dies: Tensor, latent: Tensor, infectious_days: Tensor,
-                  stay: Tensor, *, groupings: Mapping[str, tuple[Tensor, int]]) -> EpidemicOutput:
+def daily_outputs(
+    new_infections: Tensor,
+    infections_by_setting: Tensor,
+    infected: Tensor,
+    infection_day: Tensor,
+    symptomatic: Tensor,
+    hospitalised: Tensor,
+    dies: Tensor,
+    latent: Tensor,
+    infectious_days: Tensor,
+    stay: Tensor,
+    *,
+    groupings: Mapping[str, tuple[Tensor, int]],
+) -> EpidemicOutput:
     """Daily outputs from each agent's infection day and course, as histograms over days.
 
     Per agent (B, N): `infected` and the course drawn for it (`symptomatic`, `hospitalised`, `dies`,
     and the days `latent`, `infectious_days` and hospital `stay`); `groupings`: name: (group of each agent (N,),
     number of groups). `new_infections` (B, T) and `infections_by_setting` (B, T, L) are counted during the days.
     """
-    draws, days = new_infections.shape
+    days = new_infections.shape[1]
     n_agents = infected.shape[1]
     infection_day, latent, infectious_days, stay = (x.long() for x in (infection_day, latent, infectious_days, stay))
 
@@ -106,8 +121,10 @@ def daily_outputs(new_infections: Tensor, infections_by_setting: Tensor, infecte
     symptomatic_weight = infected * symptomatic
     admitted = symptomatic_weight * hospitalised
     exposed_in, exposed_out = daily(infection_day, infected), daily(onset, infected)
-    asymptomatic_in, asymptomatic_out = daily(onset, infected - symptomatic_weight), \
-        daily(end, infected - symptomatic_weight)
+    asymptomatic_in, asymptomatic_out = (
+        daily(onset, infected - symptomatic_weight),
+        daily(end, infected - symptomatic_weight),
+    )
     cases, symptomatic_out = daily(onset, symptomatic_weight), daily(end, symptomatic_weight)
     hospitalisations, discharged = daily(end, admitted), daily(discharge, admitted)
     deaths = daily(discharge, admitted * dies)
@@ -124,9 +141,12 @@ def daily_outputs(new_infections: Tensor, infections_by_setting: Tensor, infecte
         ],
         dim=-1,
     )
-    events = {"infections": (infection_day, infected), "cases": (onset, symptomatic_weight),
-              "hospitalisations": (end, admitted),
-              "deaths": (discharge, admitted * dies)}
+    events = {
+        "infections": (infection_day, infected),
+        "cases": (onset, symptomatic_weight),
+        "hospitalisations": (end, admitted),
+        "deaths": (discharge, admitted * dies),
+    }
     return EpidemicOutput(
         new_infections=new_infections,
         cases=cases,
@@ -134,6 +154,9 @@ def daily_outputs(new_infections: Tensor, infections_by_setting: Tensor, infecte
         deaths=deaths,
         stage_counts=stage_counts,
         infections_by_setting=infections_by_setting,
-        **{f"{event}_by_{grouping}": daily_by_group(*events[event], group, groups)
-           for event in EVENTS for grouping, (group, groups) in groupings.items()},
+        **{
+            f"{event}_by_{grouping}": daily_by_group(*events[event], group, groups)
+            for event in EVENTS
+            for grouping, (group, groups) in groupings.items()
+        },
     )

@@ -88,8 +88,9 @@ class _DayState:
         """Each agent's force of infection before its susceptibility (B, N): Σ_L w_L Σ_{g ∋ i} T_g / |g|."""
         return self.model.contacts.spread(total * self.model.contacts.group_scale(weight))
 
-    def force(self, infected: Tensor, weight: Tensor, infection_day: Tensor, day: int,
-              factor: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def force(
+        self, infected: Tensor, weight: Tensor, infection_day: Tensor, day: int, factor: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """The day's infection rate of every agent (B, N) and the groups' infectiousness totals (B, G), with the
         day's susceptibility factor (`susceptibility_factor`)."""
         contacts, model = self.model.contacts, self.model
@@ -172,8 +173,9 @@ class _TransmissionDay(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(infected: Tensor, weight: Tensor, factor: Tensor | None, infection_day: Tensor, day: int,
-                state: _DayState) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        infected: Tensor, weight: Tensor, factor: Tensor | None, infection_day: Tensor, day: int, state: _DayState
+    ) -> tuple[Tensor, Tensor, Tensor]:
         model = state.model
         rate, total = state.force(infected, weight, infection_day, day, factor)
         draw = model.estimator.rate_sample(rate, state.noise(day, infected.shape[0]))
@@ -189,8 +191,9 @@ class _TransmissionDay(torch.autograd.Function):
         ctx.day, ctx.state = day, state
 
     @staticmethod
-    def jvp(ctx, infected_tangent: Tensor | None, weight_tangent: Tensor | None, factor_tangent: Tensor | None,
-            *_) -> tuple[Tensor, None, None]:
+    def jvp(
+        ctx, infected_tangent: Tensor | None, weight_tangent: Tensor | None, factor_tangent: Tensor | None, *_
+    ) -> tuple[Tensor, None, None]:
         """Forward-mode derivative of w' (for `torch.func.jvp`): memory independent of the days."""
         state, model = ctx.state, ctx.state.model
         contacts = model.contacts
@@ -237,8 +240,9 @@ class _TransmissionDay(torch.autograd.Function):
         grad_group_rate = contacts.gather(grad_rate * state.susceptibility(factor))
         grad_weight = contacts.layer_sums(grad_group_rate * total * contacts.inverse_size, weight.shape[1])
         grad_total = grad_group_rate * contacts.group_scale(weight)
-        grad_factor = grad_rate * model.susceptibility * state.exposure(total, weight) \
-            if ctx.needs_input_grad[2] else None
+        grad_factor = (
+            grad_rate * model.susceptibility * state.exposure(total, weight) if ctx.needs_input_grad[2] else None
+        )
         infectious, keep = state.infectiousness_factor(infection_day, ctx.day)
         grad_infectiousness = contacts.spread(grad_total, model.isolating, keep)
         return grad_infected + grad_infectiousness * infectious, grad_weight, grad_factor, None, None, None

@@ -31,8 +31,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-VACCINATION_PARAMETERS = {f"efficacy_{against}_dose{dose}": "unit_interval"
-                          for against in ("infection", "severe") for dose in (1, 2)}
+VACCINATION_PARAMETERS = {
+    f"efficacy_{against}_dose{dose}": "unit_interval" for against in ("infection", "severe") for dose in (1, 2)
+}
 CHILD_AGES = (5, 11)  # ages that became eligible only from `children_from`
 DOSE_COLUMNS = ("Date", "First doses")
 
@@ -67,16 +68,19 @@ def read_first_doses(path: str | Path, start: dt.date, field: str) -> tuple[np.n
     counts = pd.to_numeric(table["First doses"].str.replace(",", ""), errors="coerce")
     bad = ~np.isfinite(counts) | (counts < 0) | (counts != counts.round())
     if bad.any():
-        raise ValueError(f"{path}: field 'First doses' has value {table['First doses'][bad].iloc[0]!r} "
-                         f"({table['Date'][bad].iloc[0]}); expected a whole number >= 0")
+        raise ValueError(
+            f"{path}: field 'First doses' has value {table['First doses'][bad].iloc[0]!r} "
+            f"({table['Date'][bad].iloc[0]}); expected a whole number >= 0"
+        )
     if counts.sum() <= 0:
         raise ValueError(f"{path}: field 'First doses' sums to 0; no doses to give")
     days = (dates - pd.Timestamp(start)).dt.days
     return np.array(days, dtype=np.int64), np.array(counts, dtype=np.float64)  # writable copies
 
 
-def first_dose_distribution(vaccination: Vaccination, child: bool, device: torch.device | str
-                            ) -> tuple[Tensor, Tensor] | None:
+def first_dose_distribution(
+    vaccination: Vaccination, child: bool, device: torch.device | str
+) -> tuple[Tensor, Tensor] | None:
     """The series' days (S,), in order, and the share (S,) of all first doses open to an adult (or a child: from
     `children_from` on) given by each of them, cumulative; None if no dose is open to it."""
     order = np.argsort(vaccination.first_dose_day, kind="stable")
@@ -98,8 +102,9 @@ def first_dose_share_by(vaccination: Vaccination, child: bool, day: Tensor) -> T
     return torch.where(index >= 0, cumulative[index.clamp(min=0)], 0.0)
 
 
-def dose_days(vaccination: Vaccination, uptake: Tensor, child: Tensor, take: Tensor, timing: Tensor,
-              never: int) -> tuple[Tensor, Tensor]:
+def dose_days(
+    vaccination: Vaccination, uptake: Tensor, child: Tensor, take: Tensor, timing: Tensor, never: int
+) -> tuple[Tensor, Tensor]:
     """Each agent's first- and second-dose day (B, N), `never` for doses not taken, from its uptake (N, 2) of dose
     1 and 2, whether it is a child (N,), and uniforms (B, N) deciding whether (`take`) and when (`timing`)."""
 
