@@ -10,7 +10,7 @@ export WANDB_MODE ?= offline
 export OMP_WAIT_POLICY ?= PASSIVE
 PIP := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install run test test-slurm test-all lint bench clean
+.PHONY: install run test test-workflow test-slurm test-all lint bench clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ test: install
 
 # A real single-node SLURM cluster (installs slurm-wlm and munge with apt-get as root; skips, saying why, where it
 # cannot), the toy study through profiles/slurm, compared with a local run: tests/test_slurm.py.
+# The whole DAG under Snakemake on the `ci` study and the Brock & Hommes study: every rule runs (a few minutes).
+test-workflow: install
+	$(PY) -m pytest -m workflow
+
 test-slurm: install
 	$(PY) -m pytest -m slurm
 
@@ -42,6 +46,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/snakemake --lint
 
 test-all: install
 	$(PY) -m pytest -m ""

@@ -70,6 +70,16 @@ def test_reporting_delays_and_scales_the_cases():
     assert all((g != 0).all() for g in gradients)
 
 
+def test_the_delay_weights_differentiate_in_reverse_and_forward_mode():
+    """The gamma CDF's derivative in the mean delay, checked against finite differences (float64) in both modes:
+    forward mode (sensitivity's `forward_mode`) fails with torch's own `gammainc`."""
+    mean = torch.tensor([2.0, 6.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(delay_weights, (mean,))
+    assert torch.autograd.gradcheck(
+        delay_weights, (mean,), check_forward_ad=True, check_backward_ad=False, check_undefined_grad=False
+    )
+
+
 def test_the_model_reports_cases_when_its_parameters_say_so(small_population):
     plain = make_model(small_population)
     assert "reported_cases" not in plain.observables and "ascertainment" not in plain.space.names

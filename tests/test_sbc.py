@@ -122,6 +122,8 @@ def test_each_data_set_has_its_own_reproducible_seed_and_prior_truth(small_popul
     assert set(first.truth) == set(cfg.calibration.prior)
     assert 0 < first.truth.initial_fraction < 1 and first.truth.beta_household > 0
     assert first.calibration == cfg.calibration and first.model == cfg.model
+    real = compose_study("sbc", ["+observed={kind: nz_reported_cases, file: x.csv, locations: [Auckland]}"])
+    assert "observed" not in dataset_config(real, 0, small_population), "SBC data are simulated, not the record"
     with pytest.raises(ValueError, match=r"data set 3 is not one of the study's sbc\.datasets = 3"):
         dataset_config(cfg, 3, small_population)
     with pytest.raises(ValueError, match=r"sbc\.bins=3 must divide the rank_draws"):

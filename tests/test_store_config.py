@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -25,6 +27,16 @@ def test_population_round_trips_with_provenance(tmp_path):
     assert np.array_equal(again.age, population.age)
     for layer in population.layers:
         assert np.array_equal(again.groups[layer], population.groups[layer])
+
+
+def test_store_under_snakemake_opens_without_warnings(tmp_path):
+    """A rule's store holds Snakemake's `.snakemake_timestamp` marker; plain xarray opens it without a warning."""
+    path = write_dataset(toy_population(50, seed=1).to_dataset(), tmp_path / "population.zarr", None, seed=1)
+    (path / ".snakemake_timestamp").touch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with xr.open_zarr(path) as ds:
+            assert ds.sizes["agent"] == 50
 
 
 def test_failed_write_leaves_no_output(tmp_path):

@@ -382,3 +382,46 @@ def test_a_config_edit_reruns_exactly_the_jobs_that_read_it(tmp_path):
     assert planned("calibration.point.lr=0.07") == {"calibrate": 1}
     assert planned("truth.initial_fraction=0.02") == {"observe": 1, "calibrate": 1}
     assert planned("population.n_agents=600") == {"synthesize": 1, "observe": 1, "calibrate": 1}
+
+
+def workflow_rules() -> set[str]:
+    """Every rule of the workflow but `all`, read from the rule files."""
+    rules = set()
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflow/rules").glob("*.smk"))]:
+        rules |= set(re.findall(r"^rule (\w+):", path.read_text(), flags=re.MULTILINE))
+    return rules - {"all"}
+
+
+@pytest.mark.slow
+@pytest.mark.workflow
+def test_every_rule_runs_in_the_ci_studies(tmp_path):
+    """The whole DAG under Snakemake: the `ci` study (every epidemic rule, at a tiny scale) and the Brock & Hommes
+    gradient-horizon study on a tiny budget; together they must run every rule of the workflow, and the report
+    must build from them."""
+    (tmp_path / "data").symlink_to(ROOT / "data")
+    bh = [
+        *BH_TINY,
+        "calibration.variants={H0: [model.horizon=0], score: [calibration.flow.estimator=score]}",
+        "calibration.flow.epochs=2",
+        "calibration.flow.transforms=1",
+        "gradient_study.estimators=[H0,score]",
+        "gradient_study.samples=2",
+        "gradient_study.repeats=3",
+        "gradient_study.reference_samples=4",
+        "gradient_study.flow_repeats=2",
+        "sensitivity.posterior=flow_H0",
+        "sensitivity.seeds=1",
+        "sensitivity.posterior_draws=1",
+    ]
+    ran = set()
+    for study, overrides in (("ci", []), (BH, bh)):
+        config = ["--config", f"study={study}", f"overrides={overrides!r}"]
+        run = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), *config], capture_output=True, text=True)
+        assert run.returncode == 0, f"{study}: {run.stderr[-4000:]}"
+        ran |= set(re.findall(r"^rule (\w+):$", run.stdout + run.stderr, flags=re.MULTILINE))
+        report = tmp_path / f"results/{study}/report.html"
+        run = subprocess.run(
+            [*SNAKEMAKE, "--directory", str(tmp_path), "--report", str(report), *config], capture_output=True, text=True
+        )
+        assert run.returncode == 0 and report.stat().st_size > 0, f"{study} report: {run.stderr[-3000:]}"
+    assert workflow_rules() - ran == set(), "rules no CI study ran"

@@ -144,7 +144,11 @@ def write_dataset(ds: xr.Dataset, path: str | os.PathLike, config: DictConfig | 
     ds.attrs.update(provenance(config, seed))
     ds.attrs["checksums"] = checksums(ds)
     try:
-        ds.to_zarr(tmp, mode="w", consolidated=False)
+        with warnings.catch_warnings():
+            # Consolidated metadata (an extension of Zarr format 3) lets a plain `xarray.open_zarr` read the store
+            # without listing its folder, where Snakemake's `.snakemake_timestamp` marker would raise a warning.
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part", module="zarr")
+            ds.to_zarr(tmp, mode="w", consolidated=True)
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         os.replace(tmp, path)

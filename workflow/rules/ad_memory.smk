@@ -19,6 +19,8 @@ rule ad_memory:
         "results/{study}/logs/ad_memory.log",
     benchmark:
         "results/{study}/benchmarks/ad_memory.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/ad_memory.py"
 
@@ -38,5 +40,7 @@ rule plot_ad_memory:
         "results/{study}/logs/plot_ad_memory.log",
     benchmark:
         "results/{study}/benchmarks/plot_ad_memory.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/plot_ad_memory.py"

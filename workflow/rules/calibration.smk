@@ -19,6 +19,8 @@ rule observe:
         "results/{study}/logs/observe.log",
     benchmark:
         "results/{study}/benchmarks/observe.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/observe.py"
 
@@ -47,6 +49,8 @@ rule calibrate:
         "results/{study}/logs/calibrate_{mode}.log",
     benchmark:
         "results/{study}/benchmarks/calibrate-{mode}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/calibrate.py"
 
@@ -76,6 +80,8 @@ rule calibrate_variant:
         "results/{study}/logs/calibrate_flow_{variant}.log",
     benchmark:
         "results/{study}/benchmarks/calibrate_variant-{variant}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/calibrate.py"
 
@@ -97,6 +103,8 @@ rule loss_weight:
         "results/{study}/logs/loss_weight.log",
     benchmark:
         "results/{study}/benchmarks/loss_weight.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/loss_weight.py"
 
@@ -123,6 +131,8 @@ rule calibrate_ensemble_member:
         "results/{study}/logs/calibrate_ensemble_{member}.log",
     benchmark:
         "results/{study}/benchmarks/calibrate_ensemble_member-{member}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/calibrate.py"
 
@@ -146,6 +156,8 @@ rule merge_ensemble:
         "results/{study}/logs/merge_ensemble.log",
     benchmark:
         "results/{study}/benchmarks/merge_ensemble.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/merge_ensemble.py"
 
@@ -173,6 +185,8 @@ rule plot_calibration:
         "results/{study}/logs/plot_calibration_{mode}.log",
     benchmark:
         "results/{study}/benchmarks/plot_calibration-{mode}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/plot_calibration.py"
 
@@ -193,6 +207,8 @@ rule recovery_table:
         "results/{study}/logs/recovery_table.log",
     benchmark:
         "results/{study}/benchmarks/recovery_table.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/recovery_table.py"
 
@@ -212,6 +228,8 @@ rule recovery_html:
         "results/{study}/logs/recovery_html.log",
     benchmark:
         "results/{study}/benchmarks/recovery_html.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/html_table.py"
 
@@ -232,5 +250,7 @@ rule forecast_scores:
         "results/{study}/logs/forecast_scores_{run}.log",
     benchmark:
         "results/{study}/benchmarks/forecast_scores-{run}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/forecast_scores.py"

@@ -10,6 +10,11 @@ from omegaconf import OmegaConf
 from diffabm.resources import estimated_peak_bytes
 
 
+# Every rule's software under `--sdm conda` (paths in `conda:` are relative to the rule files); without it the
+# rules run in the environment snakemake was started from (`make install`).
+CONDA_ENV = "../envs/diffabm.yaml"
+
+
 wildcard_constraints:
     study="[A-Za-z0-9_-]+",
 

@@ -25,6 +25,8 @@ rule counterfactual:
         "results/{study}/logs/counterfactual_{scenario}.log",
     benchmark:
         "results/{study}/benchmarks/counterfactual-{scenario}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/counterfactual.py"
 
@@ -46,6 +48,8 @@ rule merge_counterfactuals:
         "results/{study}/logs/merge_counterfactuals.log",
     benchmark:
         "results/{study}/benchmarks/merge_counterfactuals.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/merge_counterfactuals.py"
 
@@ -70,5 +74,7 @@ rule plot_counterfactuals:
         "results/{study}/logs/plot_counterfactuals.log",
     benchmark:
         "results/{study}/benchmarks/plot_counterfactuals.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/plot_counterfactuals.py"

@@ -18,6 +18,8 @@ rule gradient_study:
         "results/{study}/logs/gradient_study.log",
     benchmark:
         "results/{study}/benchmarks/gradient_study.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/gradient_study.py"
 
@@ -47,5 +49,7 @@ rule gradient_horizon_report:
         "results/{study}/logs/gradient_horizon_report.log",
     benchmark:
         "results/{study}/benchmarks/gradient_horizon_report.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/gradient_horizon_report.py"

@@ -24,5 +24,7 @@ rule synthesize:
         "results/{study}/logs/synthesize.log",
     benchmark:
         "results/{study}/benchmarks/synthesize.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/synthesize.py"

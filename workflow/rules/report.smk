@@ -23,6 +23,8 @@ rule resolved_config:
         "results/{study}/logs/resolved_config.log",
     benchmark:
         "results/{study}/benchmarks/resolved_config.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/resolved_config.py"
 
@@ -44,5 +46,7 @@ rule benchmark_table:
         "results/{study}/logs/benchmark_table.log",
     benchmark:
         "results/{study}/benchmarks/benchmark_table.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/benchmark_table.py"

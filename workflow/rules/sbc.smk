@@ -22,6 +22,8 @@ rule sbc_observe:
         "results/{study}/logs/sbc/observe_{dataset}.log",
     benchmark:
         "results/{study}/benchmarks/sbc_observe-{dataset}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/sbc_observe.py"
 
@@ -51,6 +53,8 @@ rule sbc_calibrate:
         "results/{study}/logs/sbc/calibrate_{mode}_{dataset}.log",
     benchmark:
         "results/{study}/benchmarks/sbc_calibrate-{mode}-{dataset}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/sbc_calibrate.py"
 
@@ -74,6 +78,8 @@ rule sbc_loss_weight:
         "results/{study}/logs/sbc/loss_weight_{dataset}.log",
     benchmark:
         "results/{study}/benchmarks/sbc_loss_weight-{dataset}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/sbc_loss_weight.py"
 
@@ -98,6 +104,8 @@ rule sbc_ranks:
         "results/{study}/logs/sbc/ranks.log",
     benchmark:
         "results/{study}/benchmarks/sbc_ranks.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/sbc_ranks.py"
 
@@ -117,5 +125,7 @@ rule plot_sbc:
         "results/{study}/logs/sbc/plot_sbc.log",
     benchmark:
         "results/{study}/benchmarks/plot_sbc.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/plot_sbc.py"

@@ -19,6 +19,8 @@ rule sensitivity:
         "results/{study}/logs/sensitivity.log",
     benchmark:
         "results/{study}/benchmarks/sensitivity.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/sensitivity.py"
 
@@ -42,5 +44,7 @@ rule plot_sensitivity:
         "results/{study}/logs/plot_sensitivity.log",
     benchmark:
         "results/{study}/benchmarks/plot_sensitivity.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/plot_sensitivity.py"

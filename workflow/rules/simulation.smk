@@ -16,6 +16,8 @@ rule simulate:
         "results/{study}/logs/simulate.log",
     benchmark:
         "results/{study}/benchmarks/simulate.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/simulate.py"
 
@@ -39,5 +41,7 @@ rule plot_simulation:
         "results/{study}/logs/plot_simulation.log",
     benchmark:
         "results/{study}/benchmarks/plot_simulation.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/plot_simulation.py"

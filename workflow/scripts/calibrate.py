@@ -6,7 +6,8 @@ from diffabm.calibration.stage import calibrate
 from diffabm.snakemake_job import optional_input, run_job
 
 smk = snakemake
-member = int(smk.wildcards.member) if "member" in smk.wildcards else None
+# `in` on Snakemake's Wildcards looks at the values: the names are its keys()
+member = int(smk.wildcards.member) if "member" in smk.wildcards.keys() else None  # noqa: SIM118
 mode = "ensemble" if member is not None else smk.wildcards.get("mode", "flow")
 run_job(
     smk,

@@ -118,11 +118,14 @@ class Settings:
 
 
 def model_for_days(cfg: DictConfig, population, days: int) -> Simulator:
-    """The study's model over `days` days with one draw."""
+    """The study's model over `days` days with one draw, without the study's interventions: they are dated within
+    the study's own days and may read agents' attributes (e.g. vaccine uptake) that the toy populations lack."""
     variant = cfg.copy()
     with read_write(variant), open_dict(variant):
         variant.model.days = int(days)
         variant.model.draws = 1
+        if "interventions" in variant.model:
+            variant.model.interventions = []
     model = build_model(variant, population)
     if OUTPUT not in model.observables:
         raise ValueError(f"ad-memory: model {cfg.model._target_} has no {OUTPUT!r} output to differentiate")

@@ -107,6 +107,7 @@ def dataset_config(cfg: DictConfig, index: int, population=None) -> DictConfig:
     with read_write(variant), open_dict(variant):
         variant.seed = seed
         variant.truth = draw_truth(prior, model, seed)
+        variant.pop("observed", None)  # a data set is simulated at its truth, never read from the study's record
     validate_config(OmegaConf.to_container(variant, resolve=True), f"study {cfg.study!r}, sbc data set {index}")
     return variant
 
