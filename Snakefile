@@ -20,6 +20,7 @@ include: "workflow/rules/sensitivity.smk"
 include: "workflow/rules/sbc.smk"
 include: "workflow/rules/ad_memory.smk"
 include: "workflow/rules/counterfactual.smk"
+include: "workflow/rules/private.smk"
 include: "workflow/rules/report.smk"
 
 

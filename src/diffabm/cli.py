@@ -168,6 +168,17 @@ STAGES: dict[str, Stage] = {
         "plot an ad_memory.zarr (PNG)",
         needs_config=False,
     ),
+    "private-demo": Stage(
+        "diffabm.studies.private_demo:write_private_demo",
+        ("population", "observed", "output", "table"),
+        "private (secret-shared) vs plain simulation, gradient and point fit (private_demo.zarr, CSV)",
+    ),
+    "plot-private-demo": Stage(
+        "diffabm.figures.private_demo:plot_private_demo",
+        ("private-demo", "output"),
+        "plot a private_demo.zarr (PNG)",
+        needs_config=False,
+    ),
     "resolved-config": Stage(
         "diffabm.report:write_config",
         ("output", "html?"),

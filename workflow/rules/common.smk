@@ -315,6 +315,7 @@ def study_targets(study):
         *sbc_targets(study),
         *ad_memory_targets(study),
         *counterfactual_targets(study),
+        *private_demo_targets(study),  # workflow/rules/private.smk
     ]
 
 

@@ -19,7 +19,7 @@ import torch.utils.checkpoint
 from torch import Tensor
 
 from diffabm.models.base import Simulator, stable_seed
-from diffabm.models.epidemic.contacts import Agents, ContactLayers, attribute_groups
+from diffabm.models.epidemic.contacts import Agents, attribute_groups
 from diffabm.models.epidemic.course import (
     DURATIONS,
     DiseaseCourse,
@@ -36,6 +36,7 @@ from diffabm.models.epidemic.outputs import (
     daily_outputs,
     grouped_observables,
 )
+from diffabm.models.epidemic.private import contact_layers
 from diffabm.models.epidemic.reporting import REPORTING_PARAMETERS, reported_cases
 from diffabm.models.epidemic.transmission import (
     NEVER,
@@ -76,7 +77,8 @@ class EpidemicModel(Simulator):
     "bernoulli" (each agent independently with probability f) or "systematic" (each agent still
     with probability f, but ⌊fN⌋ or ⌈fN⌉ of them).
     A simulation whose estimated peak memory exceeds `max_memory_gb` (None: what is available)
-    stops with a MemoryError before it allocates (`diffabm.resources`).
+    stops with a MemoryError before it allocates (`diffabm.resources`). `privacy: secret_sharing` computes every
+    group sum by additive secret sharing among `secret_sharing.parties` parties (`diffabm.models.epidemic.private`).
     """
 
     def __init__(
@@ -94,6 +96,8 @@ class EpidemicModel(Simulator):
         start_date: str | dt.date = "2021-01-01",
         device: torch.device | str = "cpu",
         max_memory_gb: float | None = None,
+        privacy: str = "none",
+        secret_sharing: Mapping | None = None,
     ):
         if days < 1:
             raise ValueError(f"days must be >= 1, got {days}")
@@ -147,7 +151,8 @@ class EpidemicModel(Simulator):
         self.estimator = estimator or EventWeighted()
         self.common_random_numbers = common_random_numbers
         device = torch.device(device)
-        self.contacts = ContactLayers(groups, self.n_agents, device)
+        # privacy: none | secret_sharing (group sums from additive shares; diffabm.models.epidemic.private)
+        self.contacts = contact_layers(groups, self.n_agents, device, privacy, secret_sharing)
         if interventions is None or not isinstance(interventions, Interventions):
             interventions = build_interventions(interventions or [], days, layers, self.start_date)
         self.interventions = interventions
