@@ -35,7 +35,7 @@ test: install
 
 # A real single-node SLURM cluster (installs slurm-wlm and munge with apt-get as root; skips, saying why, where it
 # cannot), the toy study through profiles/slurm, compared with a local run: tests/test_slurm.py.
-# The whole DAG under Snakemake on the `ci` study and the Brock & Hommes study: every rule runs (a few minutes).
+# The whole DAG under Snakemake on the `ci` study and the Brock & Hommes study: every rule runs (10-15 minutes).
 test-workflow: install
 	$(PY) -m pytest -m workflow
 
