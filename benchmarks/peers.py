@@ -14,23 +14,42 @@ Cases (N agents, D days each, unless said otherwise):
   laser-seir             laser-generic's SEIR (`laser.generic.SEIR` components) on N agents in patches of
                          2,000 (the toy population's area size), D ticks
   agenttorch-covid       AgentTorch 0.6.0's COVID model on its own Astoria population (37,518 agents, 21 days,
-                         heuristic mode); fixed size, compared with diffabm at the same size
+                         heuristic mode); fixed size, compared with diffabm on Astoria
   agenttorch-covid-nograph  the same without the networkx graph in its state (AgentTorch deep-copies the whole
                          state, graph included, every substep; the model itself reads only the edge list)
+  agenttorch-covid-noisolation  the same as -nograph with the heuristic isolation draw set to 0: the shipped
+                         draw makes every new exposure a fraction, so only the 45 initial cases ever transmit;
+                         without it the SEIRM epidemic runs (77% infected in 21 days)
   diffabm-forward        the toy study's model on `toy_population(N)`, D days, 1 draw, under no_grad
-  diffabm-forward+backward  the same, loss = total infections, backward to the four β parameters
+  diffabm-forward+backward  the same, loss = total infections, backward to the four beta parameters
+  diffabm-forward@astoria  diffabm forward on Astoria's agents and contact network (benchmarks/astoria.py: the
+                         edges as groups of two), 21 days, beta chosen to match agenttorch-covid-noisolation
+  diffabm-forward@active   (`--active`) diffabm forward with OMP_WAIT_POLICY=ACTIVE (torch's spin-waiting)
+
+AgentTorch runs report their daily new infections; after a run without `--load`, benchmarks/astoria.py's
+`write_curves` puts them beside diffabm's on Astoria (20 seeds): astoria_curves.csv, astoria_curves.png and
+astoria_summary.csv (attack rate, peak day).
 
 Rounds are interleaved and rotated (round r starts at case r), each case in a fresh process, medians over
-rounds. The ratio is the peer's time per agent-step over diffabm forward's time per agent-step on the same
-size (above 1: the peer is slower). Threads: OMP/MKL/OpenBLAS/Numba threads and torch's intra-op threads are
-all set to `--threads`; torch peers (diffabm, AgentTorch) also get OMP_WAIT_POLICY=PASSIVE (`--omp-wait-policy`),
-without which torch's spin-waiting OpenMP threads lose about 4x on a loaded machine.
+rounds (`--case-rounds CASE=N` runs a slow case in the first N rounds only; `--skip CASE ...` drops cases).
+The ratio is the case's time per agent-step over diffabm forward's time per agent-step on the same size
+(diffabm-forward@astoria for the AgentTorch cases; above 1: slower than diffabm). Threads: OMP/MKL/OpenBLAS/
+Numba threads and torch's intra-op threads are all set to `--threads`; torch peers (diffabm, AgentTorch) also
+get OMP_WAIT_POLICY=PASSIVE (`--omp-wait-policy`), without which torch's spin-waiting OpenMP threads lose
+about 4x on a loaded machine.
 
-Writes benchmarks/results/peers.csv (one row per case: medians), peers_rounds.csv (every run) and peers.png,
-and prints a Markdown table. Never imported by the package or its tests.
+Measuring under load: `--load N` starts N busy-loop Python processes (one core's worth each) before the first
+round and stops them after the last, so every case, peers included, runs on a loaded machine; with `--active`
+the spin-waiting diffabm is measured beside the passive one.
+
+Writes benchmarks/results/peers.csv (one row per case: medians, ranges, ratio, peak RSS), peers_rounds.csv
+(every run) and peers.png (agent-steps/s, log scale, with the ratios); with `--load N` the files are named
+peers_loadN*. Prints a Markdown table. Never imported by the package or its tests.
 
 Usage:
-  .venv/bin/python benchmarks/peers.py --agents 1000000 --days 50 --rounds 6
+  .venv/bin/python benchmarks/peers.py --agents 1000000 --days 50 --rounds 6 --active \\
+      --case-rounds agenttorch-covid=3
+  .venv/bin/python benchmarks/peers.py --rounds 3 --load 2 --active --skip agenttorch-covid covasim-hybrid
   .venv/bin/python benchmarks/peers.py --agents 20000 --days 10 --rounds 1 --peers starsim laser
 """
 
@@ -39,6 +58,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -222,6 +242,7 @@ from torch_geometric.utils.convert import to_networkx
 import agent_torch
 from agent_torch.core import Runner
 from agent_torch.models.covid.simulator import get_registry
+from agent_torch.models.covid.substeps.new_transmission.action import MakeIsolationDecision
 
 torch.set_num_threads(THREADS)
 PACKAGE = Path(agent_torch.__file__).parent
@@ -237,8 +258,18 @@ def sparse_network_from_file(params):
     attributes = torch.vstack((torch.ones(edges.shape[1]).long(), torch.ones(edges.shape[1]).float()))
     # agenttorch-covid-nograph: no networkx graph in the state (the model reads only the edge list), so the
     # engine's per-substep deep copy of the state (`copy_module`) no longer copies the graph's Python dicts
-    graph = None if CASE.endswith("-nograph") else to_networkx(Data(edge_index=edges, edge_attr=attributes))
+    graph = None if CASE != "agenttorch-covid" else to_networkx(Data(edge_index=edges, edge_attr=attributes))
     return graph, (edges, attributes)
+
+
+class NoIsolation(MakeIsolationDecision):
+    """agenttorch-covid-noisolation: nobody isolates. In heuristic mode the shipped decision is a uniform draw
+    that multiplies each new exposure, so exposures are fractions, `disease_stage` leaves the integers, and the
+    newly exposed never become infectious (SFInfector[stage.long()] = 0) nor progress: only the 45 initial
+    cases transmit. With the decision 0, exposures are whole and the SEIRM course runs."""
+
+    def forward(self, state, observation):
+        return {self.output_variables[0]: torch.zeros(self.num_agents, 1, device=self.device)}
 
 
 def make():
@@ -249,6 +280,8 @@ def make():
     config = OmegaConf.to_object(conf)
     registry = get_registry()
     registry.register(sparse_network_from_file, "network_from_file", key="network")
+    if CASE.endswith("-noisolation"):
+        registry.register(NoIsolation, "make_isolation_decision", key="policy")
     runner = Runner(config, registry)
     runner.init()
     return runner, config["simulation_metadata"]
@@ -259,14 +292,17 @@ n, steps = metadata_["num_agents"], metadata_["num_steps_per_episode"]
 with torch.no_grad():
     runner.step(1)  # warm-up
 runner, metadata_ = make()
+torch.manual_seed(SEED)  # AgentTorch draws from torch's global generator
 stages = runner.state["agents"]["citizens"]["disease_stage"]
 initially_infected = float((stages > 0).sum())
 start = time.perf_counter()
 with torch.no_grad():
     runner.step(steps)
 seconds = time.perf_counter() - start
-new = float(runner.state["environment"]["daily_infected"].sum())
-report(seconds, (initially_infected + new) / n, n, steps, ["agent-torch", "torch", "torch-geometric", "numpy"])
+daily = runner.state["environment"]["daily_infected"].reshape(-1)
+report(seconds, (initially_infected + float(daily.sum())) / n, n, steps,
+       ["agent-torch", "torch", "torch-geometric", "numpy"], initially_infected=initially_infected,
+       daily_new=[round(float(v), 3) for v in daily])
 '''
 )
 
@@ -288,7 +324,14 @@ def make(n, days):
 
 with torch.no_grad():
     make(2_000, 3)(seed=SEED)  # warm-up: thread pools, lazy kernels
-model = make(N, D)
+if CASE == "diffabm-forward@astoria":  # AgentTorch's Astoria population and network (benchmarks/astoria.py)
+    sys.path.insert(0, ARGS["benchmarks"])
+    import astoria
+
+    model = astoria.make_model(astoria.load_astoria(), days=D)
+    N = model.n_agents
+else:
+    model = make(N, D)
 backward = CASE.endswith("forward+backward")
 parameters = {name: value.requires_grad_(backward) if name.startswith("beta_") else value
               for name, value in model.natural_parameters().items()}
@@ -345,12 +388,13 @@ PEERS: dict[str, dict] = {
             ],
         ],
         "runner": AGENTTORCH,
-        "cases": ["agenttorch-covid", "agenttorch-covid-nograph"],
+        "cases": ["agenttorch-covid", "agenttorch-covid-nograph", "agenttorch-covid-noisolation"],
         "torch": True,
     },
 }
 DIFFABM_CASES = ["diffabm-forward", "diffabm-forward+backward"]
-ASTORIA_CASE = "diffabm-forward@astoria"  # diffabm forward at AgentTorch's size, for its ratio
+ASTORIA_CASE = "diffabm-forward@astoria"  # diffabm forward on AgentTorch's Astoria population, for its ratio
+ACTIVE_CASE = "diffabm-forward@active"  # diffabm forward with OMP_WAIT_POLICY=ACTIVE (`--active`)
 
 
 def log(message: str) -> None:
@@ -383,6 +427,13 @@ def ensure_venv(peer: str, venv_dir: Path, python: str) -> Path:
     return interpreter
 
 
+def spin(seconds: float) -> None:
+    """Busy-loop for `seconds` (one core's worth of load, as in bench_threads_under_load.py)."""
+    end = time.time() + seconds
+    while time.time() < end:
+        pass
+
+
 def case_env(threads: int, torch_peer: bool, omp_wait_policy: str) -> dict[str, str]:
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -413,7 +464,16 @@ def run_case(
     env: dict[str, str],
     timeout: float,
 ) -> dict:
-    arguments = json.dumps({"case": case, "agents": agents, "days": days, "seed": seed, "threads": threads})
+    arguments = json.dumps(
+        {
+            "case": case,
+            "agents": agents,
+            "days": days,
+            "seed": seed,
+            "threads": threads,
+            "benchmarks": str(Path(__file__).resolve().parent),
+        }
+    )
     started = time.perf_counter()
     try:
         result = subprocess.run(
@@ -457,9 +517,34 @@ def main() -> None:
     parser.add_argument("--python", default=sys.executable, help="interpreter that creates the peers' venvs")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N busy-loop processes running for the whole of the rounds (a loaded machine); files get _loadN",
+    )
+    parser.add_argument(
+        "--active", action="store_true", help=f"add {ACTIVE_CASE}: diffabm forward with OMP_WAIT_POLICY=ACTIVE"
+    )
+    parser.add_argument(
+        "--case-rounds",
+        nargs="+",
+        default=[],
+        metavar="CASE=N",
+        help="run CASE in the first N rounds only (e.g. agenttorch-covid=3)",
+    )
+    parser.add_argument("--skip", nargs="+", default=[], metavar="CASE", help="cases not to run")
     args = parser.parse_args()
     if args.days < 2:
         parser.error("--days must be at least 2")
+    case_rounds = {}
+    for item in args.case_rounds:
+        case, _, count = item.partition("=")
+        if not count.isdigit():
+            parser.error(f"--case-rounds: {item!r} is not CASE=N")
+        case_rounds[case] = int(count)
+    stem = f"peers_load{args.load}" if args.load else "peers"
 
     args.venv_dir.mkdir(parents=True, exist_ok=True)
     runners_dir = args.venv_dir / "runners"
@@ -469,7 +554,7 @@ def main() -> None:
     skipped: dict[str, str] = {}
     diffabm_runner = runners_dir / "run_diffabm.py"  # not <package>.py: it would shadow the package
     diffabm_runner.write_text(DIFFABM)
-    for case in DIFFABM_CASES:
+    for case in DIFFABM_CASES + ([ACTIVE_CASE] if args.active else []):
         cases[case] = (sys.executable, diffabm_runner, args.agents, args.days, True)
     for peer in args.peers:
         try:
@@ -486,14 +571,68 @@ def main() -> None:
         if peer == "agenttorch":
             cases[ASTORIA_CASE] = (sys.executable, diffabm_runner, ASTORIA_AGENTS, ASTORIA_DAYS, True)
 
+    for case in args.skip:
+        cases.pop(case, None)
     names = list(cases)
     records: list[dict] = []
     load_before = os.getloadavg()
+    busy = [multiprocessing.Process(target=spin, args=(24 * 3600,), daemon=True) for _ in range(args.load)]
+    for process in busy:
+        process.start()
+    try:
+        run_rounds(args, names, cases, case_rounds, records, args.out / f"{stem}_rounds.csv")
+    finally:
+        for process in busy:
+            process.terminate()
+            process.join()
+    load_after = os.getloadavg()
+
+    summary = summarise(names, cases, records)
+    args.out.mkdir(parents=True, exist_ok=True)
+    paths = [args.out / f"{stem}.csv", args.out / f"{stem}_rounds.csv", args.out / f"{stem}.png"]
+    write_rounds(paths[1], records)
+    write_csv(paths[0], summary)
+    plot(summary, args, paths[2])
+    if not args.load and any(r["case"].startswith("agenttorch") and "error" not in r for r in records):
+        try:  # the Astoria curves: AgentTorch's runs here beside diffabm's on the same population
+            import astoria
+
+            astoria.write_curves(paths[1], args.out)
+            paths += [args.out / "astoria_curves.csv", args.out / "astoria_curves.png"]
+        except Exception as error:  # the timings stand without the figure
+            log(f"# astoria curves failed: {error!r}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
+        f"OMP_WAIT_POLICY={args.omp_wait_policy} (torch peers), {args.rounds} rounds, medians; "
+        f"{args.load} busy-loop processes; python {platform.python_version()}; load average (1 min) "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} at the end of the rounds"
+    )
+    print(table(summary))
+    for peer, reason in skipped.items():
+        print(f"# skipped {peer}: {reason}")
+    print(f"# wrote {', '.join(str(path) for path in paths)}")
+
+
+def run_rounds(
+    args: argparse.Namespace,
+    names: list[str],
+    cases: dict,
+    case_rounds: dict[str, int],
+    records: list[dict],
+    progress: Path,
+) -> None:
+    """Interleaved, rotated rounds (round r starts at case r), each case in a fresh process; every run so far is
+    written to `progress` after each case (an interrupted run keeps its measurements)."""
+    progress.parent.mkdir(parents=True, exist_ok=True)
     for round_ in range(args.rounds):
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for case in order:
+            if round_ >= case_rounds.get(case, args.rounds):
+                continue
             interpreter, runner, agents, days, torch_peer = cases[case]
-            env = case_env(args.threads, torch_peer, args.omp_wait_policy)
+            policy = "ACTIVE" if case == ACTIVE_CASE else args.omp_wait_policy
+            env = case_env(args.threads, torch_peer, policy)
+            load = os.getloadavg()[0]  # the machine's 1-minute load average just before the case
             record = run_case(
                 case,
                 interpreter,
@@ -505,8 +644,9 @@ def main() -> None:
                 env=env,
                 timeout=args.timeout,
             )
-            record.update({"round": round_ + 1, "case": case})
+            record.update({"round": round_ + 1, "case": case, "loadavg_before": round(load, 2)})
             records.append(record)
+            write_rounds(progress, records)
             if "error" in record:
                 log(f"# round {round_ + 1} {case}: FAILED {record['error']}")
             else:
@@ -514,28 +654,6 @@ def main() -> None:
                     f"# round {round_ + 1} {case}: {record['seconds']:.2f} s, attack rate "
                     f"{record['attack_rate']:.3f}, peak RSS {record['peak_rss_GB']:.2f} GB"
                 )
-
-    summary = summarise(names, cases, records)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(
-        args.out / "peers_rounds.csv",
-        [
-            {key: (json.dumps(value) if isinstance(value, dict) else value) for key, value in record.items()}
-            for record in records
-        ],
-    )
-    write_csv(args.out / "peers.csv", summary)
-    plot(summary, args, args.out / "peers.png")
-    print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
-        f"OMP_WAIT_POLICY={args.omp_wait_policy} (torch peers), {args.rounds} rounds, medians; "
-        f"python {platform.python_version()}; load average (1 min) {load_before[0]:.2f} before, "
-        f"{os.getloadavg()[0]:.2f} after"
-    )
-    print(table(summary))
-    for peer, reason in skipped.items():
-        print(f"# skipped {peer}: {reason}")
-    print(f"# wrote {args.out / 'peers.csv'}, {args.out / 'peers_rounds.csv'}, {args.out / 'peers.png'}")
 
 
 def summarise(names: list[str], cases: dict, records: list[dict]) -> list[dict]:
@@ -557,6 +675,7 @@ def summarise(names: list[str], cases: dict, records: list[dict]) -> list[dict]:
                     "agent_steps_per_s": round(agents * days / median),
                     "peak_rss_GB": round(statistics.median(r["peak_rss_GB"] for r in ok), 2),
                     "attack_rate": round(statistics.median(r["attack_rate"] for r in ok), 4),
+                    "loadavg_before_median": round(statistics.median(r["loadavg_before"] for r in ok), 2),
                 }
             )
         else:
@@ -572,6 +691,17 @@ def summarise(names: list[str], cases: dict, records: list[dict]) -> list[dict]:
     return rows
 
 
+def write_rounds(path: Path, records: list[dict]) -> None:
+    """Every run, one row each (dicts and lists as JSON)."""
+    write_csv(
+        path,
+        [
+            {key: (json.dumps(value) if isinstance(value, (dict, list)) else value) for key, value in record.items()}
+            for record in records
+        ],
+    )
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     fields: list[str] = []
     for row in rows:
@@ -585,18 +715,19 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 def table(rows: list[dict]) -> str:
     lines = [
         (
-            "| case | agents | days | median s | M agent-steps/s | ratio to diffabm forward | peak RSS GB | "
-            "attack rate | versions |"
+            "| case | agents | days | rounds | median s (min-max) | M agent-steps/s | ratio to diffabm forward | "
+            "peak RSS GB | attack rate | versions |"
         ),
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         if "median_s" not in r:
             reason = r["error"].strip().splitlines()[-1][:200].replace("|", "/")
-            lines.append(f"| {r['case']} | {r['agents']:,} | {r['days']} | failed: {reason} | | | | | |")
+            lines.append(f"| {r['case']} | {r['agents']:,} | {r['days']} | 0 | failed: {reason} | | | | | |")
             continue
         lines.append(
-            f"| {r['case']} | {r['agents']:,} | {r['days']} | {r['median_s']:.2f} | "
+            f"| {r['case']} | {r['agents']:,} | {r['days']} | {r['rounds_ok']} | {r['median_s']:.3g} "
+            f"({r['min_s']:.3g}-{r['max_s']:.3g}) | "
             f"{r['agent_steps_per_s'] / 1e6:.2f} | {r.get('ratio_to_diffabm_forward', '')} | "
             f"{r['peak_rss_GB']:.2f} | {r['attack_rate']:.3f} | {r['versions']} |"
         )
@@ -617,16 +748,19 @@ def plot(rows: list[dict], args: argparse.Namespace, path: Path) -> None:
     speeds = [r["agent_steps_per_s"] for r in rows]
     colours = ["tab:blue" if r["case"].startswith("diffabm") else "tab:grey" for r in rows]
     ax.barh(range(len(rows)), speeds, color=colours)
-    for k, speed in enumerate(speeds):
-        ax.text(speed, k, f" {speed / 1e6:.2g} M", va="center", fontsize=8)
+    for k, (speed, row) in enumerate(zip(speeds, rows, strict=True)):
+        ratio = row.get("ratio_to_diffabm_forward")
+        reference = row["case"] in ("diffabm-forward", ASTORIA_CASE)
+        ratio = f", time ×{float(ratio):.3g} diffabm forward's" if ratio not in (None, "") and not reference else ""
+        ax.text(speed, k, f" {speed / 1e6:.2g} M{ratio}", va="center", fontsize=8)
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlim(right=max(speeds) * 8)
+    ax.set_xlim(right=max(speeds) * 60)
     ax.set_xlabel("agent-steps per second (median over rounds, log scale)")
     ax.set_title(
         f"Peers: {args.agents:,} agents × {args.days} days, {args.rounds} rounds, {args.threads} threads, "
-        f"{os.cpu_count()} cores",
+        f"{os.cpu_count()} cores" + (f", {args.load} busy-loop processes" if args.load else ""),
         fontsize=9,
     )
     fig.tight_layout()
