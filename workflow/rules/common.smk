@@ -203,6 +203,8 @@ SIMULATIONS = {
     "loss_weight": lambda cfg, w: [(48 * (cfg.calibration.get("replicates", 1) + 1), False)],
     "sensitivity": lambda cfg, w: [(cfg.model.draws, True)],
     "counterfactual": lambda cfg, w: [(cfg.counterfactual.draws, False)],
+    # model.draws with gradients, and each privacy mode's point calibration
+    "private_demo": lambda cfg, w: [(cfg.model.draws, True), *calibration_simulations(cfg, "point")],
 }
 
 
@@ -303,6 +305,13 @@ def counterfactual_targets(study):
             f"results/{study}/figures/counterfactuals.png"]
 
 
+def private_demo_targets(study):
+    """The private-demo comparison's table and figure, if the study has a `private_demo` section."""
+    if study_config(study).get("private_demo") is None:
+        return []
+    return [f"results/{study}/private_demo.csv", f"results/{study}/figures/private_demo.png"]
+
+
 def study_targets(study):
     """Every result of the study (`rule all` less the report's config and benchmark records)."""
     return [
@@ -315,7 +324,7 @@ def study_targets(study):
         *sbc_targets(study),
         *ad_memory_targets(study),
         *counterfactual_targets(study),
-        *private_demo_targets(study),  # workflow/rules/private.smk
+        *private_demo_targets(study),
     ]
 
 

@@ -2,17 +2,6 @@
 # the same seeds plainly and with every group sum computed by additive secret sharing (model.privacy), compared in a
 # table and a figure.
 
-# the job's simulations: model.draws with gradients, and each mode's point calibration
-SIMULATIONS["private_demo"] = lambda cfg, w: [(cfg.model.draws, True), *calibration_simulations(cfg, "point")]
-
-
-def private_demo_targets(study):
-    """The private-demo comparison's table and figure, if the study has a `private_demo` section."""
-    if study_config(study).get("private_demo") is None:
-        return []
-    return [f"results/{study}/private_demo.csv", f"results/{study}/figures/private_demo.png"]
-
-
 rule private_demo:
     threads: simulation_threads
     resources:
