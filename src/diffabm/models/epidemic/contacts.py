@@ -1,18 +1,22 @@
 """Contact layers: agents' group memberships per layer (household, school, ...) and the group sums over them.
 
 The force of infection sums infectiousness over the groups an agent belongs to in each layer,
-Σ_{g ∋ i, g in L} (1/|g|) Σ_{j ∈ g} T_j (Quera-Bofarull et al. 2023, GradABM-JUNE). Group sums are
-`index_add_` over flattened (agent, group) memberships: O(agents × layers) per day.
+Σ_{g ∋ i, g in L} (1/|g|) Σ_{j ∈ g} T_j (Quera-Bofarull et al. 2023, GradABM-JUNE). Group sums are one `index_add_` per
+membership slot for a draw or few, and from `SPARSE_FROM_DRAWS` draws one sparse (CSR) product with the membership
+matrix, which reads the memberships once for all draws: O(agents × layers) per day either way.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
+
+SPARSE_FROM_DRAWS = 4  # from this many draws, group sums are sparse products shared by the draws (`_members`)
 
 
 class Agents(Protocol):
@@ -81,14 +85,57 @@ class ContactLayers:
         sizes = torch.bincount(self.slot_group.reshape(-1), minlength=self.n_groups).float()
         self.inverse_size = 1.0 / sizes.clamp_min(1.0)
         self.inverse_size[-1] = 0.0
+        self._matrices: dict[tuple, Tensor] = {}  # CSR membership matrices for many draws (`_members`)
 
     def group_totals(self, infectiousness: Tensor, isolated: Tensor | None, isolating: Sequence[bool]) -> Tensor:
         """Σ_{j ∈ g} T_j per group (B, G); members of isolating layers contribute `isolated`."""
+        split = isolated is not None and any(isolating[layer] for layer in self.slot_layer)
+        if self._sparse(infectiousness):
+            if not split:
+                return self._product(infectiousness)
+            return self._product(infectiousness, isolating, False) + self._product(isolated, isolating, True)
         total = infectiousness.new_zeros(infectiousness.shape[0], self.n_groups)
         for group, layer in zip(self.slot_group, self.slot_layer):
-            source = isolated if isolated is not None and isolating[layer] else infectiousness
+            source = isolated if split and isolating[layer] else infectiousness
             total.index_add_(1, group, source)
         return total
+
+    @staticmethod
+    def _sparse(values: Tensor) -> bool:
+        """Whether to sum groups by a sparse product: for many draws, and not under `torch.func` transforms (forward
+        mode), whose wrapped tensors sparse matrices do not take."""
+        return values.shape[0] >= SPARSE_FROM_DRAWS and not torch._C._functorch.is_functorch_wrapped_tensor(values)
+
+    def _members(self, isolating: Sequence[bool], chosen: bool, transposed: bool, dtype: torch.dtype) -> Tensor:
+        """The (G, N) membership matrix (CSR; transposed: (N, G)) of the slots whose layer's `isolating` flag is
+        `chosen` (all slots if `isolating` is empty), built once and shared by every draw and day."""
+        key = (tuple(isolating), chosen, transposed, dtype)
+        if key not in self._matrices:
+            slots = [k for k, layer in enumerate(self.slot_layer) if not isolating or isolating[layer] == chosen]
+            groups, n_agents = self.slot_group[slots], self.slot_group.shape[1]
+            index = torch.int32 if groups.numel() < 2**31 else torch.long
+            if transposed:  # (N, G): agent i's row holds its groups (the sink may repeat: its entries add up)
+                rows = torch.arange(n_agents + 1, device=groups.device) * len(slots)
+                columns, shape = groups.t().sort(dim=1).values.reshape(-1), (n_agents, self.n_groups)
+            else:  # (G, N): group g's row holds its members
+                flat = groups.reshape(-1)
+                order = flat.argsort(stable=True)
+                rows = torch.zeros(self.n_groups + 1, dtype=torch.long, device=groups.device)
+                rows[1:] = torch.bincount(flat, minlength=self.n_groups).cumsum(0)
+                columns, shape = order % max(n_agents, 1), (self.n_groups, n_agents)
+            ones = torch.ones(columns.shape[0], dtype=dtype, device=groups.device)
+            with warnings.catch_warnings():  # torch: "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                self._matrices[key] = torch.sparse_csr_tensor(rows.to(index), columns.to(index), ones, shape)
+        return self._matrices[key]
+
+    def _product(
+        self, values: Tensor, isolating: Sequence[bool] = (), chosen: bool = False, transposed: bool = False
+    ) -> Tensor:
+        """The membership matrix (`_members`) times each draw's row of `values` (B, N or G): one pass over the
+        memberships for all draws (agent-major inside: each membership moves a contiguous vector of B values)."""
+        matrix = self._members(isolating, chosen, transposed, values.dtype)
+        return (matrix @ values.t().contiguous()).t().contiguous()
 
     def group_scale(self, layer_weight: Tensor) -> Tensor:
         """w_L(g) / |g| per group (B, G), zero for the sink."""
@@ -96,12 +143,22 @@ class ContactLayers:
 
     def spread(self, per_group: Tensor, isolating: Sequence[bool] = (), keep: Tensor | None = None) -> Tensor:
         """Σ over each agent's groups of a per-group value (B, N); isolating layers scaled by `keep`."""
-        spread = per_group.new_zeros(per_group.shape[0], self.slot_group.shape[1])
-        kept = torch.zeros_like(spread) if keep is not None else None
+        split = keep is not None and any(isolating[layer] for layer in self.slot_layer)
+        if self._sparse(per_group):
+            if not split:
+                return self._product(per_group, transposed=True)
+            kept = self._product(per_group, isolating, True, True)
+            return self._product(per_group, isolating, False, True).add_(kept.mul_(keep))
+        spread = kept = None
         for group, layer in zip(self.slot_group, self.slot_layer):
-            target = kept if kept is not None and isolating[layer] else spread
-            target += per_group.index_select(1, group)
-        return spread + kept * keep if kept is not None else spread
+            term = per_group.index_select(1, group)
+            if split and isolating[layer]:
+                kept = term if kept is None else kept.add_(term)
+            else:
+                spread = term if spread is None else spread.add_(term)
+        if spread is None:
+            spread = per_group.new_zeros(per_group.shape[0], self.slot_group.shape[1])
+        return spread if kept is None else spread.add_(kept.mul_(keep))
 
     def spread_by_layer(self, per_group: Tensor, n_layers: int) -> Tensor:
         """`spread` kept apart by layer (B, N, L): Σ over each agent's groups of layer L."""

@@ -41,6 +41,7 @@ from diffabm.models.epidemic.reporting import REPORTING_PARAMETERS, reported_cas
 from diffabm.models.epidemic.transmission import (
     NEVER,
     _DayState,
+    _InfectionsBySetting,
     _RecordOutputGradient,
     _TransmissionDay,
     _UnrealisedAtSeeding,
@@ -582,9 +583,7 @@ class EpidemicModel(Simulator):
         its exposure Σ_{g ∋ i, g in L} T_g / |g| (as JUNE records infection locations). Gradients
         reach β through the infections and through the shares; the exposures are held fixed.
         """
-        draw, agent = (new.detach() > 0.5).nonzero(as_tuple=True)
-        n_layers = weight.shape[1]
-        exposure = self.contacts.layer_exposure(total * self.contacts.inverse_size, draw, agent, n_layers)
-        force = weight[draw] * exposure
-        share = force / force.sum(-1, keepdim=True).clamp_min(1e-30)
-        return weight.new_zeros(new.shape[0], n_layers).index_add_(0, draw, new[draw, agent, None] * share)
+        flat = (new.detach() > 0.5).reshape(-1).nonzero().view(-1)
+        draw, agent = flat // new.shape[1], flat % new.shape[1]
+        exposure = self.contacts.layer_exposure(total * self.contacts.inverse_size, draw, agent, weight.shape[1])
+        return _InfectionsBySetting.apply(new, weight, flat, exposure)

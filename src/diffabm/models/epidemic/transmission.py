@@ -3,7 +3,8 @@
 Day t infects susceptible agent i with probability 1 - exp(-rate_i), rate_i = ψ_i Σ_L w_L Σ_{g ∋ i, g in L}
 (1/|g|) Σ_{j ∈ g} T_j(t), through the model's Bernoulli estimator (Quera-Bofarull et al. 2023, GradABM-JUNE;
 Chopra et al. 2023, GradABM). The adjoint recomputes each day from the final infection days and the seed
-rather than saving it, so reverse mode needs about 1.5 floats per agent and day; `jvp` gives forward mode,
+rather than saving it, so reverse mode keeps only the group totals (about 0.4 floats per agent and day on the toy
+population) and the layer weights; `jvp` gives forward mode,
 whose memory does not grow with the days (Quera-Bofarull et al. 2023, Fig. 3). Agents never infected still
 receive the gradient of the outputs their infection would have caused (`_DayState.unrealised_outputs`).
 """
@@ -66,11 +67,12 @@ class _DayState:
 
     def infectiousness_factor(self, infection_day: Tensor, day: int) -> tuple[Tensor, Tensor | None]:
         """Per-agent infectiousness if infected (profile × stage) and the share kept when isolating."""
-        since = (day - infection_day).clamp_(max=self.model.course.max_days_since_infection + 1)
-        active = (since >= self.infectious_from) & (since < self.end)
-        factor = self.relative * (self.model.profile[since.clamp_(min=0)] * active)
+        beyond = self.model.course.max_days_since_infection + 1  # the profile is zero there
+        since = (day - infection_day).clamp_(0, beyond)
         keep = 1.0 - self.complies * (since >= self.isolated_from) if self.isolating else None
-        return factor, keep
+        since.masked_fill_((since < self.infectious_from).logical_or_(since >= self.end), beyond)  # not infectious
+        factor = self.model.profile.index_select(0, since.reshape(-1)).view(since.shape)
+        return factor.mul_(self.relative), keep
 
     def susceptibility_factor(self, day: int) -> Tensor | None:
         """The day's multiplier (B, N) of each agent's susceptibility ψ_i: 1 − vaccine efficacy against infection,
@@ -95,7 +97,8 @@ class _DayState:
         day's susceptibility factor (`susceptibility_factor`)."""
         contacts, model = self.model.contacts, self.model
         infectious, keep = self.infectiousness_factor(infection_day, day)
-        infectiousness = infected * infectious
+        # Hard states are 1 exactly where infection_day is set, and `infectious` is 0 elsewhere: no product needed.
+        infectiousness = infected * infectious if model.estimator.relaxed else infectious
         isolated = infectiousness * keep if keep is not None else None
         total = contacts.group_totals(infectiousness, isolated, model.isolating)
         return self.susceptibility(factor) * self.exposure(total, weight), total
@@ -161,13 +164,78 @@ class _UnrealisedAtSeeding(torch.autograd.Function):
         return (grad if extra is None else grad + extra), None
 
 
+class _InfectionsBySetting(torch.autograd.Function):
+    """The day's infections (B, L) by setting: Σ_i new_i · share_i over the agents infected on the day, share_iL =
+    w_L E_iL / Σ_K w_K E_iK (`EpidemicModel.infections_by_setting`). Differentiable in `new` (B, N) and `weight`
+    (B, L), exposures fixed; saves only the infected agents' flat index, values and exposures, where autograd kept
+    seven tensors a day whose sizes change from day to day (fragmenting the heap between the days' temporaries)."""
+
+    @staticmethod
+    def shares(weight: Tensor, draw: Tensor, exposure: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        force = weight[draw] * exposure
+        total = force.sum(-1, keepdim=True)
+        return force, total, force / total.clamp_min(1e-30)
+
+    @staticmethod
+    def forward(new: Tensor, weight: Tensor, flat: Tensor, exposure: Tensor) -> Tensor:
+        draw = flat // new.shape[1]
+        _, _, share = _InfectionsBySetting.shares(weight, draw, exposure)
+        values = new.reshape(-1)[flat]
+        return weight.new_zeros(new.shape[0], weight.shape[1]).index_add_(0, draw, values[:, None] * share)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+        new, weight, flat, exposure = inputs
+        values = new.detach().reshape(-1)[flat]
+        ctx.save_for_backward(weight, flat, exposure, values)
+        ctx.save_for_forward(weight, flat, exposure, values)
+        ctx.shape = new.shape
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        weight, flat, exposure, values = ctx.saved_tensors
+        draw = flat // ctx.shape[1]
+        force, total, share = _InfectionsBySetting.shares(weight, draw, exposure)
+        grad_row = grad[draw]
+        grad_new = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_values = (grad_row * share).sum(-1)
+            grad_new = grad_values.new_zeros(ctx.shape[0] * ctx.shape[1]).index_put_((flat,), grad_values)
+            grad_new = grad_new.view(ctx.shape)
+        if ctx.needs_input_grad[1]:
+            denominator = total.clamp_min(1e-30)
+            grad_share = values[:, None] * grad_row
+            through_total = (grad_share * force).sum(-1, keepdim=True) * (total >= 1e-30) / denominator**2
+            grad_force = grad_share / denominator - through_total
+            grad_weight = torch.zeros_like(weight).index_add_(0, draw, grad_force * exposure)
+        return grad_new, grad_weight, None, None
+
+    @staticmethod
+    def jvp(ctx, new_tangent: Tensor | None, weight_tangent: Tensor | None, *_) -> Tensor:
+        weight, flat, exposure, values = ctx.saved_tensors
+        draw = flat // ctx.shape[1]
+        force, total, share = _InfectionsBySetting.shares(weight, draw, exposure)
+        source = torch.zeros_like(share)
+        if new_tangent is not None:
+            source = source + new_tangent.reshape(-1)[flat][:, None] * share
+        if weight_tangent is not None:
+            denominator = total.clamp_min(1e-30)
+            force_tangent = weight_tangent[draw] * exposure
+            total_tangent = force_tangent.sum(-1, keepdim=True) * (total >= 1e-30)
+            share_tangent = force_tangent / denominator - force * total_tangent / denominator**2
+            source = source + values[:, None] * share_tangent
+        return weight.new_zeros(ctx.shape[0], weight.shape[1]).index_add_(0, draw, source.to(weight.dtype))
+
+
 class _TransmissionDay(torch.autograd.Function):
     """One day of transmission, w' = w + (1 - w) · draw(ψ · force(w · factor)), with its adjoint.
 
-    The adjoint is derived by hand so that a day saves only the rate and the group totals (and w
+    The adjoint is derived by hand so that a day saves only the group totals and the layer weights (and w
     for relaxed estimators): w, the infection days, the infectiousness factors and the noise are
-    recomputed from the final infection days and the seed. Reverse mode then needs about 1.5
-    floats per agent and day, and about one forward pass of work. `jvp` gives forward mode
+    recomputed from the final infection days and the seed, and the rate from the totals (one `spread`, the
+    same operations as the forward pass, so the same bits and the same draws). Reverse mode then needs about
+    one float per group and day (0.4 per agent on the toy population), and a little over one forward pass of
+    work. `jvp` gives forward mode
     (`torch.func.jvp`), whose memory does not grow with the days (Quera-Bofarull et al. 2023, Fig. 3);
     it omits the unrealised-outcome term of the adjoint.
     """
@@ -180,6 +248,8 @@ class _TransmissionDay(torch.autograd.Function):
         rate, total = state.force(infected, weight, infection_day, day, factor)
         draw = model.estimator.rate_sample(rate, state.noise(day, infected.shape[0]))
         state.latest_day = (infected, weight, factor, infection_day, rate, total)  # for `jvp`, which follows at once
+        if not model.estimator.relaxed:  # 0/1 states and draws: w + (1 - w) · draw is their maximum, in one pass
+            return torch.maximum(infected, draw), rate, total
         return infected + (1.0 - infected) * draw, rate, total
 
     @staticmethod
@@ -187,7 +257,7 @@ class _TransmissionDay(torch.autograd.Function):
         infected, weight, _, _, day, state = inputs
         _, rate, total = output
         ctx.mark_non_differentiable(rate, total)
-        ctx.save_for_backward(infected if state.model.estimator.relaxed else None, weight, rate, total)
+        ctx.save_for_backward(infected if state.model.estimator.relaxed else None, weight, total)
         ctx.day, ctx.state = day, state
 
     @staticmethod
@@ -219,9 +289,12 @@ class _TransmissionDay(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor, *_) -> tuple[Tensor, Tensor, Tensor | None, None, None, None]:
-        infected, weight, rate, total = ctx.saved_tensors
+        infected, weight, total = ctx.saved_tensors
         state, model = ctx.state, ctx.state.model
         infection_day = state.infection_day_on(ctx.day)
+        factor = state.susceptibility_factor(ctx.day)  # recomputed, not saved: a float per agent and day
+        exposure = state.exposure(total, weight)
+        rate = state.susceptibility(factor) * exposure  # as in the forward pass, bit for bit: not saved either
         if infected is None:
             infected = (infection_day != NEVER).to(rate.dtype)
         contacts = model.contacts
@@ -236,13 +309,10 @@ class _TransmissionDay(torch.autograd.Function):
             state.output_grads.clear()
         grad_new = grad if extra is None else grad + extra
         grad_rate = grad_new * (1.0 - infected) * model.estimator.rate_derivative(rate, noise)
-        factor = state.susceptibility_factor(ctx.day)  # recomputed, not saved: a float per agent and day
         grad_group_rate = contacts.gather(grad_rate * state.susceptibility(factor))
         grad_weight = contacts.layer_sums(grad_group_rate * total * contacts.inverse_size, weight.shape[1])
         grad_total = grad_group_rate * contacts.group_scale(weight)
-        grad_factor = (
-            grad_rate * model.susceptibility * state.exposure(total, weight) if ctx.needs_input_grad[2] else None
-        )
+        grad_factor = grad_rate * model.susceptibility * exposure if ctx.needs_input_grad[2] else None
         infectious, keep = state.infectiousness_factor(infection_day, ctx.day)
         grad_infectiousness = contacts.spread(grad_total, model.isolating, keep)
         return grad_infected + grad_infectiousness * infectious, grad_weight, grad_factor, None, None, None
