@@ -66,7 +66,7 @@ class SecretSharedContactLayers(ContactLayers):
     def group_totals(self, infectiousness: Tensor, isolated: Tensor | None, isolating: Sequence[bool]) -> Tensor:
         """Σ_{j ∈ g} T_j per group (B, G) from shares (members of isolating layers contribute `isolated`); the sink's
         total is not revealed (zero; its inverse size is zero)."""
-        n_layers = max(self.slot_layer, default=-1) + 1
+        n_layers = len(self.names)
         if isolated is not None and any(isolating[layer] for layer in range(n_layers)):
             sources, names = [infectiousness, isolated], ["infectiousness", "isolated infectiousness"]
             source_of_layer = [int(bool(isolating[layer])) for layer in range(n_layers)]
@@ -76,7 +76,7 @@ class SecretSharedContactLayers(ContactLayers):
 
     def gather(self, per_agent: Tensor) -> Tensor:
         """Σ over members of each group of a per-agent adjoint term (B, G), from shares; the sink's is zero."""
-        n_layers = max(self.slot_layer, default=-1) + 1
+        n_layers = len(self.names)
         name = "adjoint term (dL/d rate × susceptibility)"
         return self._secure([per_agent], [name], [0] * n_layers, self.adjoint_fixed_point)
 
