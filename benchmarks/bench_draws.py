@@ -36,7 +36,8 @@ def measure(agents: int, days: int, mode: str, draws: int, tensor_peak_run: bool
     overrides = [f"model.days={days}", f"model.draws={draws}", "interventions=[]"]
     model = build_model(compose_study("toy", overrides), toy_population(agents, seed=0))
     parameters = model.natural_parameters()
-    with torch.no_grad():  # warm-up: thread pools and lazy kernels
+    with torch.no_grad():  # warm-up: thread pools, lazy kernels, and compiled kernels for B draws on a tiny model
+        build_model(compose_study("toy", overrides), toy_population(1_000, seed=0))(seed=1)
         model.simulate({k: v[:1] for k, v in parameters.items()}, seed=1)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()

@@ -18,8 +18,10 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor
 
+from diffabm import philox
 from diffabm.models.base import Simulator, stable_seed
-from diffabm.models.epidemic.contacts import Agents, attribute_groups
+from diffabm.models.epidemic import fused
+from diffabm.models.epidemic.contacts import Agents, ContactLayers, attribute_groups
 from diffabm.models.epidemic.course import (
     DURATIONS,
     DiseaseCourse,
@@ -151,6 +153,8 @@ class EpidemicModel(Simulator):
         self.layers = layers
         self.estimator = estimator or EventWeighted()
         self.common_random_numbers = common_random_numbers
+        self.fused_forward = True  # simulations without gradients run the fused kernels (`fused`); False: tensors
+        self._fused_layers: fused.FusedLayers | None = None
         device = torch.device(device)
         # privacy: none | secret_sharing (group sums from additive shares; diffabm.models.epidemic.private)
         self.contacts = contact_layers(groups, self.n_agents, device, privacy, secret_sharing)
@@ -330,21 +334,21 @@ class EpidemicModel(Simulator):
         return values
 
     def _uniform(self, seed: int, purpose: str, draws: int, systematic: bool = False) -> Tensor:
-        """Uniform noise (B, N) for one purpose and day, reproducible when recomputed.
+        """Uniform noise (B, N) in (0, 1) for one purpose and day: counter-based (`diffabm.philox`, keyed by the seed
+        and purpose; row b, agent i), so any agent's value can be recomputed alone (the fused forward kernel).
 
         `systematic`: u_i = (k_i + v) / N with k a random permutation of 0..N-1 and one v ~ U(0, 1)
         per row; each u_i is still U(0, 1), and #{u_i < f} is ⌊fN⌋ or ⌈fN⌉ (systematic sampling;
         Cochran 1977, *Sampling techniques*, ch. 8).
         """
         device = self.age_band.device
-        generator = torch.Generator(device=device).manual_seed(stable_seed(seed, purpose))
         rows = 1 if self.common_random_numbers else draws
-        u = torch.rand(rows, self.n_agents, generator=generator, device=device)
+        u = torch.from_numpy(philox.uniform(stable_seed(seed, purpose), rows, self.n_agents)).to(device)
         if systematic:
-            offset = torch.rand(rows, 1, generator=generator, device=device)
+            offset = torch.from_numpy(philox.uniform(stable_seed(seed, purpose, "offset"), rows, 1)).to(device)
             keys = (torch.arange(self.n_agents, device=device) + offset) / self.n_agents
-            u = torch.empty_like(u).scatter_(1, u.argsort(dim=1), keys)
-        return u.clamp_(1e-7, 1 - 1e-7).expand(draws, -1)
+            u = torch.empty_like(u).scatter_(1, u.argsort(dim=1), keys).clamp_(1e-7, 1 - 1e-7)
+        return u.expand(draws, -1)
 
     def _durations(self, seed: int, draws: int) -> dict[str, Tensor]:
         """Integer stage durations (B, N), ≥ 1 day, by inverse-CDF sampling of the log-normals."""
@@ -458,10 +462,15 @@ class EpidemicModel(Simulator):
         daily_new, by_setting = [infected.sum(-1)[:, None]], [beta.new_zeros(draws, 1, len(self.layers))]
         weights = beta[:, None] * multiplier  # (B, days, L): the day's own contacts (interventions act from day 1)
         segment = self._segment_days if tracking and self._segment_days else self.days
+        fused_layers = None if tracking else self.fused_layers([weights, infected, *controls.values()])
         with torch.utils.checkpoint.set_checkpoint_early_stop(False):  # recompute whole segments (see below)
             for first in range(1, self.days, segment):
                 days = (first, min(first + segment, self.days))
-                if segment < self.days:
+                if fused_layers is not None:
+                    infected, infection_day, new, by_layer = fused.transmission_days(
+                        day_state, fused_layers, infection_day, weights, *days
+                    )
+                elif segment < self.days:
                     infected, infection_day, new, by_layer = torch.utils.checkpoint.checkpoint(
                         self._transmission_days,
                         infected,
@@ -533,6 +542,25 @@ class EpidemicModel(Simulator):
                     parameters["reporting_delay"],
                     self.people_per_agent,
                 )
+
+    def fused_layers(self, tensors: Sequence[Tensor]) -> fused.FusedLayers | None:
+        """The contact layers for the fused kernels (`fused`), if this simulation can use them: nothing needs a
+        gradient (the day's `tensors`, weights, seeds and controls, neither require grad nor carry forward-mode
+        tangents), the estimator is hard, the group sums are plain and the device is the CPU; None otherwise."""
+        differentiable = torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
+        wrapped = any(torch._C._functorch.is_functorch_wrapped_tensor(tensor) for tensor in tensors)
+        if (
+            not self.fused_forward
+            or differentiable
+            or wrapped
+            or self.estimator.relaxed
+            or type(self.contacts) is not ContactLayers
+            or self.age_band.device.type != "cpu"
+        ):
+            return None
+        if self._fused_layers is None:
+            self._fused_layers = fused.FusedLayers.of(self.contacts)
+        return self._fused_layers
 
     def _transmission_days(
         self, infected: Tensor, infection_day: Tensor, weights: Tensor, day_state: _DayState, first: int, last: int

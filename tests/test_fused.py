@@ -1,0 +1,145 @@
+"""The counter-based noise (diffabm.philox) and the fused forward kernels (diffabm.models.epidemic.fused): the
+published Philox4x32-10 answers, and the same simulation as the tensor path wherever the kernels are used."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import torch
+from conftest import make_model
+from scipy import stats
+from test_vaccination import vaccinated_population, vaccine_model, write_doses
+
+from diffabm import philox
+from diffabm.models.epidemic import fused
+from diffabm.population.toy import toy_population
+
+# Random123's kat_vectors (Salmon et al. 2011): counter, key, output.
+KNOWN_ANSWERS = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
+]
+
+
+@pytest.mark.parametrize(("counter", "key", "expected"), KNOWN_ANSWERS)
+def test_philox_gives_the_published_answers(counter, key, expected):
+    assert philox.philox4x32_words(counter, key) == expected
+
+
+def test_uniforms_are_the_blocks_words_and_uniform():
+    """Agent i of row r is word i mod 4 of block (i div 4, r); 10^6 values are uniform (chi-square over 1,000 bins,
+    fails at p < 1e-6; a generator that lost one bit of the 23 would give p ≈ 0), inside (0, 1), and two rows and two
+    keys are uncorrelated (|r| < 5 / √n)."""
+    key = 0x0123456789ABCDEF
+    u = philox.uniform(key, 2, 1_000_000)
+    block = philox.philox4x32_words((5, 0, 1, 0), (key & 0xFFFFFFFF, key >> 32))
+    assert u[1, 20:24].tolist() == [((w >> 9) * 2 + 1) * 2.0**-24 for w in block]
+    assert u.min() > 0 and u.max() < 1 and u.dtype == np.float32
+    _, p_value = stats.chisquare(np.bincount((u[0] * 1000).astype(int), minlength=1000))
+    assert p_value > 1e-6
+    bound = 5 / np.sqrt(u.shape[1])
+    assert abs(np.corrcoef(u[0], u[1])[0, 1]) < bound
+    assert abs(np.corrcoef(u[0], philox.uniform(key + 1, 1, 1_000_000)[0])[0, 1]) < bound
+
+
+def test_any_row_can_be_drawn_alone():
+    """A row's noise does not depend on the others drawn with it (what common random numbers and the kernels use)."""
+    assert np.array_equal(philox.uniform(7, np.array([3]), 1001)[0], philox.uniform(7, 4, 1001)[3])
+
+
+@pytest.fixture(scope="module")
+def population():
+    return toy_population(20_000, seed=3)  # five chunks of the kernel
+
+
+def both_paths(model, seed: int = 4, **kwargs) -> tuple[dict, dict]:
+    """The simulation without gradients by the fused kernels and by the tensor path."""
+    outputs = []
+    for use_kernels in (True, False):
+        model.fused_forward = use_kernels
+        with torch.no_grad():
+            outputs.append(model.simulate(model.natural_parameters(), seed=seed, **kwargs))
+    return outputs[0], outputs[1]
+
+
+def assert_same_simulation(by_kernels: dict, by_tensors: dict) -> None:
+    """Every series equal; the split of infections by setting to float32 rounding (summed in another order)."""
+    assert by_kernels.keys() == by_tensors.keys()
+    for name, series in by_tensors.items():
+        if name == "infections_by_setting":
+            torch.testing.assert_close(by_kernels[name], series, rtol=1e-5, atol=1e-3)
+        else:
+            assert torch.equal(by_kernels[name], series), name
+    assert by_tensors["new_infections"].sum() > 100, "too small an epidemic to compare"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.draws=1"],  # the one-draw kernel
+        [],  # three draws: the tensor path's per-slot index_add_
+        ["model.draws=5"],  # its sparse products
+        ["model.common_random_numbers=true"],
+        ["model.seeding=systematic"],
+        ["+interventions=[{kind: isolation, compliance: 0.7, delay_days: 0}]"],
+        ["interventions=[]"],
+    ],
+    ids=["1-draw", "3-draws", "5-draws", "common-noise", "systematic", "isolation", "no-interventions"],
+)
+def test_kernels_simulate_as_the_tensor_path(population, overrides):
+    assert_same_simulation(*both_paths(make_model(population, "model.days=40", *overrides)))
+
+
+def test_kernels_simulate_as_the_tensor_path_with_vaccination_and_controls(tmp_path):
+    """A day's susceptibility factor (vaccine efficacy, transmission by district) and time-varying β."""
+    doses = write_doses(tmp_path / "doses.csv", {"2021-06-17": 500, "2021-08-27": 500})  # before day 0 and on day 10
+    model = vaccine_model(vaccinated_population(0.8, 0.6, n=20_000), doses)
+    days, draws = model.days, model.draws
+    controls = {
+        "transmission_multiplier": torch.linspace(1.5, 0.5, days).repeat(draws, 1),
+        "transmission_by_district": torch.rand(draws, days, 3, generator=torch.Generator().manual_seed(0)) + 0.5,
+    }
+    assert_same_simulation(*both_paths(model, controls=controls))
+
+
+@pytest.mark.parametrize("draws", [1, 3])
+def test_kernels_do_not_depend_on_the_threads(population, draws):
+    model = make_model(population, "model.days=40", f"model.draws={draws}")
+    with torch.no_grad():
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(model(seed=5))
+    for name, series in results[0].items():
+        assert torch.equal(series, results[1][name]), name
+    assert numba.get_num_threads() == 2  # the kernels follow torch's threads
+
+
+def test_kernels_run_only_where_nothing_needs_a_gradient(population, monkeypatch):
+    """Without gradients the kernels run; with reverse mode (parameters that require grad) or forward mode
+    (`torch.func.jvp`), or a relaxed estimator, the tensor path does."""
+    calls = []
+    kernel = fused.transmission_days
+    monkeypatch.setattr(fused, "transmission_days", lambda *args: calls.append(1) or kernel(*args))
+    model = make_model(population, "model.days=10")
+    with torch.no_grad():
+        model(seed=1)
+    assert len(calls) == 1
+    parameters = {k: v.requires_grad_(True) for k, v in model.natural_parameters().items()}
+    model.simulate(parameters, seed=1).new_infections.sum().backward()
+    beta = model.natural_parameters()["beta_household"]
+
+    def total(value):
+        return model.simulate({**model.natural_parameters(), "beta_household": value}, seed=1).new_infections.sum()
+
+    torch.func.jvp(total, (beta,), (torch.ones_like(beta),))
+    relaxed = make_model(population, "model.days=10", "model/estimator=gumbel_softmax")
+    with torch.no_grad():
+        relaxed(seed=1)
+    assert len(calls) == 1
