@@ -34,8 +34,8 @@ def test_philox_gives_the_published_answers(counter, key, expected):
 
 def test_uniforms_are_the_blocks_words_and_uniform():
     """Agent i of row r is word i mod 4 of block (i div 4, r); 10^6 values are uniform (chi-square over 1,000 bins,
-    fails at p < 1e-6; a generator that lost one bit of the 23 would give p ≈ 0), inside (0, 1), and two rows and two
-    keys are uncorrelated (|r| < 5 / √n)."""
+    fails at p < 1e-6: a lost top bit or a skewed word map gives p ≈ 0; the known answers pin the rest), inside (0, 1),
+    and two rows and two keys are uncorrelated (|r| < 5 / √n)."""
     key = 0x0123456789ABCDEF
     u = philox.uniform(key, 2, 1_000_000)
     block = philox.philox4x32_words((5, 0, 1, 0), (key & 0xFFFFFFFF, key >> 32))
@@ -55,16 +55,26 @@ def test_any_row_can_be_drawn_alone():
 
 @pytest.fixture(scope="module")
 def population():
-    return toy_population(20_000, seed=3)  # five chunks of the kernel
+    return toy_population(20_003, seed=3)  # five chunks of the kernel, the last block partial
 
 
-def both_paths(model, seed: int = 4, **kwargs) -> tuple[dict, dict]:
-    """The simulation without gradients by the fused kernels and by the tensor path."""
+@pytest.fixture
+def kernel_calls(monkeypatch) -> list[int]:
+    """Counts the simulations that ran the fused kernels."""
+    calls = []
+    kernel = fused.transmission_days
+    monkeypatch.setattr(fused, "transmission_days", lambda *args: calls.append(1) or kernel(*args))
+    return calls
+
+
+def both_paths(model, calls: list[int], seed: int = 4, **kwargs) -> tuple[dict, dict]:
+    """The simulation without gradients by the fused kernels and by the tensor path (`calls`: `kernel_calls`)."""
     outputs = []
     for use_kernels in (True, False):
         model.fused_forward = use_kernels
         with torch.no_grad():
             outputs.append(model.simulate(model.natural_parameters(), seed=seed, **kwargs))
+    assert len(calls) == 1, "the kernels did not run"
     return outputs[0], outputs[1]
 
 
@@ -92,11 +102,11 @@ def assert_same_simulation(by_kernels: dict, by_tensors: dict) -> None:
     ],
     ids=["1-draw", "3-draws", "5-draws", "common-noise", "systematic", "isolation", "no-interventions"],
 )
-def test_kernels_simulate_as_the_tensor_path(population, overrides):
-    assert_same_simulation(*both_paths(make_model(population, "model.days=40", *overrides)))
+def test_kernels_simulate_as_the_tensor_path(population, overrides, kernel_calls):
+    assert_same_simulation(*both_paths(make_model(population, "model.days=40", *overrides), kernel_calls))
 
 
-def test_kernels_simulate_as_the_tensor_path_with_vaccination_and_controls(tmp_path):
+def test_kernels_simulate_as_the_tensor_path_with_vaccination_and_controls(tmp_path, kernel_calls):
     """A day's susceptibility factor (vaccine efficacy, transmission by district) and time-varying β."""
     doses = write_doses(tmp_path / "doses.csv", {"2021-06-17": 500, "2021-08-27": 500})  # before day 0 and on day 10
     model = vaccine_model(vaccinated_population(0.8, 0.6, n=20_000), doses)
@@ -105,7 +115,7 @@ def test_kernels_simulate_as_the_tensor_path_with_vaccination_and_controls(tmp_p
         "transmission_multiplier": torch.linspace(1.5, 0.5, days).repeat(draws, 1),
         "transmission_by_district": torch.rand(draws, days, 3, generator=torch.Generator().manual_seed(0)) + 0.5,
     }
-    assert_same_simulation(*both_paths(model, controls=controls))
+    assert_same_simulation(*both_paths(model, kernel_calls, controls=controls))
 
 
 @pytest.mark.parametrize("draws", [1, 3])
@@ -118,28 +128,36 @@ def test_kernels_do_not_depend_on_the_threads(population, draws):
             results.append(model(seed=5))
     for name, series in results[0].items():
         assert torch.equal(series, results[1][name]), name
-    assert numba.get_num_threads() == 2  # the kernels follow torch's threads
+    assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)  # the kernels follow torch's threads
 
 
-def test_kernels_run_only_where_nothing_needs_a_gradient(population, monkeypatch):
-    """Without gradients the kernels run; with reverse mode (parameters that require grad) or forward mode
-    (`torch.func.jvp`), or a relaxed estimator, the tensor path does."""
-    calls = []
-    kernel = fused.transmission_days
-    monkeypatch.setattr(fused, "transmission_days", lambda *args: calls.append(1) or kernel(*args))
+def test_kernels_run_only_where_nothing_needs_a_gradient(population, tmp_path, kernel_calls):
+    """Without gradients the kernels run; the tensor path does with reverse mode (a parameter or a control that
+    requires grad), forward mode (`torch.func.jvp`, also in a vaccine efficacy, which reaches the days only through
+    the susceptibility; `torch.autograd.forward_ad`), a relaxed estimator, or float64 parameters."""
     model = make_model(population, "model.days=10")
     with torch.no_grad():
         model(seed=1)
-    assert len(calls) == 1
+    assert len(kernel_calls) == 1
     parameters = {k: v.requires_grad_(True) for k, v in model.natural_parameters().items()}
     model.simulate(parameters, seed=1).new_infections.sum().backward()
+    multiplier = torch.ones(model.draws, model.days, requires_grad=True)
+    model.simulate(model.natural_parameters(), seed=1, controls={"transmission_multiplier": multiplier})
     beta = model.natural_parameters()["beta_household"]
 
-    def total(value):
-        return model.simulate({**model.natural_parameters(), "beta_household": value}, seed=1).new_infections.sum()
+    def total(name, value, on=model):
+        return on.simulate({**on.natural_parameters(), name: value}, seed=1).new_infections.sum()
 
-    torch.func.jvp(total, (beta,), (torch.ones_like(beta),))
+    torch.func.jvp(lambda value: total("beta_household", value), (beta,), (torch.ones_like(beta),))
+    with torch.autograd.forward_ad.dual_level():
+        total("beta_household", torch.autograd.forward_ad.make_dual(beta, torch.ones_like(beta)))
+    with torch.no_grad():
+        model.simulate({k: v.double() for k, v in model.natural_parameters().items()}, seed=1)
     relaxed = make_model(population, "model.days=10", "model/estimator=gumbel_softmax")
     with torch.no_grad():
         relaxed(seed=1)
-    assert len(calls) == 1
+    doses = write_doses(tmp_path / "doses.csv", {"2021-06-17": 500, "2021-08-27": 500})
+    vaccinated = vaccine_model(vaccinated_population(0.8, 0.6), doses, "model.days=15")
+    efficacy = vaccinated.natural_parameters()["efficacy_infection_dose1"]
+    torch.func.jvp(lambda value: total("efficacy_infection_dose1", value, vaccinated), (efficacy,), (efficacy,))
+    assert len(kernel_calls) == 1

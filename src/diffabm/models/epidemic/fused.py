@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # for annotations only
     from diffabm.models.epidemic.contacts import ContactLayers
     from diffabm.models.epidemic.transmission import _DayState
 
+# Numba's cache (`cache=True`) is invalidated by changes to this file only: after editing `diffabm.philox` or
+# `transmission.NEVER`, which the kernels inline, delete the cached `fused.*.nbi` / `*.nbc` in __pycache__.
 CHUNK = 4096  # agents per chunk of `_infect` (a multiple of 4: the noise comes in blocks of four agents)
 _NEVER = np.int32(NEVER)
 _ONE = np.float32(1.0)
@@ -69,8 +71,8 @@ def _group_totals(
         for position in range(starts[draw], starts[draw + 1]):
             agent = active[position]
             since = min(day - infection_day[agent, draw], beyond)
-            if since >= end[draw, agent]:
-                continue  # recovered (or dead) for good
+            if since >= end[draw, agent] or since == beyond:
+                continue  # recovered (or dead) for good, or past the profile's end: infectious no more
             active[count] = agent
             count += 1
             if since < infectious_from[draw, agent]:

@@ -462,7 +462,7 @@ class EpidemicModel(Simulator):
         daily_new, by_setting = [infected.sum(-1)[:, None]], [beta.new_zeros(draws, 1, len(self.layers))]
         weights = beta[:, None] * multiplier  # (B, days, L): the day's own contacts (interventions act from day 1)
         segment = self._segment_days if tracking and self._segment_days else self.days
-        fused_layers = None if tracking else self.fused_layers([weights, infected, *controls.values()])
+        fused_layers = None if tracking else self.fused_layers([*parameters.values(), *controls.values()])
         with torch.utils.checkpoint.set_checkpoint_early_stop(False):  # recompute whole segments (see below)
             for first in range(1, self.days, segment):
                 days = (first, min(first + segment, self.days))
@@ -545,14 +545,20 @@ class EpidemicModel(Simulator):
 
     def fused_layers(self, tensors: Sequence[Tensor]) -> fused.FusedLayers | None:
         """The contact layers for the fused kernels (`fused`), if this simulation can use them: nothing needs a
-        gradient (the day's `tensors`, weights, seeds and controls, neither require grad nor carry forward-mode
-        tangents), the estimator is hard, the group sums are plain and the device is the CPU; None otherwise."""
+        gradient (no parameter or control in `tensors` requires grad or carries a forward-mode tangent, of
+        `torch.func` or `torch.autograd.forward_ad`), all of them are float32 (as the kernels compute), the estimator is
+        hard, the group sums are plain and the device is the CPU; None otherwise."""
         differentiable = torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
-        wrapped = any(torch._C._functorch.is_functorch_wrapped_tensor(tensor) for tensor in tensors)
+        dual = any(
+            torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+            or torch.autograd.forward_ad.unpack_dual(tensor).tangent is not None
+            for tensor in tensors
+        )
         if (
             not self.fused_forward
             or differentiable
-            or wrapped
+            or dual
+            or any(tensor.dtype != torch.float32 for tensor in tensors)
             or self.estimator.relaxed
             or type(self.contacts) is not ContactLayers
             or self.age_band.device.type != "cpu"
