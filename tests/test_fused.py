@@ -48,6 +48,12 @@ def test_uniforms_are_the_blocks_words_and_uniform():
     assert abs(np.corrcoef(u[0], philox.uniform(key + 1, 1, 1_000_000)[0])[0, 1]) < bound
 
 
+@pytest.mark.parametrize(("key", "rows", "n"), [(0, 1, 1), (2**63 - 25, 3, 1001), (0x0123456789ABCDEF, 2, 4096)])
+def test_tensor_philox_gives_the_same_bits(key, rows, n):
+    """The tensor operations that draw the noise on accelerators give the Numba loop's bits (run here on the CPU)."""
+    assert torch.equal(philox.uniform_on(key, rows, n, "cpu"), torch.from_numpy(philox.uniform(key, rows, n)))
+
+
 def test_any_row_can_be_drawn_alone():
     """A row's noise does not depend on the others drawn with it (what common random numbers and the kernels use)."""
     assert np.array_equal(philox.uniform(7, np.array([3]), 1001)[0], philox.uniform(7, 4, 1001)[3])

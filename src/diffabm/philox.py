@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import torch
 
 MASK32 = np.uint64(0xFFFFFFFF)
 MULTIPLIERS = (np.uint64(0xD2511F53), np.uint64(0xCD9E8D57))  # Salmon et al. 2011, Table 2
@@ -78,6 +79,31 @@ def uniform(key: int, rows: int | np.ndarray, n: int) -> np.ndarray:
     out = np.empty((rows.shape[0], n), dtype=np.float32)
     _fill(np.uint64(key), rows, out)
     return out
+
+
+def _product_words(multiplier: int, word: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32-bit words of multiplier × word (both < 2^32) in int64 tensors, without overflow: the word in
+    16-bit halves, so every partial product stays below 2^49."""
+    low_part, high_part = multiplier * (word & 0xFFFF), multiplier * (word >> 16)
+    low_sum = low_part + ((high_part & 0xFFFF) << 16)
+    return (high_part >> 16) + (low_sum >> 32), low_sum & 0xFFFFFFFF
+
+
+def uniform_on(key: int, rows: int, n: int, device: torch.device | str) -> torch.Tensor:
+    """`uniform(key, rows, n)` computed on `device` with tensor operations (the same bits): for accelerators, where
+    the Numba loop cannot run and copying the noise from the host each day would cost 4 bytes per agent and row."""
+    block = torch.arange((n + 3) // 4, dtype=torch.int64, device=device)
+    c0, c1 = (block & 0xFFFFFFFF).expand(rows, -1), (block >> 32).expand(rows, -1)
+    c2 = torch.arange(rows, dtype=torch.int64, device=device)[:, None].expand_as(c0)
+    c3 = torch.zeros_like(c0)
+    k0, k1 = key & 0xFFFFFFFF, key >> 32
+    for _ in range(ROUNDS):
+        high0, low0 = _product_words(int(MULTIPLIERS[0]), c0)
+        high1, low1 = _product_words(int(MULTIPLIERS[1]), c2)
+        c0, c1, c2, c3 = high1 ^ c1 ^ k0, low1, high0 ^ c3 ^ k1, low0
+        k0, k1 = (k0 + int(WEYL[0])) & 0xFFFFFFFF, (k1 + int(WEYL[1])) & 0xFFFFFFFF
+    words = torch.stack([c0, c1, c2, c3], dim=-1).reshape(rows, -1)[:, :n]
+    return ((words >> 9) * 2 + 1).to(torch.float32) * float(WORD_TO_UNIT)
 
 
 def philox4x32_words(counter: tuple[int, int, int, int], key: tuple[int, int]) -> tuple[int, int, int, int]:

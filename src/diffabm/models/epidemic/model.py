@@ -343,9 +343,15 @@ class EpidemicModel(Simulator):
         """
         device = self.age_band.device
         rows = 1 if self.common_random_numbers else draws
-        u = torch.from_numpy(philox.uniform(stable_seed(seed, purpose), rows, self.n_agents)).to(device)
+
+        def uniform(key: int, n: int) -> Tensor:  # the Numba loop on the CPU, tensor operations elsewhere: same bits
+            if device.type == "cpu":
+                return torch.from_numpy(philox.uniform(key, rows, n))
+            return philox.uniform_on(key, rows, n, device)
+
+        u = uniform(stable_seed(seed, purpose), self.n_agents)
         if systematic:
-            offset = torch.from_numpy(philox.uniform(stable_seed(seed, purpose, "offset"), rows, 1)).to(device)
+            offset = uniform(stable_seed(seed, purpose, "offset"), 1)
             keys = (torch.arange(self.n_agents, device=device) + offset) / self.n_agents
             u = torch.empty_like(u).scatter_(1, u.argsort(dim=1), keys).clamp_(1e-7, 1 - 1e-7)
         return u.expand(draws, -1)
