@@ -24,30 +24,18 @@ import subprocess
 import sys
 import time
 
+from bench_simulator import run_mode, toy_model
+
 
 def measure(agents: int, days: int, mode: str, draws: int, tensor_peak_run: bool = False) -> dict:
-    """One run in this process: toy population, default model, no interventions."""
+    """One run in this process: toy population, default model, no interventions (`bench_simulator.toy_model`)."""
     import torch
 
-    from diffabm.build import build_model
-    from diffabm.config import compose_study
-    from diffabm.population.toy import toy_population
-
-    overrides = [f"model.days={days}", f"model.draws={draws}", "interventions=[]"]
-    model = build_model(compose_study("toy", overrides), toy_population(agents, seed=0))
+    model = toy_model(agents, days, draws)
     parameters = model.natural_parameters()
-    with torch.no_grad():  # warm-up: thread pools, lazy kernels, and compiled kernels for B draws on a tiny model
-        build_model(compose_study("toy", overrides), toy_population(1_000, seed=0))(seed=1)
-        model.simulate({k: v[:1] for k, v in parameters.items()}, seed=1)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    if mode == "forward":
-        with torch.no_grad():
-            total = model(parameters, seed=0).new_infections.sum()
-    else:
-        output = model({k: v.clone().requires_grad_(True) for k, v in parameters.items()}, seed=0)
-        total = output.new_infections.sum()
-        total.backward()
+    total = run_mode(model, parameters, mode)
     seconds = time.perf_counter() - start
     infections = float(total.item())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -55,18 +43,11 @@ def measure(agents: int, days: int, mode: str, draws: int, tensor_peak_run: bool
     if tensor_peak_run:  # the same simulation again under the profiler: the peak of live tensor bytes
         del total
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
-            if mode == "forward":
-                with torch.no_grad():
-                    model(parameters, seed=0)
-            else:
-                output = model({k: v.clone().requires_grad_(True) for k, v in parameters.items()}, seed=0)
-                output.new_infections.sum().backward()
-                del output
+            run_mode(model, parameters, mode)
         sizes = sorted(
             (e.start_ns(), e.nbytes()) for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"
         )
         tensor_peak = max(itertools.accumulate(size for _, size in sizes), default=0) / 2**30
-        total = torch.zeros(())
     return {
         "agents": agents,
         "days": days,

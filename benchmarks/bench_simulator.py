@@ -18,30 +18,47 @@ import sys
 import time
 
 
-def measure(agents: int, days: int, mode: str, draws: int = 1, device: str = "cpu") -> dict:
-    """One run in this process: toy population, default model, 4 layers, `draws` parameter draws on `device`."""
+def toy_model(agents: int, days: int, draws: int, device: str = "cpu"):
+    """The toy study's model on `toy_population(agents)` (4 layers, no interventions), warmed up: thread pools, lazy
+    kernels, and the compiled kernels for `draws` draws (on a 1,000-agent model), outside any measurement."""
     import torch
 
     from diffabm.build import build_model
     from diffabm.config import compose_study
     from diffabm.population.toy import toy_population
 
-    overrides = [f"model.days={days}", f"model.draws={draws}", "interventions=[]"]
-    model = build_model(compose_study("toy", overrides), toy_population(agents, seed=0), device=device)
-    cuda = device.startswith("cuda")
-    with torch.no_grad():  # warm-up: thread pools and lazy kernels, not part of the measurement
+    config = compose_study("toy", [f"model.days={days}", f"model.draws={draws}", "interventions=[]"])
+    model = build_model(config, toy_population(agents, seed=0), device=device)
+    with torch.no_grad():
+        build_model(config, toy_population(1_000, seed=0), device=device)(seed=1)
         model.simulate({k: v[:1] for k, v in model.natural_parameters().items()}, seed=1)
+    return model
+
+
+def run_mode(model, parameters: dict, mode: str):
+    """Total infections of one simulation at seed 0: `forward` under no_grad, or `forward+backward` (differentiated
+    w.r.t. every parameter, on copies of `parameters`)."""
+    import torch
+
+    if mode == "forward":
+        with torch.no_grad():
+            return model(parameters, seed=0).new_infections.sum()
+    total = model({k: v.clone().requires_grad_(True) for k, v in parameters.items()}, seed=0).new_infections.sum()
+    total.backward()
+    return total
+
+
+def measure(agents: int, days: int, mode: str, draws: int = 1, device: str = "cpu") -> dict:
+    """One run in this process: toy population, default model, 4 layers, `draws` parameter draws on `device`."""
+    import torch
+
+    model = toy_model(agents, days, draws, device)
+    cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    if mode == "forward":
-        with torch.no_grad():
-            total = model(seed=0).new_infections.sum()
-    else:
-        output = model({k: v.requires_grad_(True) for k, v in model.natural_parameters().items()}, seed=0)
-        total = output.new_infections.sum()
-        total.backward()
+    total = run_mode(model, model.natural_parameters(), mode)
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
