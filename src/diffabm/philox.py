@@ -60,24 +60,23 @@ def block_uniforms(
 
 
 @numba.njit(parallel=True, cache=True)
-def _fill(key: np.uint64, rows: np.ndarray, out: np.ndarray) -> None:
+def _fill(key: np.uint64, out: np.ndarray) -> None:
     n = out.shape[1]
     blocks = (n + 3) // 4
-    for index in range(out.shape[0]):
+    for row in range(out.shape[0]):
         for block in numba.prange(blocks):
-            u = block_uniforms(key, rows[index], block)
+            u = block_uniforms(key, row, block)
             for lane in range(4):
                 agent = 4 * block + lane
                 if agent < n:
-                    out[index, agent] = u[lane]
+                    out[row, agent] = u[lane]
 
 
-def uniform(key: int, rows: int | np.ndarray, n: int) -> np.ndarray:
-    """Uniform noise (len(rows), n) float32 for agents 0..n−1 of each row (`rows`: their numbers, or a count of
-    rows 0..rows−1) under a 64-bit `key` (`diffabm.models.base.stable_seed`)."""
-    rows = np.arange(rows, dtype=np.int64) if np.isscalar(rows) else np.asarray(rows, dtype=np.int64)
-    out = np.empty((rows.shape[0], n), dtype=np.float32)
-    _fill(np.uint64(key), rows, out)
+def uniform(key: int, rows: int, n: int) -> np.ndarray:
+    """Uniform noise (rows, n) float32 for agents 0..n−1 of rows 0..rows−1 under a 64-bit `key`
+    (`diffabm.models.base.stable_seed`)."""
+    out = np.empty((rows, n), dtype=np.float32)
+    _fill(np.uint64(key), out)
     return out
 
 

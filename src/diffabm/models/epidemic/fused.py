@@ -286,7 +286,8 @@ def _infect(
 
 @dataclass
 class FusedLayers:
-    """The contact layers as the kernels read them: group ids agent-major, each slot's layer and isolation flag."""
+    """The contact layers as the kernels read them: group ids agent-major (N, K), each slot's layer, each group's
+    inverse size and layer."""
 
     memberships: np.ndarray
     slot_layer: np.ndarray
