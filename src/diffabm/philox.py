@@ -59,17 +59,35 @@ def block_uniforms(
     return word_to_uniform(w0), word_to_uniform(w1), word_to_uniform(w2), word_to_uniform(w3)
 
 
+@numba.njit(inline="always", cache=True)
+def fill_uniforms(
+    key: np.uint64, row: np.int64, first_block: np.int64, last_block: np.int64, out: np.ndarray, at: np.int64
+) -> None:
+    """The uniforms of blocks `first_block`..`last_block` − 1 of `row` into `out[at : at + 4 (last_block −
+    first_block)]` (`out` contiguous): a loop without branches, which the compiler vectorises (4× faster)."""
+    k0, k1 = key & MASK32, key >> np.uint64(32)
+    for block in range(first_block, last_block):
+        counter = np.uint64(block)
+        words = philox4x32(counter & MASK32, counter >> np.uint64(32), np.uint64(row), np.uint64(0), k0, k1)
+        offset = np.uint64(at) + np.uint64(4) * (counter - np.uint64(first_block))  # unsigned: no wraparound test,
+        for lane in range(4):  # which would keep the loop from vectorising
+            out[offset + np.uint64(lane)] = word_to_uniform(words[lane])
+
+
+FILL_BLOCKS = 16384  # blocks per task of `_fill`
+
+
 @numba.njit(parallel=True, cache=True)
 def _fill(key: np.uint64, out: np.ndarray) -> None:
     n = out.shape[1]
-    blocks = (n + 3) // 4
+    whole = n // 4
     for row in range(out.shape[0]):
-        for block in numba.prange(blocks):
-            u = block_uniforms(key, row, block)
-            for lane in range(4):
-                agent = 4 * block + lane
-                if agent < n:
-                    out[row, agent] = u[lane]
+        for task in numba.prange(-(-whole // FILL_BLOCKS)):
+            first, last = task * FILL_BLOCKS, min((task + 1) * FILL_BLOCKS, whole)
+            fill_uniforms(key, row, first, last, out[row], 4 * first)
+        u = block_uniforms(key, row, whole)
+        for lane in range(n - 4 * whole):
+            out[row, 4 * whole + lane] = u[lane]
 
 
 def uniform(key: int, rows: int, n: int) -> np.ndarray:

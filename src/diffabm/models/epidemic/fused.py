@@ -19,6 +19,7 @@ CPU (`EpidemicModel.fused_layers`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -59,7 +60,7 @@ def _group_totals(
     complies: np.ndarray,  # (B, N) float32
     isolated_from: np.ndarray,  # (B, N) int32
     isolating: bool,
-    totals: np.ndarray,  # (G, B) float32, zero on entry
+    totals: np.ndarray,  # (B, G) float32, zero on entry (draw-major: the draws in parallel write apart)
     kept: np.ndarray,  # (B,) int64, out: how many of each draw's agents stay active (at the front of its segment)
 ) -> None:
     """Adds the infectiousness of the `active` agents to their groups (agent order within each draw, as the tensor
@@ -82,7 +83,7 @@ def _group_totals(
             if isolating and since >= isolated_from[draw, agent]:
                 isolated = value * (_ONE - complies[draw, agent])
             for slot in range(memberships.shape[1]):
-                totals[memberships[agent, slot], draw] += isolated if slot_isolating[slot] else value
+                totals[draw, memberships[agent, slot]] += isolated if slot_isolating[slot] else value
         kept[draw] = count - starts[draw]
 
 
@@ -118,19 +119,16 @@ def _merge(
 
 @numba.njit(parallel=True, cache=True)
 def _forces(
-    totals: np.ndarray,  # (G, B) float32, zeroed for the next day once read
+    totals: np.ndarray,  # (B, G) float32
     inverse_size: np.ndarray,  # (G,) float32, 0 for the sink
-    group_layer: np.ndarray,  # (G,) int64
+    group_layer: np.ndarray,  # (G,) int32
     weight: np.ndarray,  # (B, L) float32
     force: np.ndarray,  # (G, B) float32, out: totals × (1/|g| × w_L), as `ContactLayers.group_scale` multiplies
-    per_member: np.ndarray,  # (G, B) float32, out: totals / |g| (the exposures by setting)
 ) -> None:
-    for group in numba.prange(totals.shape[0]):
+    for group in numba.prange(totals.shape[1]):
         layer = group_layer[group]
-        for draw in range(totals.shape[1]):
-            force[group, draw] = totals[group, draw] * (inverse_size[group] * weight[draw, layer])
-            per_member[group, draw] = totals[group, draw] * inverse_size[group]
-            totals[group, draw] = 0
+        for draw in range(totals.shape[0]):
+            force[group, draw] = totals[draw, group] * (inverse_size[group] * weight[draw, layer])
 
 
 @numba.njit(inline="always", cache=True)
@@ -142,7 +140,8 @@ def _record(
     infection_day: np.ndarray,
     memberships: np.ndarray,
     slot_layer: np.ndarray,
-    per_member: np.ndarray,
+    totals: np.ndarray,
+    inverse_size: np.ndarray,
     weight: np.ndarray,
     new: np.ndarray,
     fresh: np.ndarray,
@@ -150,13 +149,15 @@ def _record(
     exposure: np.ndarray,  # (L,) float32 scratch
 ) -> None:
     """Infects `agent` in `draw` on `day`: its infection day, its place among the chunk's new infections, and its
-    split by setting, w_L E_L / Σ_K w_K E_K (`EpidemicModel.infections_by_setting`)."""
+    split by setting, w_L E_L / Σ_K w_K E_K with E_L = Σ_{g ∋ agent in L} T_g / |g|
+    (`EpidemicModel.infections_by_setting`)."""
     infection_day[agent, draw] = day
     fresh[chunk, draw, new[chunk, draw]] = agent - chunk * CHUNK
     new[chunk, draw] += 1
     exposure[:] = 0
     for slot in range(memberships.shape[1]):
-        exposure[slot_layer[slot]] += per_member[memberships[agent, slot], draw]
+        group = memberships[agent, slot]
+        exposure[slot_layer[slot]] += totals[draw, group] * inverse_size[group]
     weighted = np.float32(0)
     for layer in range(weight.shape[1]):
         weighted += weight[draw, layer] * exposure[layer]
@@ -174,44 +175,44 @@ def _infect_one_draw(
     memberships: np.ndarray,
     slot_layer: np.ndarray,
     force: np.ndarray,
-    per_member: np.ndarray,
+    totals: np.ndarray,
+    inverse_size: np.ndarray,
     weight: np.ndarray,
     susceptibility: np.ndarray,
     factor: np.ndarray,
     new: np.ndarray,
     fresh: np.ndarray,
     by_setting: np.ndarray,
+    slots: tuple,  # K zeros: the number of slots as a compile-time constant (a tuple type's length)
 ) -> None:
-    """`_infect` for one draw (same arguments): agent by agent, drawing the noise only for agents still susceptible
-    and exposed, which a loop over a single draw cannot share."""
+    """`_infect` for one draw (same arguments): per chunk, the noise of all its agents (a vectorised loop), then every
+    agent's rate without branches (the loop over the slots unrolled), then the few candidates u < rate. Branching on
+    each agent's state costs more than computing the rates of infected agents too: the state is unpredictable once
+    the epidemic has spread."""
     agents = infection_day.shape[0]
-    slots = memberships.shape[1]
     scaled = factor.shape[0] > 0
+    group_force = force[:, 0]
     for chunk in numba.prange(new.shape[0]):
         exposure = np.zeros(weight.shape[1], dtype=np.float32)
-        first_block = chunk * (CHUNK // 4)
-        last_block = min(first_block + CHUNK // 4, (agents + 3) // 4)
-        for block in range(first_block, last_block):
-            drawn = False
-            noise = (_ONE, _ONE, _ONE, _ONE)
-            for lane in range(min(4, agents - 4 * block)):
-                agent = 4 * block + lane
-                if infection_day[agent, 0] != _NEVER:
-                    continue
-                total = force[memberships[agent, 0], 0]
-                for slot in range(1, slots):
-                    total += force[memberships[agent, slot], 0]
-                rate = (susceptibility[agent] * factor[0, agent] if scaled else susceptibility[agent]) * total
-                if not rate > 0:
-                    continue
-                if not drawn:
-                    noise = philox.block_uniforms(key, rows[0], block)
-                    drawn = True
-                if noise[lane] < rate * _ABOVE_RATE and noise[lane] < -np.expm1(-rate):
-                    _record(
-                        day, chunk, 0, agent, infection_day, memberships, slot_layer, per_member, weight, new, fresh,
-                        by_setting, exposure,
-                    )  # fmt: skip
+        noise = np.empty(CHUNK, dtype=np.float32)
+        rate = np.empty(CHUNK, dtype=np.float32)
+        first = chunk * CHUNK
+        count = min(agents, first + CHUNK) - first
+        philox.fill_uniforms(key, rows[0], first // 4, (first + count + 3) // 4, noise, 0)
+        groups = memberships[first : first + count]  # a view from 0: indices the compiler knows are not negative
+        psi = susceptibility[first : first + count]
+        for k in range(count):
+            total = group_force[groups[k, 0]]
+            for slot in range(1, len(slots)):
+                total += group_force[groups[k, slot]]
+            rate[k] = (psi[k] * factor[0, first + k] if scaled else psi[k]) * total
+        for k in range(count):
+            candidate = noise[k] < rate[k] * _ABOVE_RATE and infection_day[first + k, 0] == _NEVER
+            if candidate and noise[k] < -np.expm1(-rate[k]):
+                _record(
+                    day, chunk, 0, first + k, infection_day, memberships, slot_layer, totals, inverse_size, weight, new,
+                    fresh, by_setting, exposure,
+                )  # fmt: skip
 
 
 @numba.njit(parallel=True, cache=True)
@@ -223,65 +224,172 @@ def _infect(
     memberships: np.ndarray,  # (N, K) int32
     slot_layer: np.ndarray,  # (K,) int64
     force: np.ndarray,  # (G, B) float32: totals × w_L / |g|
-    per_member: np.ndarray,  # (G, B) float32: totals / |g| (the exposures by setting)
+    totals: np.ndarray,  # (B, G) float32: the groups' infectiousness (the exposures by setting)
+    inverse_size: np.ndarray,  # (G,) float32
     weight: np.ndarray,  # (B, L) float32
     susceptibility: np.ndarray,  # (N,) float32
     factor: np.ndarray,  # (B, N) float32, or (0, 0): none
     new: np.ndarray,  # (chunks, B) int64, zero on entry
     fresh: np.ndarray,  # (chunks, B, CHUNK) int32: the new infections' offsets within their chunk
     by_setting: np.ndarray,  # (chunks, B, L) float32, zero on entry
+    slots: tuple,  # K zeros: the number of slots as a compile-time constant (a tuple type's length)
 ) -> None:
     """Infects susceptible agents with probability 1 − exp(−rate), rate = ψ Σ_slots force (in slot order).
 
-    Agent-major, and without branches over the draws (so the compiler vectorises them): each agent's group ids are
-    read once for all draws, a group's forces for all draws are contiguous, and the noise of four agents comes from
-    one Philox block per draw. As 1 − exp(−rate) ≤ rate, only draws with u < rate (with a margin for an ulp of
+    Agent-major, with the draws innermost and without branches (so the compiler vectorises them): each agent's group
+    ids are read once for all draws, a group's forces for all draws are contiguous, and a chunk's noise comes first
+    (a vectorised loop per draw). As 1 − exp(−rate) ≤ rate, only draws with u < rate (with a margin for an ulp of
     `expm1`'s error) are candidates; `expm1` decides those few."""
     agents, draws = infection_day.shape
-    slots, layers = memberships.shape[1], weight.shape[1]
     scaled = factor.shape[0] > 0
-    k0, k1 = key & philox.MASK32, key >> np.uint64(32)
     for chunk in numba.prange(new.shape[0]):
-        exposure = np.zeros(layers, dtype=np.float32)
-        noise = np.empty((4, draws), dtype=np.float32)
+        exposure = np.zeros(weight.shape[1], dtype=np.float32)
+        chunk_noise = np.empty((draws, CHUNK), dtype=np.float32)
+        noise = np.empty(draws, dtype=np.float32)
         total = np.empty(draws, dtype=np.float32)
         rate = np.empty(draws, dtype=np.float32)
-        candidate = np.empty(draws, dtype=np.bool_)
-        first_block = chunk * (CHUNK // 4)
-        last_block = min(first_block + CHUNK // 4, (agents + 3) // 4)
-        for block in range(first_block, last_block):
-            counter = np.uint64(block)
+        first = chunk * CHUNK
+        count = min(agents, first + CHUNK) - first
+        for draw in range(draws):
+            philox.fill_uniforms(key, rows[draw], first // 4, (first + count + 3) // 4, chunk_noise[draw], 0)
+        for agent in range(first, first + count):
+            group = memberships[agent, 0]
             for draw in range(draws):
-                words = philox.philox4x32(
-                    counter & philox.MASK32, counter >> np.uint64(32), np.uint64(rows[draw]), np.uint64(0), k0, k1
-                )
-                for lane in range(4):
-                    noise[lane, draw] = philox.word_to_uniform(words[lane])
-            for lane in range(min(4, agents - 4 * block)):
-                agent = 4 * block + lane
-                group = memberships[agent, 0]
+                total[draw] = force[group, draw]
+            for slot in range(1, len(slots)):
+                group = memberships[agent, slot]
                 for draw in range(draws):
-                    total[draw] = force[group, draw]
-                for slot in range(1, slots):
-                    group = memberships[agent, slot]
-                    for draw in range(draws):
-                        total[draw] += force[group, draw]
-                psi = susceptibility[agent]
-                any_candidate = False
+                    total[draw] += force[group, draw]
+            psi = susceptibility[agent]
+            if scaled:
                 for draw in range(draws):
-                    rate[draw] = (psi * factor[draw, agent] if scaled else psi) * total[draw]
-                    candidate[draw] = (infection_day[agent, draw] == _NEVER) & (
-                        noise[lane, draw] < rate[draw] * _ABOVE_RATE
-                    )
-                    any_candidate |= candidate[draw]
-                if not any_candidate:
-                    continue
+                    rate[draw] = (psi * factor[draw, agent]) * total[draw]
+            else:
                 for draw in range(draws):
-                    if candidate[draw] and noise[lane, draw] < -np.expm1(-rate[draw]):
-                        _record(
-                            day, chunk, draw, agent, infection_day, memberships, slot_layer, per_member, weight, new,
-                            fresh, by_setting, exposure,
-                        )  # fmt: skip
+                    rate[draw] = psi * total[draw]
+            for draw in range(draws):
+                noise[draw] = chunk_noise[draw, agent - first]
+            days = infection_day[agent]
+            candidates = 0
+            for draw in range(draws):
+                candidates += (noise[draw] < rate[draw] * _ABOVE_RATE) & (days[draw] == _NEVER)
+            if candidates == 0:
+                continue
+            for draw in range(draws):
+                candidate = noise[draw] < rate[draw] * _ABOVE_RATE and days[draw] == _NEVER
+                if candidate and noise[draw] < -np.expm1(-rate[draw]):
+                    _record(
+                        day, chunk, draw, agent, infection_day, memberships, slot_layer, totals, inverse_size, weight,
+                        new, fresh, by_setting, exposure,
+                    )  # fmt: skip
+
+
+# The histograms of `outputs.daily_outputs`, in the kernel's column order: name, (event day, weight) of each agent.
+DAILY_COUNTS = (
+    "exposed_in",  # infection day, infected
+    "exposed_out",  # onset, infected
+    "asymptomatic_in",  # onset, infected and asymptomatic
+    "asymptomatic_out",  # end of the infectious days, infected and asymptomatic
+    "cases",  # onset, symptomatic
+    "symptomatic_out",  # end, symptomatic
+    "hospitalisations",  # end, admitted
+    "discharged",  # discharge, admitted
+    "deaths",  # discharge, admitted and dies
+)
+COUNT_CHUNK = 65536  # agents per chunk of `_event_counts`
+
+
+@numba.njit(parallel=True, cache=True)
+def _event_counts(
+    infection_day: np.ndarray,  # (B, N) int32, NEVER if not infected
+    latent: np.ndarray,  # (B, N) int32
+    infectious_days: np.ndarray,  # (B, N) int32
+    stay: np.ndarray,  # (B, N) int32
+    infected: np.ndarray,  # (B, N) float32
+    symptomatic: np.ndarray,  # (B, N) float32
+    hospitalised: np.ndarray,  # (B, N) float32
+    dies: np.ndarray,  # (B, N) float32
+    groups: tuple,  # per grouping, each agent's group (N,) int64
+    offsets: np.ndarray,  # (groupings,) int64: a grouping's first column among the `columns`
+    columns: int,  # groups of all groupings
+    counts: np.ndarray,  # (chunks, B, days + 1, 9 + 4 × columns) float32, zero on entry; day `days`: later
+) -> None:
+    """Counts `DAILY_COUNTS` and each event (infections, cases, hospitalisations, deaths) by group, per chunk of
+    agents, in one pass: the weights are those of `outputs.daily_outputs` (the same float32 products); hard
+    estimators make them 0 or 1, so the sums are exact in any order (below 2**24 a cell)."""
+    draws, agents = infected.shape
+    days = counts.shape[2] - 1
+    for chunk in numba.prange(counts.shape[0]):
+        for draw in range(draws):
+            cell = counts[chunk, draw]
+            for agent in range(chunk * COUNT_CHUNK, min((chunk + 1) * COUNT_CHUNK, agents)):
+                weight = infected[draw, agent]
+                if weight == 0:
+                    continue  # adds nothing to any cell
+                symptomatic_weight = weight * symptomatic[draw, agent]
+                asymptomatic_weight = weight - symptomatic_weight
+                admitted = symptomatic_weight * hospitalised[draw, agent]
+                died = admitted * dies[draw, agent]
+                infection = np.int64(infection_day[draw, agent])
+                onset = infection + latent[draw, agent]
+                end = onset + infectious_days[draw, agent]
+                discharge = end + stay[draw, agent]
+                infection, onset, end, discharge = (
+                    min(infection, days), min(onset, days), min(end, days), min(discharge, days)
+                )  # fmt: skip
+                cell[infection, 0] += weight
+                cell[onset, 1] += weight
+                cell[onset, 2] += asymptomatic_weight
+                cell[end, 3] += asymptomatic_weight
+                cell[onset, 4] += symptomatic_weight
+                cell[end, 5] += symptomatic_weight
+                cell[end, 6] += admitted
+                cell[discharge, 7] += admitted
+                cell[discharge, 8] += died
+                for grouping in range(len(groups)):
+                    column = 9 + offsets[grouping] + groups[grouping][agent]
+                    cell[infection, column] += weight
+                    cell[onset, column + columns] += symptomatic_weight
+                    cell[end, column + 2 * columns] += admitted
+                    cell[discharge, column + 3 * columns] += died
+
+
+def event_counts(
+    days: int,
+    infection_day: Tensor,
+    latent: Tensor,
+    infectious_days: Tensor,
+    stay: Tensor,
+    infected: Tensor,
+    symptomatic: Tensor,
+    hospitalised: Tensor,
+    dies: Tensor,
+    groupings: Mapping[str, tuple[Tensor, int]],
+) -> tuple[dict[str, Tensor], list[list[Tensor]]]:
+    """`outputs.daily_outputs`' histograms (B, days) by name (`DAILY_COUNTS`), and each event's (infections, cases,
+    hospitalisations, deaths) histograms (B, days, groups) per grouping, in the order of `groupings`."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    sizes = [groups for _, groups in groupings.values()]
+    offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+    columns = sum(sizes)
+    draws, agents = infected.shape
+    counts = np.zeros((max(1, -(-agents // COUNT_CHUNK)), draws, days + 1, 9 + 4 * columns), np.float32)
+    _event_counts(
+        *(_array(values, np.int32) for values in (infection_day, latent, infectious_days, stay)),
+        *(_array(values, np.float32) for values in (infected, symptomatic, hospitalised, dies)),
+        tuple(_array(group, np.int64) for group, _ in groupings.values()),
+        offsets,
+        columns,
+        counts,
+    )
+    totals = torch.from_numpy(counts.sum(0)[:, :days]).to(device=infected.device, dtype=infected.dtype)
+    daily = {name: totals[..., column] for column, name in enumerate(DAILY_COUNTS)}
+    bounds = np.cumsum([0, *sizes])
+    by_group = [
+        [totals[..., 9 + event * columns + bounds[k] : 9 + event * columns + bounds[k + 1]] for k in range(len(sizes))]
+        for event in range(4)
+    ]
+    return daily, by_group
 
 
 @dataclass
@@ -300,7 +408,7 @@ class FusedLayers:
             np.ascontiguousarray(contacts.slot_group.t().cpu().numpy(), dtype=np.int32),
             np.asarray(contacts.slot_layer, dtype=np.int64),
             contacts.inverse_size.cpu().numpy(),
-            contacts.group_layer.cpu().numpy(),
+            contacts.group_layer.cpu().numpy().astype(np.int32),
         )
 
 
@@ -338,8 +446,8 @@ def transmission_days(
     active = np.flatnonzero(infected_at_start) % agents  # per draw, ascending
     starts = np.concatenate([[0], np.cumsum(infected_at_start.sum(1))])
     kept = np.empty(draws, np.int64)
-    totals = np.zeros((layers.inverse_size.shape[0], draws), np.float32)
-    force, per_member = np.empty_like(totals), np.empty_like(totals)
+    totals = np.zeros((draws, layers.inverse_size.shape[0]), np.float32)
+    force = np.empty((totals.shape[1], draws), np.float32)
     fresh = np.empty((chunks, draws, CHUNK), np.int32)
     for index, day in enumerate(range(first, last)):
         weight = _array(weights[:, day], np.float32)
@@ -356,7 +464,7 @@ def transmission_days(
             totals,
             kept,
         )
-        _forces(totals, layers.inverse_size, layers.group_layer, weight, force, per_member)
+        _forces(totals, layers.inverse_size, layers.group_layer, weight, force)
         factor = state.susceptibility_factor(day)
         factor = np.zeros((0, 0), np.float32) if factor is None else _array(factor.expand(draws, agents), np.float32)
         new = np.zeros((chunks, draws), np.int64)
@@ -370,14 +478,17 @@ def transmission_days(
             layers.memberships,
             layers.slot_layer,
             force,
-            per_member,
+            totals,
+            layers.inverse_size,
             weight,
             susceptibility,
             factor,
             new,
             fresh,
             by_chunk,
+            (0,) * layers.memberships.shape[1],
         )
+        totals.fill(0)
         active, starts = _merge(active, starts, kept, fresh, new)
         daily_new[:, index] = new.sum(0)
         by_setting[:, index] = by_chunk.sum(0)

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from diffabm.models.epidemic import fused
+
 STAGES = (
     "susceptible",
     "exposed",
@@ -98,65 +100,98 @@ def daily_outputs(
     stay: Tensor,
     *,
     groupings: Mapping[str, tuple[Tensor, int]],
+    compiled: bool = False,
 ) -> EpidemicOutput:
     """Daily outputs from each agent's infection day and course, as histograms over days.
 
     Per agent (B, N): `infected` and the course drawn for it (`symptomatic`, `hospitalised`, `dies`,
     and the days `latent`, `infectious_days` and hospital `stay`); `groupings`: name: (group of each agent (N,),
     number of groups). `new_infections` (B, T) and `infections_by_setting` (B, T, L) are counted during the days.
+    `compiled`: count in one compiled pass over the agents (`fused.event_counts`; no gradients, and exact only for
+    weights of 0 and 1, as hard estimators draw them) instead of a differentiable histogram per series.
     """
     days = new_infections.shape[1]
     n_agents = infected.shape[1]
+    if compiled:
+        counts, by_group = fused.event_counts(
+            days, infection_day, latent, infectious_days, stay, infected, symptomatic, hospitalised, dies, groupings
+        )
+    else:
+        counts, by_group = _histograms(
+            days, infection_day, latent, infectious_days, stay, infected, symptomatic, hospitalised, dies, groupings
+        )
+    recovered_in = (
+        counts["asymptomatic_out"]
+        + (counts["symptomatic_out"] - counts["hospitalisations"])
+        + (counts["discharged"] - counts["deaths"])
+    )
+    stage_counts = torch.stack(
+        [
+            n_agents - counts["exposed_in"].cumsum(1),
+            (counts["exposed_in"] - counts["exposed_out"]).cumsum(1),
+            (counts["asymptomatic_in"] - counts["asymptomatic_out"]).cumsum(1),
+            (counts["cases"] - counts["symptomatic_out"]).cumsum(1),
+            (counts["hospitalisations"] - counts["discharged"]).cumsum(1),
+            recovered_in.cumsum(1),
+            counts["deaths"].cumsum(1),
+        ],
+        dim=-1,
+    )
+    return EpidemicOutput(
+        new_infections=new_infections,
+        cases=counts["cases"],
+        hospitalisations=counts["hospitalisations"],
+        deaths=counts["deaths"],
+        stage_counts=stage_counts,
+        infections_by_setting=infections_by_setting,
+        **{
+            f"{event}_by_{grouping}": by_group[e][k]
+            for e, event in enumerate(EVENTS)
+            for k, grouping in enumerate(groupings)
+        },
+    )
+
+
+def _histograms(
+    days: int,
+    infection_day: Tensor,
+    latent: Tensor,
+    infectious_days: Tensor,
+    stay: Tensor,
+    infected: Tensor,
+    symptomatic: Tensor,
+    hospitalised: Tensor,
+    dies: Tensor,
+    groupings: Mapping[str, tuple[Tensor, int]],
+) -> tuple[dict[str, Tensor], list[list[Tensor]]]:
+    """The histograms (B, days) of each agent's stage changes by name, and of each of `EVENTS` by group
+    (B, days, groups) per grouping: differentiable in the weights (`_Histogram`)."""
     infection_day, latent, infectious_days, stay = (x.long() for x in (infection_day, latent, infectious_days, stay))
 
     def daily(day: Tensor, weight: Tensor) -> Tensor:
         return _Histogram.apply(weight, day, weight.new_zeros((), dtype=torch.long), days, 1)[..., 0]
 
-    def daily_by_group(day: Tensor, weight: Tensor, group: Tensor, groups: int) -> Tensor:
-        return _Histogram.apply(weight, day, group, days, groups)
-
     onset = infection_day + latent
     end = onset + infectious_days
     discharge = end + stay
     symptomatic_weight = infected * symptomatic
+    asymptomatic_weight = infected - symptomatic_weight
     admitted = symptomatic_weight * hospitalised
-    exposed_in, exposed_out = daily(infection_day, infected), daily(onset, infected)
-    asymptomatic_in, asymptomatic_out = (
-        daily(onset, infected - symptomatic_weight),
-        daily(end, infected - symptomatic_weight),
-    )
-    cases, symptomatic_out = daily(onset, symptomatic_weight), daily(end, symptomatic_weight)
-    hospitalisations, discharged = daily(end, admitted), daily(discharge, admitted)
-    deaths = daily(discharge, admitted * dies)
-    recovered_in = asymptomatic_out + (symptomatic_out - hospitalisations) + (discharged - deaths)
-    stage_counts = torch.stack(
-        [
-            n_agents - exposed_in.cumsum(1),
-            (exposed_in - exposed_out).cumsum(1),
-            (asymptomatic_in - asymptomatic_out).cumsum(1),
-            (cases - symptomatic_out).cumsum(1),
-            (hospitalisations - discharged).cumsum(1),
-            recovered_in.cumsum(1),
-            deaths.cumsum(1),
-        ],
-        dim=-1,
-    )
-    events = {
-        "infections": (infection_day, infected),
-        "cases": (onset, symptomatic_weight),
-        "hospitalisations": (end, admitted),
-        "deaths": (discharge, admitted * dies),
+    died = admitted * dies
+    counts = {
+        "exposed_in": daily(infection_day, infected),
+        "exposed_out": daily(onset, infected),
+        "asymptomatic_in": daily(onset, asymptomatic_weight),
+        "asymptomatic_out": daily(end, asymptomatic_weight),
+        "cases": daily(onset, symptomatic_weight),
+        "symptomatic_out": daily(end, symptomatic_weight),
+        "hospitalisations": daily(end, admitted),
+        "discharged": daily(discharge, admitted),
+        "deaths": daily(discharge, died),
     }
-    return EpidemicOutput(
-        new_infections=new_infections,
-        cases=cases,
-        hospitalisations=hospitalisations,
-        deaths=deaths,
-        stage_counts=stage_counts,
-        infections_by_setting=infections_by_setting,
-        **{
-            f"{event}_by_{grouping}": daily_by_group(*events[event], group, groups)
-            for event in EVENTS
-            for grouping, (group, groups) in groupings.items()
-        },
-    )
+    events = ((infection_day, infected), (onset, symptomatic_weight), (end, admitted), (discharge, died))
+    by_group = [
+        [_Histogram.apply(weight, day, group, days, groups) for group, groups in groupings.values()]
+        for day, weight in events
+    ]
+    return counts, by_group
