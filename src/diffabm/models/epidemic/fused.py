@@ -3,7 +3,7 @@ instead of some thirty tensor passes over all agents a day.
 
 A day of `transmission._TransmissionDay` (hard estimators: infected where u < 1 − exp(−rate)) is three loops:
 `_group_totals` adds the infectiousness of the active agents only (infected, not yet past their infectious period;
-a sorted list per draw, kept up to date by `_merge`) into a (groups, draws) table, in agent order as
+a sorted list per draw, merged with the new infections on the way) into a (groups, draws) table, in agent order as
 `ContactLayers.group_totals` adds them; `_forces` scales the totals by w_L / |g|; `_infect` visits every agent once,
 reads its group ids once for all draws, sums its groups' forces in slot order as `ContactLayers.spread` does,
 multiplies by its susceptibility and compares the day's counter-based noise (`diffabm.philox`) with the probability.
@@ -49,7 +49,10 @@ _ABOVE_RATE = np.float32(1.0 + 2.0**-16)
 def _group_totals(
     day: int,
     active: np.ndarray,  # (M,) int64: per draw, the infected agents not yet past their infectious period, ascending
-    starts: np.ndarray,  # (B + 1,) int64: draw b's agents are active[starts[b]:starts[b + 1]]
+    begins: np.ndarray,  # (B,) int64: draw b's agents are active[begins[b] : begins[b] + counts[b]]
+    counts: np.ndarray,  # (B,) int64
+    fresh: np.ndarray,  # (chunks, B, CHUNK) int32: yesterday's new infections (`_infect`), offsets in their chunk
+    new: np.ndarray,  # (chunks, B) int64: how many
     infection_day: np.ndarray,  # (N, B) int32, agent-major
     memberships: np.ndarray,  # (N, K) int32 group ids, agent-major
     slot_isolating: np.ndarray,  # (K,) bool
@@ -61,21 +64,35 @@ def _group_totals(
     isolated_from: np.ndarray,  # (B, N) int32
     isolating: bool,
     totals: np.ndarray,  # (B, G) float32, zero on entry (draw-major: the draws in parallel write apart)
-    kept: np.ndarray,  # (B,) int64, out: how many of each draw's agents stay active (at the front of its segment)
+    merged: np.ndarray,  # (≥ M + new infections,) int64, out: the agents still active, per draw, ascending
+    merged_begins: np.ndarray,  # (B,) int64: where each draw's agents go in `merged` (room for all of them)
+    merged_counts: np.ndarray,  # (B,) int64, out: how many
 ) -> None:
-    """Adds the infectiousness of the `active` agents to their groups (agent order within each draw, as the tensor
-    path's `index_add_`; the draws in parallel, each its own column) and drops from `active`, in place, the agents
-    past their infectious period."""
+    """Adds the infectiousness of each draw's active agents to their groups, in agent order as the tensor path's
+    `index_add_` (the draws in parallel): the active list merged with yesterday's new infections on the way, and
+    written to `merged` without the agents past their infectious period."""
     beyond = profile.shape[0] - 1
-    for draw in numba.prange(starts.shape[0] - 1):
-        count = starts[draw]
-        for position in range(starts[draw], starts[draw + 1]):
-            agent = active[position]
+    chunks = new.shape[0]
+    for draw in numba.prange(begins.shape[0]):
+        out = merged_begins[draw]
+        position, stop = begins[draw], begins[draw] + counts[draw]
+        chunk, k = 0, 0
+        while True:
+            while chunk < chunks and k == new[chunk, draw]:
+                chunk, k = chunk + 1, 0
+            if position < stop and (chunk == chunks or active[position] < chunk * CHUNK + fresh[chunk, draw, k]):
+                agent = active[position]
+                position += 1
+            elif chunk < chunks:
+                agent = chunk * CHUNK + fresh[chunk, draw, k]
+                k += 1
+            else:
+                break
             since = min(day - infection_day[agent, draw], beyond)
             if since >= end[draw, agent] or since == beyond:
                 continue  # recovered (or dead) for good, or past the profile's end: infectious no more
-            active[count] = agent
-            count += 1
+            merged[out] = agent
+            out += 1
             if since < infectious_from[draw, agent]:
                 continue
             value = profile[since] * relative[draw, agent]
@@ -84,42 +101,12 @@ def _group_totals(
                 isolated = value * (_ONE - complies[draw, agent])
             for slot in range(memberships.shape[1]):
                 totals[draw, memberships[agent, slot]] += isolated if slot_isolating[slot] else value
-        kept[draw] = count - starts[draw]
-
-
-@numba.njit(cache=True)
-def _merge(
-    active: np.ndarray, starts: np.ndarray, kept: np.ndarray, fresh: np.ndarray, new: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each draw's kept active agents (`_group_totals`) and its new infections of the day (`fresh` (chunks, B,
-    CHUNK): agent offsets within each chunk, ascending, `new` (chunks, B) of them), merged in ascending order; and
-    the draws' new starts."""
-    chunks, draws = new.shape
-    merged = np.empty(kept.sum() + new.sum(), dtype=np.int64)
-    merged_starts = np.zeros(draws + 1, dtype=np.int64)
-    count = 0
-    for draw in range(draws):
-        position, stop = starts[draw], starts[draw] + kept[draw]
-        for chunk in range(chunks):
-            for k in range(new[chunk, draw]):
-                agent = chunk * CHUNK + fresh[chunk, draw, k]
-                while position < stop and active[position] < agent:
-                    merged[count] = active[position]
-                    count += 1
-                    position += 1
-                merged[count] = agent
-                count += 1
-        while position < stop:
-            merged[count] = active[position]
-            count += 1
-            position += 1
-        merged_starts[draw + 1] = count
-    return merged, merged_starts
+        merged_counts[draw] = out - merged_begins[draw]
 
 
 @numba.njit(parallel=True, cache=True)
 def _forces(
-    totals: np.ndarray,  # (B, G) float32
+    totals: np.ndarray,  # (B, G) float32, zeroed for the next day once read
     inverse_size: np.ndarray,  # (G,) float32, 0 for the sink
     group_layer: np.ndarray,  # (G,) int32
     weight: np.ndarray,  # (B, L) float32
@@ -129,6 +116,7 @@ def _forces(
         layer = group_layer[group]
         for draw in range(totals.shape[0]):
             force[group, draw] = totals[draw, group] * (inverse_size[group] * weight[draw, layer])
+            totals[draw, group] = 0
 
 
 @numba.njit(inline="always", cache=True)
@@ -140,9 +128,7 @@ def _record(
     infection_day: np.ndarray,
     memberships: np.ndarray,
     slot_layer: np.ndarray,
-    totals: np.ndarray,
-    inverse_size: np.ndarray,
-    weight: np.ndarray,
+    force: np.ndarray,
     new: np.ndarray,
     fresh: np.ndarray,
     by_setting: np.ndarray,
@@ -150,20 +136,16 @@ def _record(
 ) -> None:
     """Infects `agent` in `draw` on `day`: its infection day, its place among the chunk's new infections, and its
     split by setting, w_L E_L / Σ_K w_K E_K with E_L = Σ_{g ∋ agent in L} T_g / |g|
-    (`EpidemicModel.infections_by_setting`)."""
+    (`EpidemicModel.infections_by_setting`; w_L E_L as the sum of its groups' forces, equal to float32 rounding)."""
     infection_day[agent, draw] = day
     fresh[chunk, draw, new[chunk, draw]] = agent - chunk * CHUNK
     new[chunk, draw] += 1
     exposure[:] = 0
     for slot in range(memberships.shape[1]):
-        group = memberships[agent, slot]
-        exposure[slot_layer[slot]] += totals[draw, group] * inverse_size[group]
-    weighted = np.float32(0)
-    for layer in range(weight.shape[1]):
-        weighted += weight[draw, layer] * exposure[layer]
-    weighted = max(weighted, _TINY)
-    for layer in range(weight.shape[1]):
-        by_setting[chunk, draw, layer] += weight[draw, layer] * exposure[layer] / weighted
+        exposure[slot_layer[slot]] += force[memberships[agent, slot], draw]
+    weighted = max(exposure.sum(), _TINY)
+    for layer in range(exposure.shape[0]):
+        by_setting[chunk, draw, layer] += exposure[layer] / weighted
 
 
 @numba.njit(parallel=True, cache=True)
@@ -175,9 +157,6 @@ def _infect_one_draw(
     memberships: np.ndarray,
     slot_layer: np.ndarray,
     force: np.ndarray,
-    totals: np.ndarray,
-    inverse_size: np.ndarray,
-    weight: np.ndarray,
     susceptibility: np.ndarray,
     factor: np.ndarray,
     new: np.ndarray,
@@ -193,7 +172,7 @@ def _infect_one_draw(
     scaled = factor.shape[0] > 0
     group_force = force[:, 0]
     for chunk in numba.prange(new.shape[0]):
-        exposure = np.zeros(weight.shape[1], dtype=np.float32)
+        exposure = np.zeros(by_setting.shape[2], dtype=np.float32)
         noise = np.empty(CHUNK, dtype=np.float32)
         rate = np.empty(CHUNK, dtype=np.float32)
         first = chunk * CHUNK
@@ -210,7 +189,7 @@ def _infect_one_draw(
             candidate = noise[k] < rate[k] * _ABOVE_RATE and infection_day[first + k, 0] == _NEVER
             if candidate and noise[k] < -np.expm1(-rate[k]):
                 _record(
-                    day, chunk, 0, first + k, infection_day, memberships, slot_layer, totals, inverse_size, weight, new,
+                    day, chunk, 0, first + k, infection_day, memberships, slot_layer, force, new,
                     fresh, by_setting, exposure,
                 )  # fmt: skip
 
@@ -224,9 +203,6 @@ def _infect(
     memberships: np.ndarray,  # (N, K) int32
     slot_layer: np.ndarray,  # (K,) int64
     force: np.ndarray,  # (G, B) float32: totals × w_L / |g|
-    totals: np.ndarray,  # (B, G) float32: the groups' infectiousness (the exposures by setting)
-    inverse_size: np.ndarray,  # (G,) float32
-    weight: np.ndarray,  # (B, L) float32
     susceptibility: np.ndarray,  # (N,) float32
     factor: np.ndarray,  # (B, N) float32, or (0, 0): none
     new: np.ndarray,  # (chunks, B) int64, zero on entry
@@ -243,7 +219,7 @@ def _infect(
     agents, draws = infection_day.shape
     scaled = factor.shape[0] > 0
     for chunk in numba.prange(new.shape[0]):
-        exposure = np.zeros(weight.shape[1], dtype=np.float32)
+        exposure = np.zeros(by_setting.shape[2], dtype=np.float32)
         chunk_noise = np.empty((draws, CHUNK), dtype=np.float32)
         noise = np.empty(draws, dtype=np.float32)
         total = np.empty(draws, dtype=np.float32)
@@ -279,7 +255,7 @@ def _infect(
                 candidate = noise[draw] < rate[draw] * _ABOVE_RATE and days[draw] == _NEVER
                 if candidate and noise[draw] < -np.expm1(-rate[draw]):
                     _record(
-                        day, chunk, draw, agent, infection_day, memberships, slot_layer, totals, inverse_size, weight,
+                        day, chunk, draw, agent, infection_day, memberships, slot_layer, force,
                         new, fresh, by_setting, exposure,
                     )  # fmt: skip
 
@@ -444,17 +420,24 @@ def transmission_days(
     by_setting = np.zeros((draws, last - first, n_layers), np.float32)
     infected_at_start = day_of_infection.T != _NEVER
     active = np.flatnonzero(infected_at_start) % agents  # per draw, ascending
-    starts = np.concatenate([[0], np.cumsum(infected_at_start.sum(1))])
-    kept = np.empty(draws, np.int64)
+    counts = infected_at_start.sum(1)
+    begins = np.cumsum(counts) - counts
     totals = np.zeros((draws, layers.inverse_size.shape[0]), np.float32)
     force = np.empty((totals.shape[1], draws), np.float32)
     fresh = np.empty((chunks, draws, CHUNK), np.int32)
+    new = np.zeros((chunks, draws), np.int64)
     for index, day in enumerate(range(first, last)):
         weight = _array(weights[:, day], np.float32)
+        room = counts + new.sum(0)
+        merged, merged_counts = np.empty(room.sum(), np.int64), np.empty(draws, np.int64)
+        merged_begins = np.cumsum(room) - room
         _group_totals(
             day,
             active,
-            starts,
+            begins,
+            counts,
+            fresh,
+            new,
             day_of_infection,
             layers.memberships,
             slot_isolating,
@@ -462,8 +445,11 @@ def transmission_days(
             *course.values(),
             state.isolating,
             totals,
-            kept,
+            merged,
+            merged_begins,
+            merged_counts,
         )
+        active, begins, counts = merged, merged_begins, merged_counts
         _forces(totals, layers.inverse_size, layers.group_layer, weight, force)
         factor = state.susceptibility_factor(day)
         factor = np.zeros((0, 0), np.float32) if factor is None else _array(factor.expand(draws, agents), np.float32)
@@ -478,9 +464,6 @@ def transmission_days(
             layers.memberships,
             layers.slot_layer,
             force,
-            totals,
-            layers.inverse_size,
-            weight,
             susceptibility,
             factor,
             new,
@@ -488,8 +471,6 @@ def transmission_days(
             by_chunk,
             (0,) * layers.memberships.shape[1],
         )
-        totals.fill(0)
-        active, starts = _merge(active, starts, kept, fresh, new)
         daily_new[:, index] = new.sum(0)
         by_setting[:, index] = by_chunk.sum(0)
     device = infection_day.device
