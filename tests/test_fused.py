@@ -48,9 +48,13 @@ def test_uniforms_are_the_blocks_words_and_uniform():
     assert abs(np.corrcoef(u[0], philox.uniform(key + 1, 1, 1_000_000)[0])[0, 1]) < bound
 
 
-@pytest.mark.parametrize(("key", "rows", "n"), [(0, 1, 1), (2**63 - 25, 3, 1001), (0x0123456789ABCDEF, 2, 4096)])
+@pytest.mark.parametrize(
+    ("key", "rows", "n"),
+    [(0, 1, 1), (2**63 - 25, 3, 1001), (0x0123456789ABCDEF, 2, 4096), (5, 2, 8 * philox.FILL_BLOCKS + 3)],
+)
 def test_tensor_philox_gives_the_same_bits(key, rows, n):
-    """The tensor operations that draw the noise on accelerators give the Numba loop's bits (run here on the CPU)."""
+    """The tensor operations that draw the noise on accelerators give the Numba loop's bits (run here on the CPU;
+    the last case spans several of the loop's tasks and ends in a partial block)."""
     assert torch.equal(philox.uniform_on(key, rows, n, "cpu"), torch.from_numpy(philox.uniform(key, rows, n)))
 
 

@@ -1,18 +1,21 @@
-"""The transmission days without gradients, fused into compiled loops (Numba; Lam, Pitrou & Seibert 2015)
+"""The transmission days and outputs without gradients, fused into compiled loops (Numba; Lam, Pitrou & Seibert 2015)
 instead of some thirty tensor passes over all agents a day.
 
 A day of `transmission._TransmissionDay` (hard estimators: infected where u < 1 − exp(−rate)) is three loops:
 `_group_totals` adds the infectiousness of the active agents only (infected, not yet past their infectious period;
-a sorted list per draw, merged with the new infections on the way) into a (groups, draws) table, in agent order as
-`ContactLayers.group_totals` adds them; `_forces` scales the totals by w_L / |g|; `_infect` visits every agent once,
-reads its group ids once for all draws, sums its groups' forces in slot order as `ContactLayers.spread` does,
-multiplies by its susceptibility and compares the day's counter-based noise (`diffabm.philox`) with the probability.
+a sorted list per draw, merged with the new infections on the way) into a (draws, groups) table, in agent order as
+`ContactLayers.group_totals` adds them; `_forces` scales the totals by w_L / |g|; `_infect` (`_infect_one_draw`
+for one draw) visits every agent once, sums its groups' forces in slot order as `ContactLayers.spread` does,
+multiplies by its susceptibility and compares the day's counter-based noise (`diffabm.philox`, a chunk's noise
+first, in a vectorised loop) with the probability. The rates are computed for every agent without branches on its
+state, which is unpredictable once the epidemic has spread; only the few candidates u < rate are then looked at.
 The float32 operations are those of the tensor path, in its order, so the infections are the same (a uniform within
 an ulp of its probability could differ where the two libraries' `expm1` round differently, none did in the tests;
-layers with several memberships per agent may add in another order). New infections and their split by setting are
-counted per fixed chunk of agents, so the result does not depend on the number of threads.
+layers with several memberships per agent may add in another order; the split by setting is equal to rounding).
+New infections and their split by setting are counted per fixed chunk of agents, so the result does not depend on
+the number of threads. After the days, `event_counts` counts every daily output in one pass over the agents.
 
-`EpidemicModel.simulate` uses it whenever nothing needs a gradient (no parameter or control requires grad, no
+`EpidemicModel.simulate` uses them whenever nothing needs a gradient (no parameter or control requires grad, no
 forward-mode transform), the estimator is hard, the group sums are plain (no secret sharing) and the device is the
 CPU (`EpidemicModel.fused_layers`).
 """
