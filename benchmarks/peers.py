@@ -322,16 +322,19 @@ def make(n, days):
     return build_model(config, toy_population(n, seed=0))
 
 
-with torch.no_grad():
-    make(2_000, 3)(seed=SEED)  # warm-up: thread pools, lazy kernels
 if CASE == "diffabm-forward@astoria":  # AgentTorch's Astoria population and network (benchmarks/astoria.py)
     sys.path.insert(0, ARGS["benchmarks"])
     import astoria
 
-    model = astoria.make_model(astoria.load_astoria(), days=D)
+    population = astoria.load_astoria()
+    warm_up = astoria.make_model(population, days=3)  # its own layout: the kernels compiled for its slots
+    model = astoria.make_model(population, days=D)
     N = model.n_agents
 else:
+    warm_up = make(2_000, 3)
     model = make(N, D)
+with torch.no_grad():
+    warm_up(seed=SEED)  # warm-up: thread pools, lazy kernels, the compiled kernels loaded (or compiled)
 backward = CASE.endswith("forward+backward")
 parameters = {name: value.requires_grad_(backward) if name.startswith("beta_") else value
               for name, value in model.natural_parameters().items()}

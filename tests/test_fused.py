@@ -171,3 +171,34 @@ def test_kernels_run_only_where_nothing_needs_a_gradient(population, tmp_path, k
     efficacy = vaccinated.natural_parameters()["efficacy_infection_dose1"]
     torch.func.jvp(lambda value: total("efficacy_infection_dose1", value, vaccinated), (efficacy,), (efficacy,))
     assert len(kernel_calls) == 1
+
+
+@pytest.mark.parametrize("draws", [1, 3])
+def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
+    """Past `UNROLLED_SLOTS` memberships per agent (e.g. a network's edges as pairs) the passes loop over the slots
+    at run time instead of being compiled for their number: both give the same infections and split by setting."""
+    rng = np.random.default_rng(0)
+    agents, slots, groups = 10_001, fused.UNROLLED_SLOTS + 2, 300
+    assert fused.unrolled_slots(slots) == () and len(fused.unrolled_slots(4)) == 4
+    memberships = rng.integers(0, groups, (agents, slots)).astype(np.int32)
+    force = rng.random((groups, draws), dtype=np.float32) * np.float32(0.02)
+    infection_day = np.where(rng.random((agents, draws)) < 0.3, np.int32(0), fused._NEVER).astype(np.int32)
+    slot_layer = (np.arange(slots) % 4).astype(np.int64)
+    chunks = -(-agents // fused.CHUNK)
+    results = []
+    for unrolled in ((0,) * slots, ()):
+        state = [
+            infection_day.copy(),
+            np.zeros((chunks, draws), np.int64),
+            np.zeros((chunks, draws, fused.CHUNK), np.int32),
+            np.zeros((chunks, draws, 4), np.float32),
+        ]
+        (fused._infect if draws > 1 else fused._infect_one_draw)(
+            5, np.uint64(11), np.arange(draws, dtype=np.int64), state[0], memberships,
+            slot_layer, force, np.full(agents, 0.8, np.float32),
+            np.zeros((0, 0), np.float32), *state[1:], unrolled,
+        )  # fmt: skip
+        results.append(state)
+    assert results[0][1].sum() > 100, "too few infections to compare"
+    for unrolled, looped in zip(*results):
+        assert np.array_equal(unrolled, looped)

@@ -151,6 +151,16 @@ def _record(
         by_setting[chunk, draw, layer] += exposure[layer] / weighted
 
 
+UNROLLED_SLOTS = 8  # up to this many slots (memberships per agent), the passes are compiled for their number
+
+
+def unrolled_slots(slots: int) -> tuple:
+    """The infection passes' `slots` argument: K zeros for K ≤ `UNROLLED_SLOTS` (the length of a tuple's type is a
+    compile-time constant, so the loop over the slots unrolls; one compiled variant per K, cached on disk), else ()
+    (a loop over `memberships.shape[1]`: one variant for all the larger K, e.g. a network's edges as pairs)."""
+    return (0,) * slots if slots <= UNROLLED_SLOTS else ()
+
+
 @numba.njit(parallel=True, cache=True)
 def _infect_one_draw(
     day: int,
@@ -165,7 +175,7 @@ def _infect_one_draw(
     new: np.ndarray,
     fresh: np.ndarray,
     by_setting: np.ndarray,
-    slots: tuple,  # K zeros: the number of slots as a compile-time constant (a tuple type's length)
+    slots: tuple,  # `unrolled_slots`
 ) -> None:
     """`_infect` for one draw (same arguments): per chunk, the noise of all its agents (a vectorised loop), then every
     agent's rate without branches (the loop over the slots unrolled), then the few candidates u < rate. Branching on
@@ -185,7 +195,7 @@ def _infect_one_draw(
         psi = susceptibility[first : first + count]
         for k in range(count):
             total = group_force[groups[k, 0]]
-            for slot in range(1, len(slots)):
+            for slot in range(1, len(slots) or memberships.shape[1]):
                 total += group_force[groups[k, slot]]
             rate[k] = (psi[k] * factor[0, first + k] if scaled else psi[k]) * total
         for k in range(count):
@@ -211,7 +221,7 @@ def _infect(
     new: np.ndarray,  # (chunks, B) int64, zero on entry
     fresh: np.ndarray,  # (chunks, B, CHUNK) int32: the new infections' offsets within their chunk
     by_setting: np.ndarray,  # (chunks, B, L) float32, zero on entry
-    slots: tuple,  # K zeros: the number of slots as a compile-time constant (a tuple type's length)
+    slots: tuple,  # `unrolled_slots`
 ) -> None:
     """Infects susceptible agents with probability 1 − exp(−rate), rate = ψ Σ_slots force (in slot order).
 
@@ -235,7 +245,7 @@ def _infect(
             group = memberships[agent, 0]
             for draw in range(draws):
                 total[draw] = force[group, draw]
-            for slot in range(1, len(slots)):
+            for slot in range(1, len(slots) or memberships.shape[1]):
                 group = memberships[agent, slot]
                 for draw in range(draws):
                     total[draw] += force[group, draw]
@@ -472,7 +482,7 @@ def transmission_days(
             new,
             fresh,
             by_chunk,
-            (0,) * layers.memberships.shape[1],
+            unrolled_slots(layers.memberships.shape[1]),
         )
         daily_new[:, index] = new.sum(0)
         by_setting[:, index] = by_chunk.sum(0)

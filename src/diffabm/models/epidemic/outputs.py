@@ -112,14 +112,10 @@ def daily_outputs(
     """
     days = new_infections.shape[1]
     n_agents = infected.shape[1]
-    if compiled:
-        counts, by_group = fused.event_counts(
-            days, infection_day, latent, infectious_days, stay, infected, symptomatic, hospitalised, dies, groupings
-        )
-    else:
-        counts, by_group = _histograms(
-            days, infection_day, latent, infectious_days, stay, infected, symptomatic, hospitalised, dies, groupings
-        )
+    count = fused.event_counts if compiled else _histograms  # the same counts: compiled, or differentiable
+    counts, by_group = count(
+        days, infection_day, latent, infectious_days, stay, infected, symptomatic, hospitalised, dies, groupings
+    )
     recovered_in = (
         counts["asymptomatic_out"]
         + (counts["symptomatic_out"] - counts["hospitalisations"])
