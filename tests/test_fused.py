@@ -195,7 +195,8 @@ def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
         ]
         (fused._infect if draws > 1 else fused._infect_one_draw)(
             5, np.uint64(11), np.arange(draws, dtype=np.int64), state[0], memberships,
-            slot_layer, force, np.full(agents, 0.8, np.float32),
+            slot_layer, force, force.T.copy(), np.ones(groups, np.float32), np.ones((draws, 4), np.float32),
+            np.full(agents, 0.8, np.float32),
             np.zeros((0, 0), np.float32), *state[1:], unrolled,
         )  # fmt: skip
         results.append(state)

@@ -109,7 +109,7 @@ def _group_totals(
 
 @numba.njit(parallel=True, cache=True)
 def _forces(
-    totals: np.ndarray,  # (B, G) float32, zeroed for the next day once read
+    totals: np.ndarray,  # (B, G) float32
     inverse_size: np.ndarray,  # (G,) float32, 0 for the sink
     group_layer: np.ndarray,  # (G,) int32
     weight: np.ndarray,  # (B, L) float32
@@ -119,7 +119,6 @@ def _forces(
         layer = group_layer[group]
         for draw in range(totals.shape[0]):
             force[group, draw] = totals[draw, group] * (inverse_size[group] * weight[draw, layer])
-            totals[draw, group] = 0
 
 
 @numba.njit(inline="always", cache=True)
@@ -131,24 +130,30 @@ def _record(
     infection_day: np.ndarray,
     memberships: np.ndarray,
     slot_layer: np.ndarray,
-    force: np.ndarray,
+    totals: np.ndarray,
+    inverse_size: np.ndarray,
+    weight: np.ndarray,
     new: np.ndarray,
     fresh: np.ndarray,
     by_setting: np.ndarray,
     exposure: np.ndarray,  # (L,) float32 scratch
 ) -> None:
     """Infects `agent` in `draw` on `day`: its infection day, its place among the chunk's new infections, and its
-    split by setting, w_L E_L / Σ_K w_K E_K with E_L = Σ_{g ∋ agent in L} T_g / |g|
-    (`EpidemicModel.infections_by_setting`; w_L E_L as the sum of its groups' forces, equal to float32 rounding)."""
+    split by setting, w_L E_L / Σ_K w_K E_K with E_L = Σ_{g ∋ agent in L} T_g / |g|, in the float32 operations of
+    `EpidemicModel.infections_by_setting`."""
     infection_day[agent, draw] = day
     fresh[chunk, draw, new[chunk, draw]] = agent - chunk * CHUNK
     new[chunk, draw] += 1
     exposure[:] = 0
     for slot in range(memberships.shape[1]):
-        exposure[slot_layer[slot]] += force[memberships[agent, slot], draw]
-    weighted = max(exposure.sum(), _TINY)
-    for layer in range(exposure.shape[0]):
-        by_setting[chunk, draw, layer] += exposure[layer] / weighted
+        group = memberships[agent, slot]
+        exposure[slot_layer[slot]] += totals[draw, group] * inverse_size[group]
+    weighted = np.float32(0)
+    for layer in range(weight.shape[1]):
+        weighted += weight[draw, layer] * exposure[layer]
+    weighted = max(weighted, _TINY)
+    for layer in range(weight.shape[1]):
+        by_setting[chunk, draw, layer] += weight[draw, layer] * exposure[layer] / weighted
 
 
 UNROLLED_SLOTS = 8  # up to this many slots (memberships per agent), the passes are compiled for their number
@@ -170,6 +175,9 @@ def _infect_one_draw(
     memberships: np.ndarray,
     slot_layer: np.ndarray,
     force: np.ndarray,
+    totals: np.ndarray,
+    inverse_size: np.ndarray,
+    weight: np.ndarray,
     susceptibility: np.ndarray,
     factor: np.ndarray,
     new: np.ndarray,
@@ -202,7 +210,7 @@ def _infect_one_draw(
             candidate = noise[k] < rate[k] * _ABOVE_RATE and infection_day[first + k, 0] == _NEVER
             if candidate and noise[k] < -np.expm1(-rate[k]):
                 _record(
-                    day, chunk, 0, first + k, infection_day, memberships, slot_layer, force, new,
+                    day, chunk, 0, first + k, infection_day, memberships, slot_layer, totals, inverse_size, weight, new,
                     fresh, by_setting, exposure,
                 )  # fmt: skip
 
@@ -216,6 +224,9 @@ def _infect(
     memberships: np.ndarray,  # (N, K) int32
     slot_layer: np.ndarray,  # (K,) int64
     force: np.ndarray,  # (G, B) float32: totals × w_L / |g|
+    totals: np.ndarray,  # (B, G) float32: the groups' infectiousness (the exposures by setting)
+    inverse_size: np.ndarray,  # (G,) float32
+    weight: np.ndarray,  # (B, L) float32
     susceptibility: np.ndarray,  # (N,) float32
     factor: np.ndarray,  # (B, N) float32, or (0, 0): none
     new: np.ndarray,  # (chunks, B) int64, zero on entry
@@ -268,7 +279,7 @@ def _infect(
                 candidate = noise[draw] < rate[draw] * _ABOVE_RATE and days[draw] == _NEVER
                 if candidate and noise[draw] < -np.expm1(-rate[draw]):
                     _record(
-                        day, chunk, draw, agent, infection_day, memberships, slot_layer, force,
+                        day, chunk, draw, agent, infection_day, memberships, slot_layer, totals, inverse_size, weight,
                         new, fresh, by_setting, exposure,
                     )  # fmt: skip
 
@@ -477,6 +488,9 @@ def transmission_days(
             layers.memberships,
             layers.slot_layer,
             force,
+            totals,
+            layers.inverse_size,
+            weight,
             susceptibility,
             factor,
             new,
@@ -484,6 +498,7 @@ def transmission_days(
             by_chunk,
             unrolled_slots(layers.memberships.shape[1]),
         )
+        totals.fill(0)
         daily_new[:, index] = new.sum(0)
         by_setting[:, index] = by_chunk.sum(0)
     device = infection_day.device
