@@ -368,7 +368,7 @@ def event_counts(
 ) -> tuple[dict[str, Tensor], list[list[Tensor]]]:
     """`outputs.daily_outputs`' histograms (B, days) by name (`DAILY_COUNTS`), and each event's (infections, cases,
     hospitalisations, deaths) histograms (B, days, groups) per grouping, in the order of `groupings`."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    _follow_torch_threads()
     sizes = [groups for _, groups in groupings.values()]
     offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
     columns = sum(sizes)
@@ -412,6 +412,11 @@ class FusedLayers:
         )
 
 
+def _follow_torch_threads() -> None:
+    """The kernels run on as many threads as torch (the job's `threads`), within Numba's pool."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 def _array(values: Tensor, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(values.detach().cpu().numpy(), dtype=dtype)
 
@@ -422,7 +427,7 @@ def transmission_days(
     """Days `first`..`last` − 1 as `EpidemicModel._transmission_days` computes them without gradients: the infected
     (B, N) and infection days after them, each day's new infections (B, k) and infections by setting (B, k, L)."""
     model = state.model
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    _follow_torch_threads()
     day_of_infection = _array(infection_day.t(), np.int32)  # agent-major (N, B): an agent's draws in one cache line
     agents, draws = day_of_infection.shape
     course = {
@@ -450,6 +455,7 @@ def transmission_days(
     force = np.empty((totals.shape[1], draws), np.float32)
     fresh = np.empty((chunks, draws, CHUNK), np.int32)
     new = np.zeros((chunks, draws), np.int64)
+    infect, slots = (_infect if draws > 1 else _infect_one_draw), unrolled_slots(layers.memberships.shape[1])
     for index, day in enumerate(range(first, last)):
         weight = _array(weights[:, day], np.float32)
         room = counts + new.sum(0)
@@ -480,7 +486,7 @@ def transmission_days(
         new = np.zeros((chunks, draws), np.int64)
         by_chunk = np.zeros((chunks, draws, n_layers), np.float32)
         key = np.uint64(stable_seed(state.seed, f"day{day}"))
-        (_infect if draws > 1 else _infect_one_draw)(
+        infect(
             day,
             key,
             rows,
@@ -496,7 +502,7 @@ def transmission_days(
             new,
             fresh,
             by_chunk,
-            unrolled_slots(layers.memberships.shape[1]),
+            slots,
         )
         totals.fill(0)
         daily_new[:, index] = new.sum(0)
