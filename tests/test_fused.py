@@ -105,12 +105,13 @@ def assert_same_simulation(by_kernels: dict, by_tensors: dict) -> None:
         ["model.draws=1"],  # the one-draw kernel
         [],  # three draws: the tensor path's per-slot index_add_
         ["model.draws=5"],  # its sparse products
+        ["model.draws=10"],  # the kernels' lanes: one whole block of eight draws and one padded
         ["model.common_random_numbers=true"],
         ["model.seeding=systematic"],
         ["+interventions=[{kind: isolation, compliance: 0.7, delay_days: 0}]"],
         ["interventions=[]"],
     ],
-    ids=["1-draw", "3-draws", "5-draws", "common-noise", "systematic", "isolation", "no-interventions"],
+    ids=["1-draw", "3-draws", "5-draws", "10-draws", "common-noise", "systematic", "isolation", "no-interventions"],
 )
 def test_kernels_simulate_as_the_tensor_path(population, overrides, kernel_calls):
     assert_same_simulation(*both_paths(make_model(population, "model.days=40", *overrides), kernel_calls))
@@ -181,8 +182,9 @@ def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
     agents, slots, groups = 10_001, fused.UNROLLED_SLOTS + 2, 300
     assert fused.unrolled_slots(slots) == () and len(fused.unrolled_slots(4)) == 4
     memberships = rng.integers(0, groups, (agents, slots)).astype(np.int32)
-    force = rng.random((groups, draws), dtype=np.float32) * np.float32(0.02)
-    infection_day = np.where(rng.random((agents, draws)) < 0.3, np.int32(0), fused._NEVER).astype(np.int32)
+    force = np.zeros((groups, fused.padded_draws(draws) if draws > 1 else 1), np.float32)
+    force[:, :draws] = rng.random((groups, draws), dtype=np.float32) * np.float32(0.02)
+    infection_day = np.where(rng.random((draws, agents)) < 0.3, np.int32(0), fused._NEVER).astype(np.int32)
     slot_layer = (np.arange(slots) % 4).astype(np.int64)
     chunks = -(-agents // fused.CHUNK)
     results = []
@@ -195,7 +197,7 @@ def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
         ]
         (fused._infect if draws > 1 else fused._infect_one_draw)(
             5, np.uint64(11), np.arange(draws, dtype=np.int64), state[0], memberships,
-            slot_layer, force, force.T.copy(), np.ones(groups, np.float32), np.ones((draws, 4), np.float32),
+            slot_layer, force, force[:, :draws].T.copy(), np.ones(groups, np.float32), np.ones((draws, 4), np.float32),
             np.full(agents, 0.8, np.float32),
             np.zeros((0, 0), np.float32), *state[1:], unrolled,
         )  # fmt: skip

@@ -9,6 +9,9 @@ for one draw) visits every agent once, sums its groups' forces in slot order as 
 multiplies by its susceptibility and compares the day's counter-based noise (`diffabm.philox`, a chunk's noise
 first, in a vectorised loop) with the probability. The rates are computed for every agent without branches on its
 state, which is unpredictable once the epidemic has spread; only the few candidates u < rate are then looked at.
+With several draws, an agent's group ids are read once for all of them and each group's forces for all draws are
+added eight at a time (`diffabm.simd`); everything a draw's own agents carry (infection days, course) is laid out
+draw-major (B, N), so a draw's pass reads one row and not every draw's cache lines.
 The float32 operations are those of the tensor path, in its order, so the infections are the same (a uniform within
 an ulp of its probability could differ where the two libraries' `expm1` round differently, none did in the tests;
 layers with several memberships per agent may add in another order; the split by setting is equal to rounding).
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffabm import philox
+from diffabm import philox, simd
 from diffabm.models.base import stable_seed
 from diffabm.models.epidemic.transmission import NEVER
 
@@ -56,7 +59,7 @@ def _group_totals(
     counts: np.ndarray,  # (B,) int64
     fresh: np.ndarray,  # (chunks, B, CHUNK) int32: yesterday's new infections (`_infect`), offsets in their chunk
     new: np.ndarray,  # (chunks, B) int64: how many
-    infection_day: np.ndarray,  # (N, B) int32, agent-major
+    infection_day: np.ndarray,  # (B, N) int32: a draw's agents together, apart from the other draws'
     memberships: np.ndarray,  # (N, K) int32 group ids, agent-major
     slot_isolating: np.ndarray,  # (K,) bool
     profile: np.ndarray,  # (days since infection + 1,) float32, zero at the end
@@ -91,7 +94,7 @@ def _group_totals(
                 k += 1
             else:
                 break
-            since = min(day - infection_day[agent, draw], beyond)
+            since = min(day - infection_day[draw, agent], beyond)
             if since >= end[draw, agent] or since == beyond:
                 continue  # recovered (or dead) for good, or past the profile's end: infectious no more
             merged[out] = agent
@@ -113,7 +116,7 @@ def _forces(
     inverse_size: np.ndarray,  # (G,) float32, 0 for the sink
     group_layer: np.ndarray,  # (G,) int32
     weight: np.ndarray,  # (B, L) float32
-    force: np.ndarray,  # (G, B) float32, out: totals × (1/|g| × w_L), as `ContactLayers.group_scale` multiplies
+    force: np.ndarray,  # (G, ≥ B) float32, out: totals × (1/|g| × w_L), as `ContactLayers.group_scale` multiplies
 ) -> None:
     for group in numba.prange(totals.shape[1]):
         layer = group_layer[group]
@@ -141,7 +144,7 @@ def _record(
     """Infects `agent` in `draw` on `day`: its infection day, its place among the chunk's new infections, and its
     split by setting, w_L E_L / Σ_K w_K E_K with E_L = Σ_{g ∋ agent in L} T_g / |g|, in the float32 operations of
     `EpidemicModel.infections_by_setting`."""
-    infection_day[agent, draw] = day
+    infection_day[draw, agent] = day
     fresh[chunk, draw, new[chunk, draw]] = agent - chunk * CHUNK
     new[chunk, draw] += 1
     exposure[:] = 0
@@ -189,7 +192,7 @@ def _infect_one_draw(
     agent's rate without branches (the loop over the slots unrolled), then the few candidates u < rate. Branching on
     each agent's state costs more than computing the rates of infected agents too: the state is unpredictable once
     the epidemic has spread."""
-    agents = infection_day.shape[0]
+    agents = infection_day.shape[1]
     scaled = factor.shape[0] > 0
     group_force = force[:, 0]
     for chunk in numba.prange(new.shape[0]):
@@ -207,7 +210,7 @@ def _infect_one_draw(
                 total += group_force[groups[k, slot]]
             rate[k] = (psi[k] * factor[0, first + k] if scaled else psi[k]) * total
         for k in range(count):
-            candidate = noise[k] < rate[k] * _ABOVE_RATE and infection_day[first + k, 0] == _NEVER
+            candidate = noise[k] < rate[k] * _ABOVE_RATE and infection_day[0, first + k] == _NEVER
             if candidate and noise[k] < -np.expm1(-rate[k]):
                 _record(
                     day, chunk, 0, first + k, infection_day, memberships, slot_layer, totals, inverse_size, weight, new,
@@ -220,10 +223,10 @@ def _infect(
     day: int,
     key: np.uint64,
     rows: np.ndarray,  # (B,) int64: each draw's noise row (all 0 with common random numbers)
-    infection_day: np.ndarray,  # (N, B) int32, agent-major, updated in place
+    infection_day: np.ndarray,  # (B, N) int32, updated in place
     memberships: np.ndarray,  # (N, K) int32
     slot_layer: np.ndarray,  # (K,) int64
-    force: np.ndarray,  # (G, B) float32: totals × w_L / |g|
+    force: np.ndarray,  # (G, `padded_draws(B)`) float32: totals × w_L / |g|, zero past the B draws
     totals: np.ndarray,  # (B, G) float32: the groups' infectiousness (the exposures by setting)
     inverse_size: np.ndarray,  # (G,) float32
     weight: np.ndarray,  # (B, L) float32
@@ -236,52 +239,50 @@ def _infect(
 ) -> None:
     """Infects susceptible agents with probability 1 − exp(−rate), rate = ψ Σ_slots force (in slot order).
 
-    Agent-major, with the draws innermost and without branches (so the compiler vectorises them): each agent's group
-    ids are read once for all draws, a group's forces for all draws are contiguous, and a chunk's noise comes first
-    (a vectorised loop per draw). As 1 − exp(−rate) ≤ rate, only draws with u < rate (with a margin for an ulp of
-    `expm1`'s error) are candidates; `expm1` decides those few."""
-    agents, draws = infection_day.shape
+    Per chunk, first every agent's rates for all draws: its group ids read once, each group's forces for all draws
+    added eight lanes at a time (`diffabm.simd`: LLVM left them scalar). Then draw by draw, as `_infect_one_draw`:
+    the chunk's noise, and the candidates u < rate among the susceptible (with a margin for an ulp of `expm1`'s
+    error, as 1 − exp(−rate) ≤ rate); `expm1` decides those few."""
+    draws, agents = infection_day.shape
+    lanes = force.shape[1]
     scaled = factor.shape[0] > 0
     for chunk in numba.prange(new.shape[0]):
         exposure = np.zeros(by_setting.shape[2], dtype=np.float32)
-        chunk_noise = np.empty((draws, CHUNK), dtype=np.float32)
-        noise = np.empty(draws, dtype=np.float32)
-        total = np.empty(draws, dtype=np.float32)
-        rate = np.empty(draws, dtype=np.float32)
+        noise = np.empty(CHUNK, dtype=np.float32)
+        rate = np.empty((CHUNK, lanes), dtype=np.float32)  # agent-major, as the forces
         first = chunk * CHUNK
         count = min(agents, first + CHUNK) - first
-        for draw in range(draws):
-            philox.fill_uniforms(key, rows[draw], first // 4, (first + count + 3) // 4, chunk_noise[draw], 0)
-        for agent in range(first, first + count):
+        for k in range(count):
+            agent = first + k
             group = memberships[agent, 0]
-            for draw in range(draws):
-                total[draw] = force[group, draw]
+            for lane in range(0, lanes, simd.LANES):
+                simd.copy_lanes(rate, k, force, group, lane)
             for slot in range(1, len(slots) or memberships.shape[1]):
                 group = memberships[agent, slot]
-                for draw in range(draws):
-                    total[draw] += force[group, draw]
+                for lane in range(0, lanes, simd.LANES):
+                    simd.add_lanes(rate, k, force, group, lane)
             psi = susceptibility[agent]
             if scaled:
                 for draw in range(draws):
-                    rate[draw] = (psi * factor[draw, agent]) * total[draw]
+                    rate[k, draw] = (psi * factor[draw, agent]) * rate[k, draw]
             else:
                 for draw in range(draws):
-                    rate[draw] = psi * total[draw]
-            for draw in range(draws):
-                noise[draw] = chunk_noise[draw, agent - first]
-            days = infection_day[agent]
-            candidates = 0
-            for draw in range(draws):
-                candidates += (noise[draw] < rate[draw] * _ABOVE_RATE) & (days[draw] == _NEVER)
-            if candidates == 0:
-                continue
-            for draw in range(draws):
-                candidate = noise[draw] < rate[draw] * _ABOVE_RATE and days[draw] == _NEVER
-                if candidate and noise[draw] < -np.expm1(-rate[draw]):
+                    rate[k, draw] = psi * rate[k, draw]
+        for draw in range(draws):
+            philox.fill_uniforms(key, rows[draw], first // 4, (first + count + 3) // 4, noise, 0)
+            days = infection_day[draw, first : first + count]
+            for k in range(count):
+                candidate = noise[k] < rate[k, draw] * _ABOVE_RATE and days[k] == _NEVER
+                if candidate and noise[k] < -np.expm1(-rate[k, draw]):
                     _record(
-                        day, chunk, draw, agent, infection_day, memberships, slot_layer, totals, inverse_size, weight,
-                        new, fresh, by_setting, exposure,
+                        day, chunk, draw, first + k, infection_day, memberships, slot_layer, totals, inverse_size,
+                        weight, new, fresh, by_setting, exposure,
                     )  # fmt: skip
+
+
+def padded_draws(draws: int) -> int:
+    """The forces' columns for `_infect`: the draws rounded up to whole `simd.LANES`."""
+    return -(-draws // simd.LANES) * simd.LANES
 
 
 # The histograms of `outputs.daily_outputs`, in the kernel's column order: name, (event day, weight) of each agent.
@@ -428,8 +429,8 @@ def transmission_days(
     (B, N) and infection days after them, each day's new infections (B, k) and infections by setting (B, k, L)."""
     model = state.model
     _follow_torch_threads()
-    day_of_infection = _array(infection_day.t(), np.int32)  # agent-major (N, B): an agent's draws in one cache line
-    agents, draws = day_of_infection.shape
+    day_of_infection = np.array(infection_day.detach().cpu().numpy(), np.int32)  # (B, N), a copy: updated in place
+    draws, agents = day_of_infection.shape
     course = {
         name: _array(getattr(state, name).expand(draws, agents), dtype)
         for name, dtype in (
@@ -447,12 +448,12 @@ def transmission_days(
     n_layers = weights.shape[-1]
     daily_new = np.zeros((draws, last - first), np.float32)
     by_setting = np.zeros((draws, last - first, n_layers), np.float32)
-    infected_at_start = day_of_infection.T != _NEVER
+    infected_at_start = day_of_infection != _NEVER
     active = np.flatnonzero(infected_at_start) % agents  # per draw, ascending
     counts = infected_at_start.sum(1)
     begins = np.cumsum(counts) - counts
     totals = np.zeros((draws, layers.inverse_size.shape[0]), np.float32)
-    force = np.empty((totals.shape[1], draws), np.float32)
+    force = np.zeros((totals.shape[1], padded_draws(draws) if draws > 1 else 1), np.float32)
     fresh = np.empty((chunks, draws, CHUNK), np.int32)
     new = np.zeros((chunks, draws), np.int64)
     infect, slots = (_infect if draws > 1 else _infect_one_draw), unrolled_slots(layers.memberships.shape[1])
@@ -508,7 +509,7 @@ def transmission_days(
         daily_new[:, index] = new.sum(0)
         by_setting[:, index] = by_chunk.sum(0)
     device = infection_day.device
-    infection_day = torch.from_numpy(day_of_infection.T.copy()).to(device=device, dtype=infection_day.dtype)
+    infection_day = torch.from_numpy(day_of_infection).to(device=device, dtype=infection_day.dtype)
     infected = (infection_day != NEVER).to(weights.dtype)
     new, by_setting = (
         torch.from_numpy(array).to(device=device, dtype=weights.dtype) for array in (daily_new, by_setting)
