@@ -30,6 +30,9 @@ def _lanes_pointer(context, builder, array_type, array, row, row_type, offset, o
 
 def _lanes_intrinsic(combine):
     def typer(typingctx, target, target_row, source, source_row, offset):
+        rows = (target, source)
+        if not all(isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C" for a in rows):
+            return None  # float32 and C-contiguous only, as the lanes are read as <8 x float>: a typing error otherwise
         signature = types.void(target, target_row, source, source_row, offset)
 
         def codegen(context, builder, sig, args):

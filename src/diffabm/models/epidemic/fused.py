@@ -42,8 +42,9 @@ if TYPE_CHECKING:  # for annotations only
     from diffabm.models.epidemic.contacts import ContactLayers
     from diffabm.models.epidemic.transmission import _DayState
 
-# Numba's cache (`cache=True`) is invalidated by changes to this file only: after editing `diffabm.philox` or
-# `transmission.NEVER`, which the kernels inline, delete the cached `fused.*.nbi` / `*.nbc` in __pycache__.
+# Numba's cache (`cache=True`) is invalidated by changes to this file only: after editing `diffabm.philox`,
+# `diffabm.simd` or `transmission.NEVER`, which the kernels inline, delete the cached `fused.*.nbi` / `*.nbc` in
+# __pycache__.
 CHUNK = 4096  # agents per chunk of `_infect` (a multiple of 4: the noise comes in blocks of four agents)
 _NEVER = np.int32(NEVER)
 _ONE = np.float32(1.0)
@@ -69,7 +70,7 @@ def _group_totals(
     complies: np.ndarray,  # (B, N) float32
     isolated_from: np.ndarray,  # (B, N) int32
     isolating: bool,
-    totals: np.ndarray,  # (B, G) float32, zero on entry (draw-major: the draws in parallel write apart)
+    totals: np.ndarray,  # (B, G) float32, out (draw-major: the draws in parallel write apart)
     merged: np.ndarray,  # (≥ M + new infections,) int64, out: the agents still active, per draw, ascending
     merged_begins: np.ndarray,  # (B,) int64: where each draw's agents go in `merged` (room for all of them)
     merged_counts: np.ndarray,  # (B,) int64, out: how many
@@ -80,6 +81,7 @@ def _group_totals(
     beyond = profile.shape[0] - 1
     chunks = new.shape[0]
     for draw in numba.prange(begins.shape[0]):
+        totals[draw] = 0  # yesterday's, zeroed by the thread that adds today's: the row is then in its cache
         out = merged_begins[draw]
         position, stop = begins[draw], begins[draw] + counts[draw]
         chunk, k = 0, 0
@@ -452,7 +454,7 @@ def transmission_days(
     active = np.flatnonzero(infected_at_start) % agents  # per draw, ascending
     counts = infected_at_start.sum(1)
     begins = np.cumsum(counts) - counts
-    totals = np.zeros((draws, layers.inverse_size.shape[0]), np.float32)
+    totals = np.empty((draws, layers.inverse_size.shape[0]), np.float32)
     force = np.zeros((totals.shape[1], padded_draws(draws) if draws > 1 else 1), np.float32)
     fresh = np.empty((chunks, draws, CHUNK), np.int32)
     new = np.zeros((chunks, draws), np.int64)
@@ -505,7 +507,6 @@ def transmission_days(
             by_chunk,
             slots,
         )
-        totals.fill(0)
         daily_new[:, index] = new.sum(0)
         by_setting[:, index] = by_chunk.sum(0)
     device = infection_day.device
