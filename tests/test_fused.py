@@ -174,7 +174,7 @@ def test_kernels_run_only_where_nothing_needs_a_gradient(population, tmp_path, k
     assert len(kernel_calls) == 1
 
 
-@pytest.mark.parametrize("draws", [1, 3])
+@pytest.mark.parametrize("draws", [1, 3, 10])  # 10: two blocks of lanes
 def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
     """Past `UNROLLED_SLOTS` memberships per agent (e.g. a network's edges as pairs) the passes loop over the slots
     at run time instead of being compiled for their number: both give the same infections and split by setting."""

@@ -7,10 +7,11 @@ a sorted list per draw, merged with the new infections on the way) into a (draws
 `ContactLayers.group_totals` adds them; `_forces` scales the totals by w_L / |g|; `_infect` (`_infect_one_draw`
 for one draw) visits every agent once, sums its groups' forces in slot order as `ContactLayers.spread` does,
 multiplies by its susceptibility and compares the day's counter-based noise (`diffabm.philox`, a chunk's noise
-first, in a vectorised loop) with the probability. The rates are computed for every agent without branches on its
+at once, in a vectorised loop) with the probability. The rates are computed for every agent without branches on its
 state, which is unpredictable once the epidemic has spread; only the few candidates u < rate are then looked at.
-With several draws, an agent's group ids are read once for all of them and each group's forces for all draws are
-added eight at a time (`diffabm.simd`); everything a draw's own agents carry (infection days, course) is laid out
+With several draws, a chunk's rates come first: an agent's group ids are read once for all draws and each group's
+forces for all draws are added eight at a time (`diffabm.simd`); then, draw by draw, the noise and the candidates.
+Everything a draw's own agents carry (infection days, course) is laid out
 draw-major (B, N), so a draw's pass reads one row and not every draw's cache lines.
 The float32 operations are those of the tensor path, in its order, so the infections are the same (a uniform within
 an ulp of its probability could differ where the two libraries' `expm1` round differently, none did in the tests;
@@ -247,6 +248,8 @@ def _infect(
     error, as 1 − exp(−rate) ≤ rate); `expm1` decides those few."""
     draws, agents = infection_day.shape
     lanes = force.shape[1]
+    if lanes % simd.LANES or lanes < draws:
+        raise ValueError("_infect: the forces' columns must be padded_draws(draws)")
     scaled = factor.shape[0] > 0
     for chunk in numba.prange(new.shape[0]):
         exposure = np.zeros(by_setting.shape[2], dtype=np.float32)
@@ -431,7 +434,7 @@ def transmission_days(
     (B, N) and infection days after them, each day's new infections (B, k) and infections by setting (B, k, L)."""
     model = state.model
     _follow_torch_threads()
-    day_of_infection = np.array(infection_day.detach().cpu().numpy(), np.int32)  # (B, N), a copy: updated in place
+    day_of_infection = np.array(infection_day.detach().cpu().numpy(), np.int32, order="C")  # a copy: updated in place
     draws, agents = day_of_infection.shape
     course = {
         name: _array(getattr(state, name).expand(draws, agents), dtype)
