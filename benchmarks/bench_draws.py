@@ -115,12 +115,11 @@ def main() -> None:
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for src, mode, draws in cases:
-        seconds = statistics.median(r["seconds"] for r in runs[(src, mode, draws)])
+        seconds = _median_of(runs[(src, mode, draws)], "seconds")
         repeated = _median_of(runs[(src, mode, draws)], "repeat_seconds")
         single_repeated = _median_of(runs.get((src, mode, 1), []), "repeat_seconds")
-        memory = statistics.median(r["extra_peak_GB"] for r in runs[(src, mode, draws)])
-        one = runs.get((src, mode, 1))
-        single = statistics.median(r["seconds"] for r in one) if one else float("nan")
+        memory = _median_of(runs[(src, mode, draws)], "extra_peak_GB")
+        single = _median_of(runs.get((src, mode, 1), []), "seconds")
         tensor = _median_of(runs[(src, mode, draws)], "tensor_peak_GB")
         print(
             f"| {src or 'installed'} | {mode} | {draws} | {seconds:.3f} | {seconds / draws:.3f} "

@@ -11,8 +11,8 @@ at once, in a vectorised loop) with the probability. The rates are computed for 
 state, which is unpredictable once the epidemic has spread; only the few candidates u < rate are then looked at.
 With several draws, a chunk's rates come first: an agent's group ids are read once for all draws and each group's
 forces for all draws are added eight at a time (`diffabm.simd`); then, draw by draw, the noise and the candidates.
-Everything a draw's own agents carry (infection days, course) is laid out
-draw-major (B, N), so a draw's pass reads one row and not every draw's cache lines.
+Everything a draw's own agents carry (infection days, course) is laid out draw-major (B, N), so a draw's pass reads
+one row and not every draw's cache lines.
 The float32 operations are those of the tensor path, in its order, so the infections are the same (a uniform within
 an ulp of its probability could differ where the two libraries' `expm1` round differently, none did in the tests;
 layers with several memberships per agent may add in another order; the split by setting is equal to rounding).
