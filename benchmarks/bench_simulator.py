@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+import diffabm  # noqa: F401 (before torch, as diffabm's entry points: its runtime defaults, e.g. huge pages)
+
 
 def toy_model(agents: int, days: int, draws: int, device: str = "cpu"):
     """The toy study's model on `toy_population(agents)` (4 layers, no interventions), warmed up: thread pools, lazy

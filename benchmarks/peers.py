@@ -309,6 +309,7 @@ report(seconds, (initially_infected + float(daily.sum())) / n, n, steps,
 DIFFABM = (
     COMMON
     + r"""
+import diffabm  # first, as every entry point of diffabm: its runtime defaults (OMP_WAIT_POLICY, THP_MEM_ALLOC_ENABLE)
 import torch
 
 torch.set_num_threads(THREADS)

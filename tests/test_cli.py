@@ -183,17 +183,52 @@ def test_the_calibration_stages_after_calibrate_run_from_the_command_line(tmp_pa
     assert set(table["mode"]) == {"ensemble"} and sorted(table["parameter"]) == ["b2", "b3", "g2", "g3"]
 
 
-def test_importing_diffabm_makes_openmp_wait_passively_unless_the_user_chose(tmp_path):
-    """Spin-waiting OpenMP threads made the simulator 4x slower under load: diffabm sets OMP_WAIT_POLICY=PASSIVE on
-    import (before torch loads libgomp) and keeps a policy the user set."""
-    script = "import os, diffabm; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
-    for preset, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+@pytest.mark.parametrize(
+    ("variable", "default", "user_choice"), [("OMP_WAIT_POLICY", "PASSIVE", "ACTIVE"), ("THP_MEM_ALLOC_ENABLE", "1", "0")]
+)
+def test_importing_diffabm_sets_the_runtime_defaults_unless_the_user_chose(variable, default, user_choice):
+    """Spin-waiting OpenMP threads made the simulator 4x slower under load, page faults on torch's large tensors
+    1.4x: diffabm sets OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 on import (before torch loads) and keeps
+    a value the user set."""
+    script = f"import os, diffabm; print(os.environ['{variable}'])"
+    env = {key: value for key, value in os.environ.items() if key != variable}
+    for preset, expected in ((None, default), (user_choice, user_choice)):
         run = subprocess.run(
             [sys.executable, "-c", script],
             capture_output=True,
             text=True,
             check=True,
-            env=env if preset is None else {**env, "OMP_WAIT_POLICY": preset},
+            env=env if preset is None else {**env, variable: preset},
         )
         assert run.stdout.strip() == expected
+
+
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+@pytest.mark.skipif(
+    not THP_MODE.exists() or "[madvise]" not in THP_MODE.read_text(),
+    reason="huge pages for torch's tensors are what THP_MEM_ALLOC_ENABLE changes only where the kernel's THP mode "
+    "is madvise",
+)
+def test_torch_tensors_get_huge_pages_after_importing_diffabm():
+    """A 128 MB tensor lies on transparent huge pages (smaps' AnonHugePages) once diffabm is imported first, and not
+    where the user turned them off."""
+    script = (
+        "import diffabm, torch; t = torch.ones(2**25); "
+        "print(sum(int(line.split()[1]) for line in open('/proc/self/smaps') if line.startswith('AnonHugePages')))"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "THP_MEM_ALLOC_ENABLE"}
+    huge_kb = {
+        choice: int(
+            subprocess.run(
+                [sys.executable, "-c", script],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env if choice is None else {**env, "THP_MEM_ALLOC_ENABLE": choice},
+            ).stdout
+        )
+        for choice in (None, "0")
+    }
+    assert huge_kb[None] >= 64 * 1024 and huge_kb["0"] < 64 * 1024

@@ -7,5 +7,10 @@ import os
 # scripts, tests) imports diffabm before torch, and libgomp reads the policy when it loads: wait passively unless
 # the user chose otherwise.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# torch's CPU allocator maps every tensor of 2 MB or more afresh and the first touch of each 4 KiB page faults: with
+# 16 draws x 10^6 agents (64 MB a tensor) the faults made the course draws 2x slower and a whole forward pass 1.4x
+# (BENCHMARKS.md, "Huge pages"). With THP_MEM_ALLOC_ENABLE=1, torch aligns them to 2 MB and asks for transparent huge
+# pages (numpy's arrays already get them). Read at torch's first allocation: set before torch is imported.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 __version__ = "0.1.0"
