@@ -184,7 +184,8 @@ def test_the_calibration_stages_after_calibrate_run_from_the_command_line(tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("variable", "default", "user_choice"), [("OMP_WAIT_POLICY", "PASSIVE", "ACTIVE"), ("THP_MEM_ALLOC_ENABLE", "1", "0")]
+    ("variable", "default", "user_choice"),
+    [("OMP_WAIT_POLICY", "PASSIVE", "ACTIVE"), ("THP_MEM_ALLOC_ENABLE", "1", "0")],
 )
 def test_importing_diffabm_sets_the_runtime_defaults_unless_the_user_chose(variable, default, user_choice):
     """Spin-waiting OpenMP threads made the simulator 4x slower under load, page faults on torch's large tensors

@@ -191,17 +191,20 @@ def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
     for unrolled in ((0,) * slots, ()):
         state = [
             infection_day.copy(),
+            np.packbits(infection_day == fused._NEVER, axis=1, bitorder="little"),
             np.zeros((chunks, draws), np.int64),
             np.zeros((chunks, draws, fused.CHUNK), np.int32),
             np.zeros((chunks, draws, 4), np.float32),
         ]
         (fused._infect if draws > 1 else fused._infect_one_draw)(
-            5, np.uint64(11), np.arange(draws, dtype=np.int64), state[0], memberships,
+            5, np.uint64(11), np.arange(draws, dtype=np.int64), *state[:2], memberships,
             slot_layer, force, force[:, :draws].T.copy(), np.ones(groups, np.float32), np.ones((draws, 4), np.float32),
             np.full(agents, 0.8, np.float32),
-            np.zeros((0, 0), np.float32), *state[1:], unrolled,
+            np.zeros((0, 0), np.float32), *state[2:], unrolled,
         )  # fmt: skip
         results.append(state)
-    assert results[0][1].sum() > 100, "too few infections to compare"
+    assert results[0][2].sum() > 100, "too few infections to compare"
     for unrolled, looped in zip(*results):
         assert np.array_equal(unrolled, looped)
+    infected_days, susceptible_bits = results[0][:2]
+    assert np.array_equal(susceptible_bits, np.packbits(infected_days == fused._NEVER, axis=1, bitorder="little"))

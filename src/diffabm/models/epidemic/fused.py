@@ -7,8 +7,9 @@ a sorted list per draw, merged with the new infections on the way) into a (draws
 `ContactLayers.group_totals` adds them; `_forces` scales the totals by w_L / |g|; `_infect` (`_infect_one_draw`
 for one draw) visits every agent once, sums its groups' forces in slot order as `ContactLayers.spread` does,
 multiplies by its susceptibility and compares the day's counter-based noise (`diffabm.philox`, a chunk's noise
-at once, in a vectorised loop) with the probability. The rates are computed for every agent without branches on its
-state, which is unpredictable once the epidemic has spread; only the few candidates u < rate are then looked at.
+at once, in a vectorised loop) with the probability. The rates are computed for every agent without branches on
+its state, which is unpredictable once the epidemic has spread; only the few candidates u < rate are then looked
+at, and infected if still susceptible (a bit per agent and draw).
 With several draws, a chunk's rates come first: an agent's group ids are read once for all draws and each group's
 forces for all draws are added eight at a time (`diffabm.simd`); then, draw by draw, the noise and the candidates.
 Everything a draw's own agents carry (infection days, course) is laid out draw-major (B, N), so a draw's pass reads
@@ -128,12 +129,39 @@ def _forces(
 
 
 @numba.njit(inline="always", cache=True)
-def _record(
+def _infect_candidates(
     day: int,
     chunk: int,
     draw: int,
-    agent: int,
+    noise: np.ndarray,  # (≥ count,) float32: the chunk's uniforms in `draw`
+    rate: np.ndarray,  # (≥ count,) float32: the chunk's rates in `draw` (a column of the rates, or the rates)
+    count: int,
     infection_day: np.ndarray,
+    susceptible: np.ndarray,
+    new: np.ndarray,
+    fresh: np.ndarray,
+) -> None:
+    """Infects the chunk's susceptible agents with u < 1 − exp(−rate) in `draw` on `day`: among the candidates u <
+    rate (with a margin for an ulp of `expm1`'s error, as 1 − exp(−rate) ≤ rate), the susceptible (a bit each),
+    and among those `expm1` decides. A bit and not the infection day (4 bytes an agent, a fresh row of memory for
+    each chunk and draw) says who is susceptible: with `_split_by_setting` after the scan, the 16-draw pass is
+    1.1-1.5x faster (BENCHMARKS.md, "Susceptible bits")."""
+    first = chunk * CHUNK
+    bits = susceptible[draw, first // 8 : (first + count + 7) // 8]  # CHUNK is a multiple of 8: whole bytes
+    infected = 0
+    for k in range(count):
+        if noise[k] < rate[k] * _ABOVE_RATE and (bits[k >> 3] >> (k & 7)) & 1 and noise[k] < -np.expm1(-rate[k]):
+            bits[k >> 3] &= ~np.uint8(1 << (k & 7))
+            infection_day[draw, first + k] = day
+            fresh[chunk, draw, infected] = k
+            infected += 1
+    new[chunk, draw] = infected
+
+
+@numba.njit(inline="always", cache=True)
+def _split_by_setting(
+    chunk: int,
+    draw: int,
     memberships: np.ndarray,
     slot_layer: np.ndarray,
     totals: np.ndarray,
@@ -144,22 +172,23 @@ def _record(
     by_setting: np.ndarray,
     exposure: np.ndarray,  # (L,) float32 scratch
 ) -> None:
-    """Infects `agent` in `draw` on `day`: its infection day, its place among the chunk's new infections, and its
-    split by setting, w_L E_L / Σ_K w_K E_K with E_L = Σ_{g ∋ agent in L} T_g / |g|, in the float32 operations of
-    `EpidemicModel.infections_by_setting`."""
-    infection_day[draw, agent] = day
-    fresh[chunk, draw, new[chunk, draw]] = agent - chunk * CHUNK
-    new[chunk, draw] += 1
-    exposure[:] = 0
-    for slot in range(memberships.shape[1]):
-        group = memberships[agent, slot]
-        exposure[slot_layer[slot]] += totals[draw, group] * inverse_size[group]
-    weighted = np.float32(0)
-    for layer in range(weight.shape[1]):
-        weighted += weight[draw, layer] * exposure[layer]
-    weighted = max(weighted, _TINY)
-    for layer in range(weight.shape[1]):
-        by_setting[chunk, draw, layer] += weight[draw, layer] * exposure[layer] / weighted
+    """Adds the split by setting of the chunk's new infections in `draw`, in agent order: w_L E_L / Σ_K w_K E_K with
+    E_L = Σ_{g ∋ agent in L} T_g / |g|, in the float32 operations of `EpidemicModel.infections_by_setting`. After
+    the candidates and not among them: the loads of independent agents overlap, where a mispredicted candidate
+    branch would flush them."""
+    first = chunk * CHUNK
+    for index in range(new[chunk, draw]):
+        agent = first + fresh[chunk, draw, index]
+        exposure[:] = 0
+        for slot in range(memberships.shape[1]):
+            group = memberships[agent, slot]
+            exposure[slot_layer[slot]] += totals[draw, group] * inverse_size[group]
+        weighted = np.float32(0)
+        for layer in range(weight.shape[1]):
+            weighted += weight[draw, layer] * exposure[layer]
+        weighted = max(weighted, _TINY)
+        for layer in range(weight.shape[1]):
+            by_setting[chunk, draw, layer] += weight[draw, layer] * exposure[layer] / weighted
 
 
 UNROLLED_SLOTS = 8  # up to this many slots (memberships per agent), the passes are compiled for their number
@@ -178,6 +207,7 @@ def _infect_one_draw(
     key: np.uint64,
     rows: np.ndarray,
     infection_day: np.ndarray,
+    susceptible: np.ndarray,
     memberships: np.ndarray,
     slot_layer: np.ndarray,
     force: np.ndarray,
@@ -192,7 +222,8 @@ def _infect_one_draw(
     slots: tuple,  # `unrolled_slots`
 ) -> None:
     """`_infect` for one draw (same arguments): per chunk, the noise of all its agents (a vectorised loop), then every
-    agent's rate without branches (the loop over the slots unrolled), then the few candidates u < rate. Branching on
+    agent's rate without branches (the loop over the slots unrolled), then the new infections among the few
+    candidates u < rate (`_infect_candidates`) and their split by setting (`_split_by_setting`). Branching on
     each agent's state costs more than computing the rates of infected agents too: the state is unpredictable once
     the epidemic has spread."""
     agents = infection_day.shape[1]
@@ -212,13 +243,10 @@ def _infect_one_draw(
             for slot in range(1, len(slots) or memberships.shape[1]):
                 total += group_force[groups[k, slot]]
             rate[k] = (psi[k] * factor[0, first + k] if scaled else psi[k]) * total
-        for k in range(count):
-            candidate = noise[k] < rate[k] * _ABOVE_RATE and infection_day[0, first + k] == _NEVER
-            if candidate and noise[k] < -np.expm1(-rate[k]):
-                _record(
-                    day, chunk, 0, first + k, infection_day, memberships, slot_layer, totals, inverse_size, weight, new,
-                    fresh, by_setting, exposure,
-                )  # fmt: skip
+        _infect_candidates(day, chunk, 0, noise, rate, count, infection_day, susceptible, new, fresh)
+        _split_by_setting(
+            chunk, 0, memberships, slot_layer, totals, inverse_size, weight, new, fresh, by_setting, exposure
+        )
 
 
 @numba.njit(parallel=True, cache=True)
@@ -227,6 +255,7 @@ def _infect(
     key: np.uint64,
     rows: np.ndarray,  # (B,) int64: each draw's noise row (all 0 with common random numbers)
     infection_day: np.ndarray,  # (B, N) int32, updated in place
+    susceptible: np.ndarray,  # (B, ⌈N / 8⌉) uint8: agent i of draw b is susceptible if bit i % 8 of byte i // 8 is set
     memberships: np.ndarray,  # (N, K) int32
     slot_layer: np.ndarray,  # (K,) int64
     force: np.ndarray,  # (G, `padded_draws(B)`) float32: totals × w_L / |g|, zero past the B draws
@@ -235,8 +264,8 @@ def _infect(
     weight: np.ndarray,  # (B, L) float32
     susceptibility: np.ndarray,  # (N,) float32
     factor: np.ndarray,  # (B, N) float32, or (0, 0): none
-    new: np.ndarray,  # (chunks, B) int64, zero on entry
-    fresh: np.ndarray,  # (chunks, B, CHUNK) int32: the new infections' offsets within their chunk
+    new: np.ndarray,  # (chunks, B) int64, out: the new infections per chunk
+    fresh: np.ndarray,  # (chunks, B, CHUNK) int32, out: the new infections' offsets within their chunk
     by_setting: np.ndarray,  # (chunks, B, L) float32, zero on entry
     slots: tuple,  # `unrolled_slots`
 ) -> None:
@@ -244,8 +273,7 @@ def _infect(
 
     Per chunk, first every agent's rates for all draws: its group ids read once, each group's forces for all draws
     added eight lanes at a time (`diffabm.simd`: LLVM left them scalar). Then draw by draw, as `_infect_one_draw`:
-    the chunk's noise, and the candidates u < rate among the susceptible (with a margin for an ulp of `expm1`'s
-    error, as 1 − exp(−rate) ≤ rate); `expm1` decides those few."""
+    the chunk's noise, the new infections (`_infect_candidates`) and their split by setting (`_split_by_setting`)."""
     draws, agents = infection_day.shape
     lanes = force.shape[1]
     if lanes % simd.LANES or lanes < draws:
@@ -275,14 +303,10 @@ def _infect(
                     rate[k, draw] = psi * rate[k, draw]
         for draw in range(draws):
             philox.fill_uniforms(key, rows[draw], first // 4, (first + count + 3) // 4, noise, 0)
-            days = infection_day[draw, first : first + count]
-            for k in range(count):
-                candidate = noise[k] < rate[k, draw] * _ABOVE_RATE and days[k] == _NEVER
-                if candidate and noise[k] < -np.expm1(-rate[k, draw]):
-                    _record(
-                        day, chunk, draw, first + k, infection_day, memberships, slot_layer, totals, inverse_size,
-                        weight, new, fresh, by_setting, exposure,
-                    )  # fmt: skip
+            _infect_candidates(day, chunk, draw, noise, rate[:, draw], count, infection_day, susceptible, new, fresh)
+            _split_by_setting(
+                chunk, draw, memberships, slot_layer, totals, inverse_size, weight, new, fresh, by_setting, exposure
+            )
 
 
 def padded_draws(draws: int) -> int:
@@ -461,6 +485,7 @@ def transmission_days(
     force = np.zeros((totals.shape[1], padded_draws(draws) if draws > 1 else 1), np.float32)
     fresh = np.empty((chunks, draws, CHUNK), np.int32)
     new = np.zeros((chunks, draws), np.int64)
+    susceptible = np.packbits(~infected_at_start, axis=1, bitorder="little")  # bit i % 8 of byte i // 8: agent i
     infect, slots = (_infect if draws > 1 else _infect_one_draw), unrolled_slots(layers.memberships.shape[1])
     for index, day in enumerate(range(first, last)):
         weight = _array(weights[:, day], np.float32)
@@ -489,7 +514,7 @@ def transmission_days(
         _forces(totals, layers.inverse_size, layers.group_layer, weight, force)
         factor = state.susceptibility_factor(day)
         factor = np.zeros((0, 0), np.float32) if factor is None else _array(factor.expand(draws, agents), np.float32)
-        new = np.zeros((chunks, draws), np.int64)
+        new = np.empty((chunks, draws), np.int64)
         by_chunk = np.zeros((chunks, draws, n_layers), np.float32)
         key = np.uint64(stable_seed(state.seed, f"day{day}"))
         infect(
@@ -497,6 +522,7 @@ def transmission_days(
             key,
             rows,
             day_of_infection,
+            susceptible,
             layers.memberships,
             layers.slot_layer,
             force,
