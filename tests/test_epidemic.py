@@ -315,6 +315,33 @@ def test_estimators_share_forward_values_and_differ_in_gradients():
 @pytest.mark.parametrize(
     "estimator", [StraightThroughGumbel(0.7), GumbelSoftmax(0.5), StraightThrough(), EventWeighted()]
 )
+def test_estimators_stay_finite_where_the_probability_underflows_or_saturates(estimator):
+    """Logits far out (a tiny odds ratio times a small baseline risk) make sigmoid 0 or 1 in float32: the draws are
+    then 0 or 1 and their gradients finite (EventWeighted divided 0 by 0 there, a NaN in value and gradient)."""
+    logits = torch.tensor([-200.0, -120.0, -90.0, 90.0, 120.0, 200.0], requires_grad=True)
+    draws = estimator(logits, torch.full((6,), 0.5))
+    (grad,) = torch.autograd.grad(draws.sum(), logits)
+    assert torch.equal(draws.detach(), torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0]))
+    assert torch.isfinite(grad).all()
+
+
+def test_a_vanishing_odds_ratio_gives_no_admissions_and_no_nan(model):
+    """An odds ratio of 1e-38 (positive, so valid) puts the admission logits below float32's sigmoid: no agent is
+    admitted or dies, and no output is NaN (the default estimator made hospitalisations and deaths NaN)."""
+    parameters = model.natural_parameters()
+    parameters["hospitalisation_odds_ratio"] = torch.full_like(parameters["hospitalisation_odds_ratio"], 1e-38)
+    with torch.no_grad():
+        output = model(parameters, seed=1)
+    assert output.new_infections.sum() > 0
+    assert output.hospitalisations.sum() == 0 and output.deaths.sum() == 0
+    for name, values in output.items():
+        if torch.is_tensor(values) and values.is_floating_point():
+            assert not torch.isnan(values).any(), name
+
+
+@pytest.mark.parametrize(
+    "estimator", [StraightThroughGumbel(0.7), GumbelSoftmax(0.5), StraightThrough(), EventWeighted()]
+)
 def test_rate_draws_match_the_logit_estimators(estimator):
     rate = torch.rand(500, generator=torch.Generator().manual_seed(1)).mul(3).requires_grad_(True)
     u = torch.rand(500, generator=torch.Generator().manual_seed(2)).clamp(1e-6, 1 - 1e-6)

@@ -121,7 +121,9 @@ class EventWeighted(_HardSample):
     """
 
     def with_gradient(self, hard: Tensor, logits: Tensor, probs: Tensor, u: Tensor) -> Tensor:
-        return hard * probs / probs.detach()
+        # p / p̂ where the event happened (then p > u > 0) and 0 elsewhere: dividing by p̂ there too made 0 / 0 = NaN
+        # in value and gradient where p underflows (logits below about -88 in float32)
+        return hard * probs / torch.where(hard > 0, probs.detach(), 1.0)
 
     def rate_derivative(self, rate: Tensor, u: Tensor) -> Tensor:
         clamped = rate.clamp(*RATE_RANGE)
