@@ -151,3 +151,26 @@ def test_no_vaccination_never_gives_fewer_expected_deaths(scenarios):
         totals = ds[series].sum("time")
         difference = (totals.sel(scenario="no_vaccination") - totals.sel(scenario="baseline")).values
         assert difference.mean() > 2 * difference.std(ddof=1) / np.sqrt(difference.size), (series, difference)
+
+
+def test_scenarios_keep_the_calibrated_controls_of_the_posterior(tmp_path):
+    """A Calib-NN posterior stores a daily transmission multiplier per draw: every scenario simulates with it (as
+    fitted), and stores it. A multiplier of one changes nothing; a multiplier of zero stops transmission after
+    the seeds (before, the counterfactuals dropped it and both ran as without it)."""
+    cfg = compose_study("toy", ["model.days=20", "model.parameters.initial_fraction=0.01", "interventions=[]"])
+    OmegaConf.set_struct(cfg, False)
+    cfg = OmegaConf.merge(cfg, {"counterfactual": {"posterior": "calibnn", "draws": 4, "scenarios": {"baseline": []}}})
+    population = write_dataset(toy_population(2_000, seed=3).to_dataset(), tmp_path / "population.zarr", None, 0)
+    betas = {"beta_household": ("draw", np.full(4, 3.0)), "beta_community": ("draw", np.full(4, 2.0))}
+    totals = {}
+    for name, multiplier in (("none", None), ("one", 1.0), ("zero", 0.0)):
+        controls = (
+            {} if multiplier is None else {"transmission_multiplier": (("draw", "time"), np.full((4, 20), multiplier))}
+        )
+        posterior = write_dataset(xr.Dataset({**betas, **controls}), tmp_path / f"{name}.zarr", None, 0)
+        scenario = read_dataset(write_scenario(cfg, "baseline", population, posterior, tmp_path / f"{name}-out.zarr"))
+        assert ("transmission_multiplier" in scenario) == (multiplier is not None)
+        totals[name] = scenario.new_infections.isel(time=slice(1, None)).sum("time").values
+    assert (totals["none"] > 0).all()
+    np.testing.assert_array_equal(totals["one"], totals["none"])
+    assert (totals["zero"] == 0).all()

@@ -99,15 +99,22 @@ def simulate_scenario(
     parameters.update(
         {name: torch.as_tensor(values, dtype=torch.float32) for name, values in draws.items() if name in parameters}
     )
+    # calibrated controls (a Calib-NN's daily transmission multiplier) stay as fitted: the scenarios edit the
+    # interventions on top of them
+    controls = {
+        name: torch.as_tensor(values, dtype=torch.float32) for name, values in draws.items() if name in model.controls
+    }
     with torch.no_grad():
-        output = model.simulate(parameters, seed=cfg.seed)
+        output = model.simulate(parameters, seed=cfg.seed, controls=controls)
     ds = model.to_dataset(output)
     ds = ds.drop_vars([name for name in ds.data_vars if name not in STORED])
     used = {dim for name in ds.data_vars for dim in ds[name].dims}
     ds = ds.drop_vars([name for name in ds.coords if name not in used])
     for name, values in parameters.items():
         ds[name] = ("draw", values.numpy())
-    ds.attrs.update(scenario=scenario, edits=edits, posterior=str(posterior_path))
+    for name, values in controls.items():
+        ds[name] = (("draw", *model.controls[name]), values.numpy())
+    ds.attrs.update(scenario=scenario, edits=edits, posterior=str(posterior_path), controls=sorted(controls))
     log.info(
         "scenario %s: %d draws, median total infections %.0f",
         scenario,

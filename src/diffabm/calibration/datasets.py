@@ -31,14 +31,15 @@ def read_posterior(path: str | Path) -> xr.Dataset:
 
 
 def spread_posterior_draws(posterior_path: str | Path, count: int) -> dict[str, np.ndarray]:
-    """`count` draws of a stored posterior spread evenly over its draws (all if fewer): each (draw,) variable."""
+    """`count` draws of a stored posterior spread evenly over its draws (all if fewer): each variable by draw, the
+    parameters (draw,) and any calibrated controls (draw, *dims), the same draws for all."""
     posterior = read_posterior(posterior_path)
     stored = posterior.sizes["draw"]
     index = np.unique(np.linspace(0, stored - 1, min(count, stored)).round().astype(int))
     return {
         name: posterior[name].values[index].astype(float)
         for name in posterior.data_vars
-        if posterior[name].dims == ("draw",)
+        if posterior[name].dims[:1] == ("draw",)
     }
 
 
