@@ -508,6 +508,22 @@ CASES: dict[str, Case] = {
     "missing posterior for the sensitivity": Case(
         sensitivity(posterior="nowhere.zarr"), ("nowhere.zarr",), "sensitivity.zarr"
     ),
+    "sensitivity at a posterior with calibrated controls": Case(
+        sensitivity(posterior="calibnn.zarr"),
+        ("calibnn.zarr", "['transmission_multiplier']"),
+        "sensitivity.zarr",
+        lambda p: write_dataset(
+            xr.Dataset(
+                {
+                    "beta_household": ("draw", np.full(2, 3.0)),
+                    "transmission_multiplier": (("draw", "time"), np.ones((2, 12))),
+                }
+            ),
+            p["case"] / "calibnn.zarr",
+            None,
+            0,
+        ),
+    ),
     "posterior draws without a posterior": Case(
         sensitivity("sensitivity.posterior_draws=2"),
         ("sensitivity.posterior_draws", "2", "sensitivity.posterior is null"),

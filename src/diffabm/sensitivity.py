@@ -323,6 +323,13 @@ def write_sensitivity(
     if unknown:
         raise ValueError(f"sensitivity.methods: unknown {unknown}, expected some of {list(METHODS)}")
     outputs = outputs_of_interest(model, list(settings.outputs))
+    if posterior_path is not None:
+        controls = sorted(set(read_posterior(posterior_path).data_vars) & set(model.controls))
+        if controls:  # the derivatives would be taken without them: at another point than the fitted one
+            raise ValueError(
+                f"posterior {posterior_path}: holds calibrated controls {controls} (a Calib-NN run), which the "
+                "sensitivity stage does not apply; choose a posterior without controls (sensitivity.posterior)"
+            )
     point = parameter_point(model, posterior_path)
     seeds = [cfg.seed + k for k in range(settings.seeds)]
     draws = posterior_points(point, posterior_path, settings.posterior_draws) if settings.posterior_draws else None
