@@ -3,6 +3,8 @@ published Philox4x32-10 answers, and the same simulation as the tensor path wher
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 import pytest
@@ -208,3 +210,22 @@ def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
         assert np.array_equal(unrolled, looped)
     infected_days, susceptible_bits = results[0][:2]
     assert np.array_equal(susceptible_bits, np.packbits(infected_days == fused._NEVER, axis=1, bitorder="little"))
+
+
+def test_cached_kernels_older_than_a_module_they_inline_are_deleted(tmp_path):
+    """Numba's cache checks fused.py alone: its cached kernels go when philox, simd or transmission is newer than
+    their index, and stay otherwise (other modules' caches are never touched)."""
+    dependency = tmp_path / "philox.py"
+    dependency.write_text("")
+    cached = [tmp_path / "fused._infect-1.py311.nbi", tmp_path / "fused._infect-1.py311.1.nbc"]
+    other = tmp_path / "philox._fill-1.py311.nbi"
+    for path in (*cached, other):
+        path.write_bytes(b"")
+    os.utime(dependency, (1_000, 1_000))
+    for path in (*cached, other):
+        os.utime(path, (2_000, 2_000))
+    fused.drop_stale_kernels(tmp_path, [dependency])
+    assert all(path.exists() for path in (*cached, other)), "a cache newer than its modules is kept"
+    os.utime(dependency, (3_000, 3_000))
+    fused.drop_stale_kernels(tmp_path, [dependency])
+    assert not any(path.exists() for path in cached) and other.exists()

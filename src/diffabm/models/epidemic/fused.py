@@ -27,8 +27,9 @@ CPU (`EpidemicModel.fused_layers`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numba
@@ -38,15 +39,33 @@ from torch import Tensor
 
 from diffabm import philox, simd
 from diffabm.models.base import stable_seed
+from diffabm.models.epidemic import transmission
 from diffabm.models.epidemic.transmission import NEVER
 
 if TYPE_CHECKING:  # for annotations only
     from diffabm.models.epidemic.contacts import ContactLayers
     from diffabm.models.epidemic.transmission import _DayState
 
-# Numba's cache (`cache=True`) is invalidated by changes to this file only: after editing `diffabm.philox`,
-# `diffabm.simd` or `transmission.NEVER`, which the kernels inline, delete the cached `fused.*.nbi` / `*.nbc` in
-# __pycache__.
+
+def drop_stale_kernels(cache: Path, dependencies: Sequence[Path]) -> None:
+    """Deletes this module's cached kernels (`fused.*.nbi` / `*.nbc` in `cache`) where a module they inline is newer
+    than their index: Numba's cache (`cache=True`) checks this file alone, and would keep running kernels compiled
+    with an older `diffabm.philox`, `diffabm.simd` or `transmission.NEVER`."""
+    indexes = list(cache.glob(f"{Path(__file__).stem}.*.nbi"))
+    newest = max((path.stat().st_mtime for path in dependencies), default=0.0)
+    try:
+        stale = any(index.stat().st_mtime < newest for index in indexes)
+    except FileNotFoundError:  # another process is deleting them
+        stale = True
+    if stale:
+        for path in (*indexes, *cache.glob(f"{Path(__file__).stem}.*.nbc")):
+            path.unlink(missing_ok=True)
+
+
+drop_stale_kernels(
+    Path(__file__).parent / "__pycache__", [Path(module.__file__) for module in (philox, simd, transmission)]
+)
+
 CHUNK = 4096  # agents per chunk of `_infect` (a multiple of 4: the noise comes in blocks of four agents)
 _NEVER = np.int32(NEVER)
 _ONE = np.float32(1.0)
