@@ -192,6 +192,11 @@ def estimates_over_seeds(
     ).double()
 
 
+def mean_and_standard_error(estimates: Tensor) -> tuple[Tensor, Tensor]:
+    """The mean of independent estimates (first dimension) and its Monte-Carlo standard error, sd / √n."""
+    return estimates.mean(0), estimates.std(0) / estimates.shape[0] ** 0.5
+
+
 def sensitivity(
     model: Simulator,
     point: Mapping[str, float],
@@ -220,8 +225,9 @@ def sensitivity(
         started = time.perf_counter()
         estimates = estimates_over_seeds(model, base, outputs, method, seeds, step, ad).flatten(0, 1)
         cost.append((time.perf_counter() - started) / len(seeds) / forward_seconds)
-        mean.append(estimates.mean(0))
-        se.append(estimates.std(0) / estimates.shape[0] ** 0.5)
+        estimate_mean, estimate_se = mean_and_standard_error(estimates)
+        mean.append(estimate_mean)
+        se.append(estimate_se)
         nonzero.append((estimates != 0).sum(0))
         log.info(
             "%s: %d estimates of %d outputs × %d parameters, %.1f forward runs each",
@@ -285,8 +291,9 @@ def by_posterior_draw(
         estimates = estimates_over_seeds(model, parameters, outputs, MODE_METHODS[ad.mode], seeds, 0.0, ad).flatten(
             0, 1
         )
-        mean.append(estimates.mean(0))
-        se.append(estimates.std(0) / estimates.shape[0] ** 0.5)
+        estimate_mean, estimate_se = mean_and_standard_error(estimates)
+        mean.append(estimate_mean)
+        se.append(estimate_se)
     dims = ("posterior_draw", "output", "parameter")
     return xr.Dataset(
         {
