@@ -27,6 +27,7 @@ CPU (`EpidemicModel.fused_layers`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,8 @@ def drop_stale_kernels(cache: Path, dependencies: Sequence[Path]) -> None:
         stale = True
     if stale:
         for path in (*indexes, *cache.glob(f"{Path(__file__).stem}.*.nbc")):
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # gone already (another process), or a cache this user cannot write
+                path.unlink()
 
 
 drop_stale_kernels(
