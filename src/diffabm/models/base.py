@@ -134,8 +134,9 @@ class Simulator(nn.Module, ABC):
         return self.simulate(self.natural_parameters() if parameters is None else parameters, seed, controls)
 
     def check_controls(self, controls: Mapping[str, Tensor] | None, draws: int) -> dict[str, Tensor]:
-        """Known names, shape (draws, *dims), finite values; or a ValueError naming the control."""
-        controls = dict(controls or {})
+        """Known names, shape (draws, *dims), finite values; or a ValueError naming the control. Returned on the
+        model's device (stages make them on the CPU, as the parameters; gradients pass)."""
+        controls = self.on_device(controls or {})
         sizes = {dim: len(values) for dim, values in self.coords().items()}
         for name, values in controls.items():
             if name not in self.controls:
