@@ -189,8 +189,8 @@ def test_the_calibration_stages_after_calibrate_run_from_the_command_line(tmp_pa
 )
 def test_importing_diffabm_sets_the_runtime_defaults_unless_the_user_chose(variable, default, user_choice):
     """Spin-waiting OpenMP threads made the simulator 4x slower under load, page faults on torch's large tensors
-    1.4x: diffabm sets OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 on import (before torch loads) and keeps
-    a value the user set."""
+    the course draws 2.3x: diffabm sets OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 on import (before torch
+    loads) and keeps a value the user set."""
     script = f"import os, diffabm; print(os.environ['{variable}'])"
     env = {key: value for key, value in os.environ.items() if key != variable}
     for preset, expected in ((None, default), (user_choice, user_choice)):

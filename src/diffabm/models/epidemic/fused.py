@@ -53,11 +53,13 @@ def drop_stale_kernels(cache: Path, dependencies: Sequence[Path]) -> None:
     than their index: Numba's cache (`cache=True`) checks this file alone, and would keep running kernels compiled
     with an older `diffabm.philox`, `diffabm.simd` or `transmission.NEVER`."""
     indexes = list(cache.glob(f"{Path(__file__).stem}.*.nbi"))
-    newest = max((path.stat().st_mtime for path in dependencies), default=0.0)
     try:
+        newest = max((path.stat().st_mtime for path in dependencies), default=0.0)
         stale = any(index.stat().st_mtime < newest for index in indexes)
     except FileNotFoundError:  # another process is deleting them
         stale = True
+    except OSError:  # unreadable: leave the cache to Numba
+        stale = False
     if stale:
         for path in (*indexes, *cache.glob(f"{Path(__file__).stem}.*.nbc")):
             with contextlib.suppress(OSError):  # gone already (another process), or a cache this user cannot write
