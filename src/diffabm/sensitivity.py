@@ -94,10 +94,18 @@ def outputs_of_interest(model: Simulator, specs: list[Mapping]) -> list[OutputOf
 
 
 def parameter_point(model: Simulator, posterior_path: str | Path | None) -> dict[str, float]:
-    """The configured parameters, with the calibrated ones replaced by their posterior means if given."""
+    """The configured parameters, with the calibrated ones replaced by their posterior means if given; a posterior
+    with calibrated controls is refused (the derivatives would be taken without them: at another point than the
+    fitted one)."""
     point = {name: float(value[0]) for name, value in model.natural_parameters(1).items()}
     if posterior_path is not None:
         posterior = read_posterior(posterior_path)
+        controls = sorted(set(posterior.data_vars) & set(model.controls))
+        if controls:
+            raise ValueError(
+                f"posterior {posterior_path}: holds calibrated controls {controls} (a Calib-NN run), which the "
+                "sensitivity stage does not apply; choose a posterior without controls (sensitivity.posterior)"
+            )
         point.update({name: float(posterior[name].mean()) for name in posterior.data_vars if name in point})
     return point
 
@@ -330,13 +338,6 @@ def write_sensitivity(
     if unknown:
         raise ValueError(f"sensitivity.methods: unknown {unknown}, expected some of {list(METHODS)}")
     outputs = outputs_of_interest(model, list(settings.outputs))
-    if posterior_path is not None:
-        controls = sorted(set(read_posterior(posterior_path).data_vars) & set(model.controls))
-        if controls:  # the derivatives would be taken without them: at another point than the fitted one
-            raise ValueError(
-                f"posterior {posterior_path}: holds calibrated controls {controls} (a Calib-NN run), which the "
-                "sensitivity stage does not apply; choose a posterior without controls (sensitivity.posterior)"
-            )
     point = parameter_point(model, posterior_path)
     seeds = [cfg.seed + k for k in range(settings.seeds)]
     draws = posterior_points(point, posterior_path, settings.posterior_draws) if settings.posterior_draws else None
