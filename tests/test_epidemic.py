@@ -402,10 +402,14 @@ def test_a_constant_transmission_multiplier_scales_every_beta(model):
         model.simulate(natural(model), controls={"curfew": torch.ones(3, model.days)})
 
 
-def test_group_id_out_of_range_is_rejected():
-    with pytest.raises(ValueError, match=r"layer 'school': group id 99 out of range"):
-        ContactLayers({"school": np.array([0, 1, 99])}, n_agents=3)
-    with pytest.raises(ValueError, match=r"layer 'school': group id -5"):
+def test_group_ids_are_labels_and_below_minus_one_rejected():
+    """Ids are labels, numbered afresh: a census code (≥ the number of agents) groups as its rank does."""
+    coded = ContactLayers({"school": np.array([7_654_321, -1, 99, 7_654_321]), "home": np.array([5, 5, 5, 5])}, 4)
+    ranked = ContactLayers({"school": np.array([1, -1, 0, 1]), "home": np.array([0, 0, 0, 0])}, 4)
+    assert torch.equal(coded.slot_group, ranked.slot_group)
+    assert torch.equal(coded.slot_group, torch.tensor([[1, 3, 0, 1], [2, 2, 2, 2]]))  # sink 3; home after school
+    assert torch.equal(coded.inverse_size, torch.tensor([1.0, 0.5, 0.25, 0.0]))
+    with pytest.raises(ValueError, match=r"layer 'school': group id -5 \(only -1 means none\)"):
         ContactLayers({"school": np.array([0, -5, 1])}, n_agents=3)
 
 

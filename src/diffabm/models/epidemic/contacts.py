@@ -51,7 +51,8 @@ class ContactLayers:
     """Group memberships as slots: each slot gives every agent one group id in one layer.
 
     A layer with K memberships per agent has K slots; "no group" points to a sink group of
-    inverse size zero. Group ids of all layers share one numbering.
+    inverse size zero. A layer's ids are labels (any integers ≥ 0, e.g. a census code): they are numbered
+    0, 1, … in increasing order, and the groups of all layers share one numbering.
     """
 
     def __init__(self, groups: Mapping[str, np.ndarray], n_agents: int, device: torch.device | str = "cpu"):
@@ -64,9 +65,8 @@ class ContactLayers:
                     f"layer '{name}': group ids have shape {ids.shape}, expected ({n_agents},) or ({n_agents}, K)"
                 )
             ids = ids.reshape(n_agents, -1)
-            bad = ids[(ids < -1) | (ids >= max(n_agents, 1))]
-            if bad.size:
-                raise ValueError(f"layer '{name}': group id {bad[0]} out of range [-1, {n_agents})")
+            if ids.size and ids.min() < -1:  # any other id is a label: numbered afresh below
+                raise ValueError(f"layer '{name}': group id {ids.min()} (only -1 means none)")
             member = ids >= 0
             contiguous = np.full(ids.shape, -1, dtype=np.int64)
             _, contiguous[member] = np.unique(ids[member], return_inverse=True)
