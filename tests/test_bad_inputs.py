@@ -508,15 +508,15 @@ CASES: dict[str, Case] = {
     "missing posterior for the sensitivity": Case(
         sensitivity(posterior="nowhere.zarr"), ("nowhere.zarr",), "sensitivity.zarr"
     ),
-    "sensitivity at a posterior with calibrated controls": Case(
+    "sensitivity at a posterior whose controls do not fit the model": Case(
         sensitivity(posterior="calibnn.zarr"),
-        ("calibnn.zarr", "['transmission_multiplier']"),
+        ("calibnn.zarr", "'transmission_multiplier'", "{'time': 5}"),
         "sensitivity.zarr",
         lambda p: write_dataset(
             xr.Dataset(
                 {
                     "beta_household": ("draw", np.full(2, 3.0)),
-                    "transmission_multiplier": (("draw", "time"), np.ones((2, 12))),
+                    "transmission_multiplier": (("draw", "time"), np.ones((2, 5))),
                 }
             ),
             p["case"] / "calibnn.zarr",

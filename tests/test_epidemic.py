@@ -699,6 +699,40 @@ def test_stochastic_derivatives_primal_is_the_simulation(small_population):
         torch.testing.assert_close(values, series.flatten(1).sum(1), msg=name)
 
 
+def daily_controls(model, name: str, values: Tensor) -> dict[str, Tensor]:
+    """Control `name` with each draw's value on every day (and in every group of a `transmission_by_<grouping>`)."""
+    sizes = {dim: len(labels) for dim, labels in model.coords().items()}
+    shape = (model.draws, *(sizes[dim] for dim in model.controls[name]))
+    return {name: values.view(-1, *[1] * (len(shape) - 1)).expand(shape).contiguous()}
+
+
+@pytest.mark.parametrize("control", ["transmission_multiplier", "transmission_by_age"])
+def test_stochastic_derivatives_hold_the_controls(small_population, control):
+    """Controls act in the primal and the alternatives: the primal is the simulation with the controls, and c on
+    every day (and group) gives what β·c gives without controls, the β derivatives c times as large (the same
+    seed: the same runs and flips, up to rounding). Without the controls, both fail."""
+    from diffabm.models.epidemic.derivatives import stochastic_derivatives
+
+    model = make_model(small_population, "model.draws=4")
+    base = natural(model)
+    c = torch.tensor([0.5, 1.0, 1.5, 3.0])
+    controls = daily_controls(model, control, c)
+    names = [*BETAS, "initial_fraction"]
+
+    def statistic(output):
+        return torch.stack([output.new_infections.sum(1), output.cases.max(1).values], 1)
+
+    values, estimates = stochastic_derivatives(model, base, 5, statistic, names, 2, controls=controls)
+    with torch.no_grad():
+        torch.testing.assert_close(values, statistic(model.simulate(base, 5, controls)))
+    scaled = {name: value * c if name in BETAS else value for name, value in base.items()}
+    expected_values, expected = stochastic_derivatives(model, scaled, 5, statistic, names, 2)
+    torch.testing.assert_close(values, expected_values)
+    expected[..., : len(BETAS)] *= c[:, None, None]
+    torch.testing.assert_close(estimates, expected, rtol=1e-4, atol=1e-4)
+    assert estimates[..., : len(BETAS)].abs().sum() > 0  # flips happened: a comparison of zeros proves nothing
+
+
 def test_stochastic_derivatives_of_several_statistics_come_from_one_run():
     """A vector statistic (rows, K) gives the same values and estimates as K runs with each statistic alone (the
     same seed, so the same primal, alternatives and flips), with replicates and by-setting shares."""

@@ -127,3 +127,62 @@ def test_finite_differences_stay_in_the_parameter_domain():
         seeds=[0],
     )
     assert ds.derivative.values[0, 0, 0] == pytest.approx(10.0, rel=1e-4)
+
+
+def test_calibrated_controls_are_held_by_every_method(small_population):
+    """A daily transmission multiplier c (a Calib-NN posterior's control) held at c on every day is β·c without
+    controls: every method's β derivatives at β with the control are c times those at β·c without it, the other
+    parameters' equal (the same seeds; the finite differences' steps scale with θ). Fails if a method drops them."""
+    model = make_model(small_population, "model.draws=8", "model.parameters.initial_fraction=0.02")
+    point = {name: float(value[0]) for name, value in model.natural_parameters(1).items()}
+    outputs = outputs_of_interest(model, [{"observable": "new_infections", "summary": "total"}])
+    c = 1.5
+    controls = {"transmission_multiplier": np.full(model.days, c, np.float32)}
+    held = sensitivity(model, point, outputs, list(METHODS), seeds=[0], controls=controls)
+    scaled = {name: value * c if name.startswith("beta_") else value for name, value in point.items()}
+    reference = sensitivity(model, scaled, outputs, list(METHODS), seeds=[0])
+    betas = [name.startswith("beta_") for name in held.parameter.values]
+    expected = reference.derivative.values * np.where(betas, c, 1.0)
+    np.testing.assert_allclose(held.derivative.values, expected, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(held.output_value.values, reference.output_value.values)
+    assert np.abs(held.derivative.values[:, :, betas]).min() > 0
+    np.testing.assert_array_equal(held.transmission_multiplier.values, controls["transmission_multiplier"])
+    assert held.transmission_multiplier.dims == ("time",) and held.attrs["controls"] == ["transmission_multiplier"]
+
+
+def test_a_calibnn_posterior_gives_its_mean_controls_and_each_draws_own(small_population, tmp_path):
+    """The stage's point holds a posterior's controls at their means over its draws, and the derivatives at each
+    posterior draw are taken with that draw's controls: equal to the sensitivity at that draw alone."""
+    import xarray as xr
+
+    from diffabm.sensitivity import evaluation_point, posterior_points
+    from diffabm.store import write_dataset
+
+    model = make_model(small_population, "model.draws=4")
+    multipliers = np.stack([np.full(model.days, 0.5), np.linspace(0.5, 2.0, model.days)])
+    posterior = xr.Dataset(
+        {
+            "beta_household": (("chain", "draw"), [[2.0, 3.0]]),
+            "transmission_multiplier": (("chain", "draw", "time"), multipliers[None]),
+        }
+    )
+    path = write_dataset(posterior, tmp_path / "calibnn.zarr", None, 0)
+    point, controls = evaluation_point(model, path)
+    assert point["beta_household"] == pytest.approx(2.5)
+    np.testing.assert_allclose(controls["transmission_multiplier"], multipliers.mean(0), rtol=1e-6)
+    draws = posterior_points(model, point, path, 2)
+    np.testing.assert_allclose(draws["transmission_multiplier"], multipliers, rtol=1e-6)
+    outputs = outputs_of_interest(model, [{"observable": "new_infections", "summary": "total"}])
+    ds = sensitivity(model, point, outputs, ["reverse_mode"], seeds=[0], posterior_draws=draws, controls=controls)
+    np.testing.assert_allclose(ds.transmission_multiplier_by_draw.values, multipliers, rtol=1e-6)
+    for k in range(2):
+        alone = sensitivity(
+            model,
+            {**point, "beta_household": float(draws["beta_household"][k])},
+            outputs,
+            ["reverse_mode"],
+            seeds=[0],
+            controls={"transmission_multiplier": draws["transmission_multiplier"][k]},
+        )
+        np.testing.assert_allclose(ds.derivative_by_draw.values[k], alone.derivative.values[0], rtol=1e-5)
+    assert not np.allclose(ds.derivative_by_draw.values[0], ds.derivative_by_draw.values[1], rtol=0.05)

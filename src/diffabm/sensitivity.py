@@ -2,7 +2,8 @@
 
 The derivatives d E[y]/dθ of outputs of interest y (the total or the peak over time of an observable, one per
 group of its other dimension, e.g. per age group) in every parameter θ, at a parameter set (a calibrated
-posterior's mean, or the configured values), by up to four methods side by side:
+posterior's mean, or the configured values; a Calib-NN posterior's calibrated controls held at their means), by up
+to four methods side by side:
 
 - `reverse_mode`: autograd through the simulator, all parameters per output (one backward per output);
 - `forward_mode`: `torch.func.jvp`, one tangent per parameter, all outputs per pass (Quera-Bofarull et al.
@@ -93,21 +94,28 @@ def outputs_of_interest(model: Simulator, specs: list[Mapping]) -> list[OutputOf
     return outputs
 
 
-def parameter_point(model: Simulator, posterior_path: str | Path | None) -> dict[str, float]:
-    """The configured parameters, with the calibrated ones replaced by their posterior means if given; a posterior
-    with calibrated controls is refused (the derivatives would be taken without them: at another point than the
-    fitted one)."""
+def evaluation_point(
+    model: Simulator, posterior_path: str | Path | None
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Where the derivatives are taken: the configured parameters, with the calibrated ones replaced by their
+    posterior means if given, and a posterior's calibrated controls (a Calib-NN run's daily transmission
+    multiplier) at their means over its draws, each with the control's dimensions (none without)."""
     point = {name: float(value[0]) for name, value in model.natural_parameters(1).items()}
+    controls = {}
     if posterior_path is not None:
         posterior = read_posterior(posterior_path)
-        controls = sorted(set(posterior.data_vars) & set(model.controls))
-        if controls:
-            raise ValueError(
-                f"posterior {posterior_path}: holds calibrated controls {controls} (a Calib-NN run), which the "
-                "sensitivity stage does not apply; choose a posterior without controls (sensitivity.posterior)"
-            )
         point.update({name: float(posterior[name].mean()) for name in posterior.data_vars if name in point})
-    return point
+        sizes = {dim: len(labels) for dim, labels in model.coords().items()}
+        for name in sorted(set(posterior.data_vars) & set(model.controls)):
+            mean = posterior[name].mean("draw")
+            expected = {dim: sizes[dim] for dim in model.controls[name]}
+            if dict(mean.sizes) != expected:
+                raise ValueError(
+                    f"posterior {posterior_path}: control '{name}' has sizes {dict(mean.sizes)} after 'draw', this "
+                    f"model's are {expected}"
+                )
+            controls[name] = mean.values.astype(np.float32)
+    return point, controls
 
 
 AD_METHODS = {
@@ -118,16 +126,27 @@ AD_METHODS = {
 
 
 def posterior_points(
-    point: Mapping[str, float], posterior_path: str | Path | None, count: int
+    model: Simulator, point: Mapping[str, float], posterior_path: str | Path | None, count: int
 ) -> dict[str, np.ndarray]:
-    """`count` posterior draws spread evenly over the stored ones (calibrated parameters; the others at `point`)."""
+    """`count` posterior draws spread evenly over the stored ones: every parameter (K,) (the calibrated ones from the
+    posterior, the others at `point`) and the calibrated controls (K, *dims)."""
     if posterior_path is None:
         raise ValueError(
             f"sensitivity.posterior_draws is {count}, but sensitivity.posterior is null: no posterior to draw from"
         )
     draws = spread_posterior_draws(posterior_path, count)
     size = len(next(iter(draws.values())))
-    return {name: draws[name] if name in draws else np.full(size, value) for name, value in point.items()}
+    return {name: draws[name] if name in draws else np.full(size, value) for name, value in point.items()} | {
+        name: values.astype(np.float32) for name, values in draws.items() if name in model.controls
+    }
+
+
+def draw_controls(model: Simulator, controls: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
+    """Controls with the model's dimensions (no `draw`), the same for each of its draws (B, *dims)."""
+    return {
+        name: torch.as_tensor(values, dtype=torch.float32).expand(model.draws, *np.shape(values))
+        for name, values in controls.items()
+    }
 
 
 def derivatives(
@@ -138,8 +157,10 @@ def derivatives(
     seed: int,
     step: float = 0.05,
     ad: AutoDiff | None = None,
+    controls: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
-    """Per-row estimates (B, outputs, parameters) of d y/dθ at `parameters` (each (B,)) by `method`, one seed.
+    """Per-row estimates (B, outputs, parameters) of d y/dθ at `parameters` (each (B,)) by `method`, one seed, the
+    `controls` (each (B, *dims)) held.
 
     The AD methods take all outputs from one simulation: reverse mode one backward pass per output, forward mode
     one pass per parameter (`diffabm.models.autodiff`); `ad` replaces the method's mode (e.g. with its segments).
@@ -147,7 +168,7 @@ def derivatives(
     names = list(parameters)
 
     def statistics(values: Mapping[str, Tensor], mode: AutoDiff = AutoDiff()) -> Tensor:
-        output = mode.simulate(model, values, seed)
+        output = mode.simulate(model, values, seed, controls)
         return torch.stack([f(output) for f in outputs], dim=1)  # (B, outputs)
 
     if method in AD_METHODS:
@@ -162,7 +183,7 @@ def derivatives(
         return torch.stack(rows, dim=1).detach()
     if method == "stochastic":  # all outputs from one run: a vector statistic
         return model.derivative_estimates(
-            parameters, seed, lambda output: torch.stack([f(output) for f in outputs], 1), names
+            parameters, seed, lambda output: torch.stack([f(output) for f in outputs], 1), names, controls=controls
         )[1]
     if method == "finite_difference":  # steps ± `step` in the unconstrained coordinate: never out of the domain
         columns = []
@@ -192,11 +213,12 @@ def estimates_over_seeds(
     seeds: list[int],
     step: float,
     ad: AutoDiff,
+    controls: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Estimates (seeds, B, outputs, parameters), float64 on the CPU; the AD method of `ad.mode` runs in `ad`."""
     mode = ad if MODE_METHODS[ad.mode] == method else None
     return torch.stack(
-        [derivatives(model, parameters, outputs, method, seed, step, mode).cpu() for seed in seeds]
+        [derivatives(model, parameters, outputs, method, seed, step, mode, controls).cpu() for seed in seeds]
     ).double()
 
 
@@ -214,24 +236,27 @@ def sensitivity(
     step: float = 0.05,
     posterior_draws: Mapping[str, np.ndarray] | None = None,
     ad: AutoDiff = AutoDiff(),
+    controls: Mapping[str, np.ndarray] | None = None,
 ) -> xr.Dataset:
     """Means and SE of d y/dθ per method over seeds × draws, agreement with finite differences (in SE),
-    elasticities and each method's cost in forward runs; dimensions (method, output, parameter). With
-    `posterior_draws` (each parameter (K,)), also the derivatives at each of those K points by the AD method of
-    `ad.mode` (`derivative_by_draw`, dimensions (posterior_draw, output, parameter))."""
+    elasticities and each method's cost in forward runs; dimensions (method, output, parameter); the `controls`
+    (each with the model's dimensions of the control) held and stored. With `posterior_draws` (each parameter (K,),
+    each control (K, *dims)), also the derivatives at each of those K points by the AD method of `ad.mode`
+    (`derivative_by_draw`, dimensions (posterior_draw, output, parameter))."""
     names = list(point)
     base = {name: torch.full((model.draws,), value) for name, value in point.items()}
+    held = draw_controls(model, controls or {})
     with torch.no_grad():
         values = torch.cat(
-            [torch.stack([f(model.simulate(base, seed)) for f in outputs], dim=1).cpu() for seed in seeds]
+            [torch.stack([f(model.simulate(base, seed, held)) for f in outputs], dim=1).cpu() for seed in seeds]
         )
         started = time.perf_counter()  # one forward run, timed after the first (warm) ones
-        model.simulate(base, seeds[0])
+        model.simulate(base, seeds[0], held)
         forward_seconds = time.perf_counter() - started
     mean, se, nonzero, cost = [], [], [], []
     for method in methods:
         started = time.perf_counter()
-        estimates = estimates_over_seeds(model, base, outputs, method, seeds, step, ad).flatten(0, 1)
+        estimates = estimates_over_seeds(model, base, outputs, method, seeds, step, ad, held).flatten(0, 1)
         cost.append((time.perf_counter() - started) / len(seeds) / forward_seconds)
         estimate_mean, estimate_se = mean_and_standard_error(estimates)
         mean.append(estimate_mean)
@@ -269,9 +294,14 @@ def sensitivity(
         ds["z_against_finite_difference"] = (ds.derivative - reference.derivative) / np.sqrt(
             ds.standard_error**2 + reference.standard_error**2
         ).where(lambda x: x > 0)
+    model_coords = model.coords()
+    for name, values in (controls or {}).items():
+        dims = model.controls[name]
+        ds[name] = xr.DataArray(np.asarray(values), dims=dims, coords={dim: model_coords[dim] for dim in dims})
     if posterior_draws is not None:
         ds = ds.merge(by_posterior_draw(model, posterior_draws, outputs, seeds, ad, names))
     ds.attrs.update(
+        controls=sorted(controls or {}),
         seeds=list(seeds),
         draws=model.draws,
         step=step,
@@ -291,14 +321,17 @@ def by_posterior_draw(
     names: list[str],
 ) -> xr.Dataset:
     """d y/dθ at each posterior draw θ_k (mean and SE over seeds × the model's draws) by the AD method of
-    `ad.mode`: how the sensitivities vary over the posterior."""
+    `ad.mode`, with the draw's calibrated controls: how the sensitivities vary over the posterior."""
     count = len(next(iter(posterior_draws.values())))
     mean, se = [], []
     for k in range(count):
         parameters = {name: torch.full((model.draws,), float(posterior_draws[name][k])) for name in names}
-        estimates = estimates_over_seeds(model, parameters, outputs, MODE_METHODS[ad.mode], seeds, 0.0, ad).flatten(
-            0, 1
+        controls = draw_controls(
+            model, {name: values[k] for name, values in posterior_draws.items() if name in model.controls}
         )
+        estimates = estimates_over_seeds(
+            model, parameters, outputs, MODE_METHODS[ad.mode], seeds, 0.0, ad, controls
+        ).flatten(0, 1)
         estimate_mean, estimate_se = mean_and_standard_error(estimates)
         mean.append(estimate_mean)
         se.append(estimate_se)
@@ -311,6 +344,11 @@ def by_posterior_draw(
                 ("posterior_draw", "parameter"),
                 np.stack([np.asarray(posterior_draws[name], dtype=float) for name in names], -1),
             ),
+            **{
+                f"{name}_by_draw": (("posterior_draw", *model.controls[name]), values)
+                for name, values in posterior_draws.items()
+                if name in model.controls
+            },
         },
         coords={"posterior_draw": np.arange(count)},
     )
@@ -338,12 +376,13 @@ def write_sensitivity(
     if unknown:
         raise ValueError(f"sensitivity.methods: unknown {unknown}, expected some of {list(METHODS)}")
     outputs = outputs_of_interest(model, list(settings.outputs))
-    point = parameter_point(model, posterior_path)
+    point, controls = evaluation_point(model, posterior_path)
     seeds = [cfg.seed + k for k in range(settings.seeds)]
-    draws = posterior_points(point, posterior_path, settings.posterior_draws) if settings.posterior_draws else None
-    ds = sensitivity(
-        model, point, outputs, list(settings.methods), seeds, settings.step, draws, AutoDiff.from_config(cfg.get("ad"))
+    draws = (
+        posterior_points(model, point, posterior_path, settings.posterior_draws) if settings.posterior_draws else None
     )
+    ad = AutoDiff.from_config(cfg.get("ad"))
+    ds = sensitivity(model, point, outputs, list(settings.methods), seeds, settings.step, draws, ad, controls)
     if posterior_path is not None:
         ds.attrs["posterior"] = str(posterior_path)
     return write_dataset(ds, output_path, cfg, cfg.seed)

@@ -102,10 +102,12 @@ class Simulator(nn.Module, ABC):
         names: Sequence[str],
         alternatives: int = 1,
         replicates: int = 1,
+        controls: Mapping[str, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """(statistic of B simulations (B,), unbiased estimates of d E[statistic]/dθ (B, d) for θ in `names`), for a
         model with stochastic derivatives through its discrete draws (`alternatives` coupled runs per draw, each
-        cutting the variance; the statistic of the mean of `replicates` runs); others raise NotImplementedError."""
+        cutting the variance; the statistic of the mean of `replicates` runs; `controls` held, as `simulate` takes
+        them); others raise NotImplementedError."""
         raise NotImplementedError(
             f"{type(self).__name__} has no stochastic derivatives (calibration.gradients: autograd)"
         )

@@ -111,8 +111,10 @@ def stochastic_derivatives(
     names: list[str],
     alternatives: int = 1,
     replicates: int = 1,
+    controls: Mapping[str, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(f of the primal runs (B,), unbiased estimates of d E[f]/dθ (B, d) for θ in `names`), one per draw.
+    """(f of the primal runs (B,), unbiased estimates of d E[f]/dθ (B, d) for θ in `names`), one per draw, with
+    the model's `controls` held (as `EpidemicModel.simulate` takes them).
 
     `names` are any of `beta_<layer>`, `initial_fraction` and the two odds ratios; `statistic` maps outputs to
     one value per row, or K values (rows, K): then (B, K) and (B, K, d) are returned, all from one run. More
@@ -137,7 +139,12 @@ def stochastic_derivatives(
             "stochastic derivatives: replicates > 1 need independent draws (model.common_random_numbers: "
             "false), or every replicate is the same run"
         )
-    draws = model.check_parameters(parameters) * replicates
+    draws = model.check_parameters(parameters)
+    controls = {
+        name: value.detach().repeat_interleave(replicates, dim=0)
+        for name, value in model.checked_controls(controls, draws).items()
+    }
+    draws *= replicates
     parameters = {name: value.repeat_interleave(replicates) for name, value in model.on_device(parameters).items()}
     rows, device, n_agents = 1 + alternatives, model.device, model.n_agents
     column = {name: k for k, name in enumerate(names)}
@@ -160,6 +167,7 @@ def stochastic_derivatives(
         } | {"durations": {name: expand(value) for name, value in durations.items()}}
         durations, latent = course["durations"], course["durations"]["latent"]
         state = model.day_state(course, seed)
+        state.group_transmission = [(expand(values), group) for values, group in model.group_transmission(controls)]
         # Weight of each course flip (B, N): p / OR for agents whose draw did not fire.
         course_weight = {}
         for kind, logits in (("hospital", model.logit_hospital), ("death", model.logit_death)):
@@ -172,11 +180,7 @@ def stochastic_derivatives(
             torch.zeros(draws, alternatives, len(names), device=device),
             torch.Generator(device=device).manual_seed(stable_seed(seed, "stochastic_derivatives")),
         )
-        multiplier = (
-            model.contact_multiplier.expand(draws, -1, -1)
-            if model.contact_multiplier.dim() == 2
-            else model.contact_multiplier
-        )
+        multiplier = model.daily_multiplier(controls, draws, beta.dtype)
 
         infected = torch.zeros(draws * rows, n_agents, dtype=torch.bool, device=device)
         infection_day = torch.full((draws * rows, n_agents), NEVER, dtype=torch.int32, device=device)
@@ -199,7 +203,8 @@ def stochastic_derivatives(
                 )
             else:
                 day_weight = beta * multiplier[:, day]  # (B, L)
-                rate, total = state.force(infected.float(), expand(day_weight), infection_day, day)
+                factor = state.susceptibility_factor(day)  # (B · rows, N): the `transmission_by_<grouping>` controls
+                rate, total = state.force(infected.float(), expand(day_weight), infection_day, day, factor)
                 new = ~infected & (expand(state.noise(day, draws)) < -torch.expm1(-rate))
                 infection = None
                 if beta_columns:
@@ -207,7 +212,9 @@ def stochastic_derivatives(
                     exposure = model.contacts.spread_by_layer(
                         primal(total) * model.contacts.group_scale(multiplier[:, day]), len(model.layers)
                     )
-                    exposure *= (model.susceptibility * susceptible)[..., None]
+                    exposure *= (state.susceptibility(None if factor is None else primal(factor)) * susceptible)[
+                        ..., None
+                    ]
                     infection = (
                         exposure if len(beta_layers) == len(model.layers) else exposure[..., beta_layers],
                         beta_columns,

@@ -326,13 +326,34 @@ class EpidemicModel(Simulator):
             **{GROUPINGS[name]: as_object_strings(labels) for name, labels in self.group_labels.items()},
         }
 
-    @staticmethod
-    def _checked_nonnegative(name: str, values: Tensor) -> Tensor:
-        """A control's values, non-negative (shape and finiteness checked by `check_controls`)."""
-        detached = values.detach()
-        if (detached < 0).any():
-            raise ValueError(f"{name} has value {detached[detached < 0][0].item()}, must be finite and >= 0")
-        return values
+    def checked_controls(self, controls: Mapping[str, Tensor] | None, draws: int) -> dict[str, Tensor]:
+        """The controls on the model's device, their names, shapes (`check_controls`) and signs checked."""
+        checked = self.check_controls(controls, draws)
+        for name, values in checked.items():
+            detached = values.detach()
+            if (detached < 0).any():
+                raise ValueError(f"{name} has value {detached[detached < 0][0].item()}, must be finite and >= 0")
+        return checked
+
+    def daily_multiplier(self, controls: Mapping[str, Tensor], draws: int, dtype: torch.dtype) -> Tensor:
+        """Each day's multiplier of each layer's β (B, days, L) in `dtype`: the contact interventions' times the
+        `transmission_multiplier` control's, if given (`checked_controls`)."""
+        multiplier = (
+            self.contact_multiplier.expand(draws, -1, -1)
+            if self.contact_multiplier.dim() == 2
+            else self.contact_multiplier
+        ).to(dtype)
+        if "transmission_multiplier" in controls:
+            multiplier = multiplier * controls["transmission_multiplier"][..., None]
+        return multiplier
+
+    def group_transmission(self, controls: Mapping[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """The `transmission_by_<grouping>` controls given (B, days, groups), each with its agents' groups (N,)."""
+        return [
+            (controls[f"transmission_by_{name}"], getattr(self, f"group_{name}"))
+            for name in self.group_labels
+            if f"transmission_by_{name}" in controls
+        ]
 
     def _uniform(self, seed: int, purpose: str, draws: int, systematic: bool = False) -> Tensor:
         """Uniform noise (B, N) in (0, 1) for one purpose and day: counter-based (`diffabm.philox`, keyed by the seed
@@ -377,12 +398,21 @@ class EpidemicModel(Simulator):
         return out
 
     def derivative_estimates(
-        self, parameters: Mapping[str, Tensor], seed: int, statistic, names, alternatives: int = 1, replicates: int = 1
+        self,
+        parameters: Mapping[str, Tensor],
+        seed: int,
+        statistic,
+        names,
+        alternatives: int = 1,
+        replicates: int = 1,
+        controls: Mapping[str, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Stochastic derivatives (Arya et al. 2022) in every parameter (`diffabm.models.epidemic.derivatives`)."""
         from diffabm.models.epidemic.derivatives import stochastic_derivatives
 
-        return stochastic_derivatives(self, parameters, seed, statistic, list(names), alternatives, replicates)
+        return stochastic_derivatives(
+            self, parameters, seed, statistic, list(names), alternatives, replicates, controls
+        )
 
     def course_draws(self, parameters: Mapping[str, Tensor], seed: int, draws: int, estimate) -> dict:
         """Each agent's course if infected (B, N): stage `durations`, `symptomatic`, `hospitalised` and `dies` (drawn
@@ -440,11 +470,7 @@ class EpidemicModel(Simulator):
         """
         draws = self.check_parameters(parameters)
         parameters = self.on_device(parameters)
-        controls = {
-            name: self._checked_nonnegative(name, values)
-            for name, values in self.check_controls(controls, draws).items()
-        }
-        transmission_multiplier = controls.get("transmission_multiplier")
+        controls = self.checked_controls(controls, draws)
         tracking = torch.is_grad_enabled() and any(torch.as_tensor(v).requires_grad for v in parameters.values())
         check_memory(self.n_agents, draws, self.days, tracking, self.max_memory_gb)
         beta = torch.stack([parameters[f"beta_{layer}"] for layer in self.layers], dim=-1)
@@ -459,21 +485,10 @@ class EpidemicModel(Simulator):
 
         infected = self._seed(fraction, self._uniform(seed, "initial", draws, self.seeding == "systematic"))
         infection_day = torch.where(infected.detach() > 0.5, 0, NEVER).int()
-        multiplier = (
-            self.contact_multiplier.expand(draws, -1, -1)
-            if self.contact_multiplier.dim() == 2
-            else self.contact_multiplier
-        )
-        multiplier = multiplier.to(beta.dtype)
-        if transmission_multiplier is not None:
-            multiplier = multiplier * transmission_multiplier[..., None]
+        multiplier = self.daily_multiplier(controls, draws, beta.dtype)
         day_state = self.day_state(course, seed)
         day_state.vaccine = self.vaccine_protection(parameters, seed, draws)
-        day_state.group_transmission = [
-            (controls[f"transmission_by_{name}"], getattr(self, f"group_{name}"))
-            for name in self.group_labels
-            if f"transmission_by_{name}" in controls
-        ]
+        day_state.group_transmission = self.group_transmission(controls)
         if tracking and infected.requires_grad:
             infected = _UnrealisedAtSeeding.apply(infected, day_state)
         daily_new, by_setting = [infected.sum(-1)[:, None]], [beta.new_zeros(draws, 1, len(self.layers))]
