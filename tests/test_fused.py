@@ -4,6 +4,7 @@ published Philox4x32-10 answers, and the same simulation as the tensor path wher
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -229,3 +230,23 @@ def test_cached_kernels_older_than_a_module_they_inline_are_deleted(tmp_path):
     os.utime(dependency, (3_000, 3_000))
     fused.drop_stale_kernels(tmp_path, [dependency])
     assert not any(path.exists() for path in cached) and other.exists()
+
+
+def test_the_stale_kernel_check_looks_where_numba_caches(tmp_path):
+    """With NUMBA_CACHE_DIR set, Numba caches elsewhere than the package's `__pycache__`: stale kernels planted
+    there are deleted on import, as in `__pycache__`."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    script = "from diffabm.models.epidemic import fused; print(fused.kernel_cache())"
+    cache = Path(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                check=True).stdout.strip())  # fmt: skip
+    assert cache.is_relative_to(tmp_path)
+    cache.mkdir(parents=True, exist_ok=True)
+    stale = [cache / "fused._infect-1.py311.nbi", cache / "fused._infect-1.py311.1.nbc"]
+    for path in stale:
+        path.write_bytes(b"")
+        os.utime(path, (1_000, 1_000))  # older than philox.py
+    subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, check=True)
+    assert not any(path.exists() for path in stale)

@@ -66,10 +66,6 @@ def drop_stale_kernels(cache: Path, dependencies: Sequence[Path]) -> None:
                 path.unlink()
 
 
-drop_stale_kernels(
-    Path(__file__).parent / "__pycache__", [Path(module.__file__) for module in (philox, simd, transmission)]
-)
-
 CHUNK = 4096  # agents per chunk of `_infect` (a multiple of 4: the noise comes in blocks of four agents)
 _NEVER = np.int32(NEVER)
 _ONE = np.float32(1.0)
@@ -568,3 +564,15 @@ def transmission_days(
         torch.from_numpy(array).to(device=device, dtype=weights.dtype) for array in (daily_new, by_setting)
     )
     return infected, infection_day, new, by_setting
+
+
+def kernel_cache() -> Path:
+    """Where Numba keeps this module's compiled kernels: the package's `__pycache__`, a directory under
+    `NUMBA_CACHE_DIR` if set, or the user's cache where the package's directory is read-only (Numba's own choice,
+    read from a kernel's cache; the `__pycache__` if this Numba does not say)."""
+    cache_path = getattr(getattr(_group_totals, "_cache", None), "_cache_path", None)
+    return Path(cache_path) if cache_path else Path(__file__).parent / "__pycache__"
+
+
+# Before any kernel is loaded (on its first call): kernels compiled with older inlined modules go.
+drop_stale_kernels(kernel_cache(), [Path(module.__file__) for module in (philox, simd, transmission)])
