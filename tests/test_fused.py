@@ -120,15 +120,28 @@ def test_kernels_simulate_as_the_tensor_path(population, overrides, kernel_calls
     assert_same_simulation(*both_paths(make_model(population, "model.days=40", *overrides), kernel_calls))
 
 
-def test_kernels_simulate_as_the_tensor_path_with_vaccination_and_controls(tmp_path, kernel_calls):
+@pytest.mark.parametrize(
+    ("overrides", "by_district", "waning"),
+    [
+        (["model.draws=1"], False, None),  # the one-draw kernel computes the vaccine's factor itself
+        ([], False, None),  # and the kernel for several draws
+        ([], True, None),  # with transmission by district: the day's factor from the tensors
+        ([], False, 60.0),  # waning: the factor from the tensors
+    ],
+    ids=["1-draw", "3-draws", "3-draws-by-district", "3-draws-waning"],
+)
+def test_kernels_simulate_as_the_tensor_path_with_vaccination_and_controls(
+    tmp_path, kernel_calls, overrides, by_district, waning
+):
     """A day's susceptibility factor (vaccine efficacy, transmission by district) and time-varying β."""
     doses = write_doses(tmp_path / "doses.csv", {"2021-06-17": 500, "2021-08-27": 500})  # before day 0 and on day 10
-    model = vaccine_model(vaccinated_population(0.8, 0.6, n=20_000), doses)
+    model = vaccine_model(vaccinated_population(0.8, 0.6, n=20_000), doses, *overrides, waning=waning)
     days, draws = model.days, model.draws
-    controls = {
-        "transmission_multiplier": torch.linspace(1.5, 0.5, days).repeat(draws, 1),
-        "transmission_by_district": torch.rand(draws, days, 3, generator=torch.Generator().manual_seed(0)) + 0.5,
-    }
+    controls = {"transmission_multiplier": torch.linspace(1.5, 0.5, days).repeat(draws, 1)}
+    if by_district:
+        controls["transmission_by_district"] = (
+            torch.rand(draws, days, 3, generator=torch.Generator().manual_seed(0)) + 0.5
+        )
     assert_same_simulation(*both_paths(model, kernel_calls, controls=controls))
 
 

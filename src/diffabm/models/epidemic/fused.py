@@ -9,7 +9,9 @@ for one draw) visits every agent once, sums its groups' forces in slot order as 
 multiplies by its susceptibility and compares the day's counter-based noise (`diffabm.philox`, a chunk's noise
 at once, in a vectorised loop) with the probability. The rates are computed for every agent without branches on
 its state, which is unpredictable once the epidemic has spread; only the few candidates u < rate are then looked
-at, and infected if still susceptible (a bit per agent and draw).
+at, and infected if still susceptible (a bit per agent and draw). A vaccine's factor of the susceptibility (without
+waning or by-group controls) is picked in the rates' loop from the days each dose protects (`vaccine_protection`),
+not computed by a dozen tensor passes a day (Auckland at full scale: 20% of the forward run).
 With several draws, a chunk's rates come first: an agent's group ids are read once for all draws and each group's
 forces for all draws are added eight at a time (`diffabm.simd`); then, draw by draw, the noise and the candidates.
 Everything a draw's own agents carry (infection days, course) is laid out draw-major (B, N), so a draw's pass reads
@@ -148,6 +150,20 @@ def _forces(
 
 
 @numba.njit(inline="always", cache=True)
+def _susceptibility_factor(
+    day: int, draw: int, agent: int, factor: np.ndarray, protected: np.ndarray, kept: np.ndarray
+) -> np.float32:
+    """The agent's multiplier of its susceptibility: with `protected` (2, B, N), the days from which its first and
+    second dose protect, 1 − e of its latest protecting dose (`kept` (B, 2)) or 1 (the floats of
+    `VaccineProtection.susceptibility_factor`); else its entry of `factor` (B, N)."""
+    if protected.shape[0] > 0:
+        if day >= protected[1, draw, agent]:
+            return kept[draw, 1]
+        return kept[draw, 0] if day >= protected[0, draw, agent] else _ONE
+    return factor[draw, agent]
+
+
+@numba.njit(inline="always", cache=True)
 def _infect_candidates(
     day: int,
     chunk: int,
@@ -235,6 +251,8 @@ def _infect_one_draw(
     weight: np.ndarray,
     susceptibility: np.ndarray,
     factor: np.ndarray,
+    protected: np.ndarray,
+    kept: np.ndarray,
     new: np.ndarray,
     fresh: np.ndarray,
     by_setting: np.ndarray,
@@ -246,7 +264,7 @@ def _infect_one_draw(
     each agent's state costs more than computing the rates of infected agents too: the state is unpredictable once
     the epidemic has spread."""
     agents = infection_day.shape[1]
-    scaled = factor.shape[0] > 0
+    scaled = factor.shape[0] > 0 or protected.shape[0] > 0
     group_force = force[:, 0]
     for chunk in numba.prange(new.shape[0]):
         exposure = np.zeros(by_setting.shape[2], dtype=np.float32)
@@ -261,7 +279,9 @@ def _infect_one_draw(
             total = group_force[groups[k, 0]]
             for slot in range(1, len(slots) or memberships.shape[1]):
                 total += group_force[groups[k, slot]]
-            rate[k] = (psi[k] * factor[0, first + k] if scaled else psi[k]) * total
+            rate[k] = (
+                psi[k] * _susceptibility_factor(day, 0, first + k, factor, protected, kept) if scaled else psi[k]
+            ) * total
         _infect_candidates(day, chunk, 0, noise, rate, count, infection_day, susceptible, new, fresh)
         _split_by_setting(
             chunk, 0, memberships, slot_layer, totals, inverse_size, weight, new, fresh, by_setting, exposure
@@ -283,6 +303,8 @@ def _infect(
     weight: np.ndarray,  # (B, L) float32
     susceptibility: np.ndarray,  # (N,) float32
     factor: np.ndarray,  # (B, N) float32, or (0, 0): none
+    protected: np.ndarray,  # (2, B, N) int32: the days the doses protect from, or (0, 0, 0): `factor` (or none)
+    kept: np.ndarray,  # (B, 2) float32: 1 − each dose's efficacy against infection (with `protected`)
     new: np.ndarray,  # (chunks, B) int64, out: the new infections per chunk
     fresh: np.ndarray,  # (chunks, B, CHUNK) int32, out: the new infections' offsets within their chunk
     by_setting: np.ndarray,  # (chunks, B, L) float32, zero on entry
@@ -297,7 +319,7 @@ def _infect(
     lanes = force.shape[1]
     if lanes % simd.LANES or lanes < draws:
         raise ValueError("_infect: the forces' columns must be padded_draws(draws)")
-    scaled = factor.shape[0] > 0
+    scaled = factor.shape[0] > 0 or protected.shape[0] > 0
     for chunk in numba.prange(new.shape[0]):
         exposure = np.zeros(by_setting.shape[2], dtype=np.float32)
         noise = np.empty(CHUNK, dtype=np.float32)
@@ -316,7 +338,9 @@ def _infect(
             psi = susceptibility[agent]
             if scaled:
                 for draw in range(draws):
-                    rate[k, draw] = (psi * factor[draw, agent]) * rate[k, draw]
+                    rate[k, draw] = (psi * _susceptibility_factor(day, draw, agent, factor, protected, kept)) * rate[
+                        k, draw
+                    ]
             else:
                 for draw in range(draws):
                     rate[k, draw] = psi * rate[k, draw]
@@ -470,6 +494,17 @@ def _array(values: Tensor, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(values.detach().cpu().numpy(), dtype=dtype)
 
 
+def vaccine_protection(state: _DayState, draws: int, agents: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' `protected` (2, B, N) and `kept` (B, 2) where they compute the day's susceptibility factor
+    themselves (a vaccine without waning and no `transmission_by_<grouping>` control: a dozen tensor passes over
+    the agents a day saved); else empty, and the factor comes from `state.susceptibility_factor`."""
+    vaccine = state.vaccine
+    if vaccine is None or vaccine.vaccination.waning_half_life_days is not None or state.group_transmission:
+        return np.zeros((0, 0, 0), np.int32), np.zeros((0, 2), np.float32)
+    protected = np.stack([_array(days.expand(draws, agents), np.int32) for days in vaccine.protected_from])
+    return protected, _array((1.0 - vaccine.efficacy_infection).expand(draws, 2), np.float32)
+
+
 def transmission_days(
     state: _DayState, layers: FusedLayers, infection_day: Tensor, weights: Tensor, first: int, last: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -506,6 +541,7 @@ def transmission_days(
     new = np.zeros((chunks, draws), np.int64)
     susceptible = np.packbits(~infected_at_start, axis=1, bitorder="little")  # bit i % 8 of byte i // 8: agent i
     infect, slots = (_infect if draws > 1 else _infect_one_draw), unrolled_slots(layers.memberships.shape[1])
+    protected, kept = vaccine_protection(state, draws, agents)
     for index, day in enumerate(range(first, last)):
         weight = _array(weights[:, day], np.float32)
         room = counts + new.sum(0)
@@ -531,7 +567,7 @@ def transmission_days(
         )
         active, begins, counts = merged, merged_begins, merged_counts
         _forces(totals, layers.inverse_size, layers.group_layer, weight, force)
-        factor = state.susceptibility_factor(day)
+        factor = None if protected.shape[0] else state.susceptibility_factor(day)
         factor = np.zeros((0, 0), np.float32) if factor is None else _array(factor.expand(draws, agents), np.float32)
         new = np.empty((chunks, draws), np.int64)
         by_chunk = np.zeros((chunks, draws, n_layers), np.float32)
@@ -550,6 +586,8 @@ def transmission_days(
             weight,
             susceptibility,
             factor,
+            protected,
+            kept,
             new,
             fresh,
             by_chunk,

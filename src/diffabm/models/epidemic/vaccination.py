@@ -23,7 +23,7 @@ the transmission days' adjoint) and through the severe-disease draws (the model'
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +132,13 @@ class VaccineProtection:
     efficacy_infection: Tensor
     efficacy_severe: Tensor
     never: int  # the dose day of doses not taken
+    protected_from: tuple[Tensor, Tensor] = field(init=False)  # the day each dose protects (B, N); `never`: none
+
+    def __post_init__(self) -> None:
+        delay = self.vaccination.effect_delay_days
+        self.protected_from = tuple(
+            torch.where(dose != self.never, dose + delay, self.never) for dose in (self.first, self.second)
+        )
 
     def efficacy(self, day: int | Tensor, efficacy: Tensor) -> Tensor:
         """The efficacy (B, N) of each agent's latest effective dose on `day` (an int or per agent (B, N))."""
@@ -145,8 +152,14 @@ class VaccineProtection:
         return (efficacy[:, :1] * first + efficacy[:, 1:] * second) * torch.exp2(-halvings)
 
     def susceptibility_factor(self, day: int) -> Tensor:
-        """1 − the efficacy against infection on `day` (B, N)."""
-        return 1.0 - self.efficacy(day, self.efficacy_infection)
+        """1 − the efficacy against infection on `day` (B, N). Without waning, each dose's 1 − e picked where it
+        protects (the same floats as 1 − `efficacy`: e·1 + e'·0 = e; four passes over the agents a day, not
+        fifteen)."""
+        if self.vaccination.waning_half_life_days is not None:
+            return 1.0 - self.efficacy(day, self.efficacy_infection)
+        kept = 1.0 - self.efficacy_infection  # (B, 2)
+        first, second = (day >= protected for protected in self.protected_from)
+        return torch.where(second, kept[:, 1:], torch.where(first, kept[:, :1], 1.0))
 
     def severe_kept(self, infection_day: Tensor, estimate, u: Tensor) -> Tensor:
         """Whether (B, N) an infection on `infection_day` keeps its severe outcome, drawn with probability 1 − e_sev
