@@ -216,7 +216,8 @@ def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
             5, np.uint64(11), np.arange(draws, dtype=np.int64), *state[:2], memberships,
             slot_layer, force, force[:, :draws].T.copy(), np.ones(groups, np.float32), np.ones((draws, 4), np.float32),
             np.full(agents, 0.8, np.float32),
-            np.zeros((0, 0), np.float32), *state[2:], unrolled,
+            np.zeros((0, 0), np.float32), np.zeros((0, 0, 0), np.int32), np.zeros((0, 2), np.float32), *state[2:],
+            unrolled,
         )  # fmt: skip
         results.append(state)
     assert results[0][2].sum() > 100, "too few infections to compare"

@@ -233,21 +233,3 @@ def test_bad_vaccination_input_names_the_field(doses, tmp_path):
     with pytest.raises(ValueError, match=r"interventions\[0\].interval_days is 0"):
         build_interventions([{"kind": "vaccination", "doses": doses, "interval_days": 0}], 10, ["household"], START)
     assert len(VACCINATION_PARAMETERS) == 4
-
-
-def test_the_daily_susceptibility_factor_is_one_minus_the_efficacy_exactly(doses):
-    """Without waning the factor picks each dose's 1 − e where it protects: the same floats, and the same gradients
-    in the efficacies, as 1 − `efficacy` on every day from before the first dose to past the second."""
-    model = vaccine_model(vaccinated_population(0.9, 0.6), doses)
-    params = parameters(model)
-    for name in ("efficacy_infection_dose1", "efficacy_infection_dose2"):
-        params[name] = (params[name] * torch.linspace(0.5, 1.0, model.draws)).requires_grad_(True)
-    protection = model.vaccine_protection(params, seed=4, draws=model.draws)
-    for day in (-80, -60, -46, -45, 0, 9, 24, 25, 45, 46, 100):
-        factor = protection.susceptibility_factor(day)
-        expected = 1.0 - protection.efficacy(day, protection.efficacy_infection)
-        assert torch.equal(factor, expected), day
-        weights = torch.rand(factor.shape, generator=torch.Generator().manual_seed(day + 100))
-        grads = [torch.autograd.grad((f * weights).sum(), protection.efficacy_infection) for f in (factor, expected)]
-        assert torch.equal(*grads[0], *grads[1]), day
-    assert (protection.susceptibility_factor(100) < 1).any() and (protection.susceptibility_factor(-80) == 1).all()

@@ -132,7 +132,7 @@ class VaccineProtection:
     efficacy_infection: Tensor
     efficacy_severe: Tensor
     never: int  # the dose day of doses not taken
-    protected_from: tuple[Tensor, Tensor] = field(init=False)  # the day each dose protects (B, N); `never`: none
+    protected_from: tuple[Tensor, Tensor] = field(init=False)  # the day each dose protects from (B, N), or `never`
 
     def __post_init__(self) -> None:
         delay = self.vaccination.effect_delay_days
@@ -152,14 +152,9 @@ class VaccineProtection:
         return (efficacy[:, :1] * first + efficacy[:, 1:] * second) * torch.exp2(-halvings)
 
     def susceptibility_factor(self, day: int) -> Tensor:
-        """1 − the efficacy against infection on `day` (B, N). Without waning, each dose's 1 − e picked where it
-        protects (the same floats as 1 − `efficacy`: e·1 + e'·0 = e; four passes over the agents a day, not
-        fifteen)."""
-        if self.vaccination.waning_half_life_days is not None:
-            return 1.0 - self.efficacy(day, self.efficacy_infection)
-        kept = 1.0 - self.efficacy_infection  # (B, 2)
-        first, second = (day >= protected for protected in self.protected_from)
-        return torch.where(second, kept[:, 1:], torch.where(first, kept[:, :1], 1.0))
+        """1 − the efficacy against infection on `day` (B, N): without waning, 1 − e of the latest dose protecting
+        on `day` (`protected_from`), or 1, as the fused kernels pick it (e·1 + e'·0 = e, the same floats)."""
+        return 1.0 - self.efficacy(day, self.efficacy_infection)
 
     def severe_kept(self, infection_day: Tensor, estimate, u: Tensor) -> Tensor:
         """Whether (B, N) an infection on `infection_day` keeps its severe outcome, drawn with probability 1 − e_sev
