@@ -510,7 +510,7 @@ CASES: dict[str, Case] = {
     ),
     "sensitivity at a posterior whose controls do not fit the model": Case(
         sensitivity(posterior="calibnn.zarr"),
-        ("calibnn.zarr", "'transmission_multiplier'", "{'time': 5}"),
+        ("calibnn.zarr", "'transmission_multiplier'", "time 5"),
         "sensitivity.zarr",
         lambda p: write_dataset(
             xr.Dataset(
@@ -520,6 +520,22 @@ CASES: dict[str, Case] = {
                 }
             ),
             p["case"] / "calibnn.zarr",
+            None,
+            0,
+        ),
+    ),
+    "sensitivity at a posterior with a variable the model lacks": Case(
+        sensitivity(posterior="other.zarr"),
+        ("other.zarr", "'transmission_by_pet'", "neither a parameter nor a control"),
+        "sensitivity.zarr",
+        lambda p: write_dataset(
+            xr.Dataset(
+                {
+                    "beta_household": ("draw", np.full(2, 3.0)),
+                    "transmission_by_pet": (("draw", "time"), np.ones((2, 5))),
+                }
+            ),
+            p["case"] / "other.zarr",
             None,
             0,
         ),

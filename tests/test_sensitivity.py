@@ -160,21 +160,27 @@ def test_a_calibnn_posterior_gives_its_mean_controls_and_each_draws_own(small_po
 
     model = make_model(small_population, "model.draws=4")
     multipliers = np.stack([np.full(model.days, 0.5), np.linspace(0.5, 2.0, model.days)])
+    ages = list(model.coords()["age_group"])
+    by_age = np.random.default_rng(0).uniform(0.5, 1.5, (2, len(ages), model.days))  # stored (age_group, time)
     posterior = xr.Dataset(
         {
             "beta_household": (("chain", "draw"), [[2.0, 3.0]]),
             "transmission_multiplier": (("chain", "draw", "time"), multipliers[None]),
-        }
+            "transmission_by_age": (("chain", "draw", "age_group", "time"), by_age[None]),
+        },
+        coords={"age_group": ages},
     )
     path = write_dataset(posterior, tmp_path / "calibnn.zarr", None, 0)
     point, controls = evaluation_point(model, path)
     assert point["beta_household"] == pytest.approx(2.5)
     np.testing.assert_allclose(controls["transmission_multiplier"], multipliers.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(controls["transmission_by_age"], by_age.mean(0).T, rtol=1e-6)  # the model's order
     draws = posterior_points(model, point, path, 2)
     np.testing.assert_allclose(draws["transmission_multiplier"], multipliers, rtol=1e-6)
     outputs = outputs_of_interest(model, [{"observable": "new_infections", "summary": "total"}])
     ds = sensitivity(model, point, outputs, ["reverse_mode"], seeds=[0], posterior_draws=draws, controls=controls)
     np.testing.assert_allclose(ds.transmission_multiplier_by_draw.values, multipliers, rtol=1e-6)
+    assert ds.transmission_by_age.dims == ("time", "age_group") and list(ds.age_group.values) == ages
     for k in range(2):
         alone = sensitivity(
             model,
@@ -182,7 +188,12 @@ def test_a_calibnn_posterior_gives_its_mean_controls_and_each_draws_own(small_po
             outputs,
             ["reverse_mode"],
             seeds=[0],
-            controls={"transmission_multiplier": draws["transmission_multiplier"][k]},
+            controls={name: draws[name][k] for name in ("transmission_multiplier", "transmission_by_age")},
         )
         np.testing.assert_allclose(ds.derivative_by_draw.values[k], alone.derivative.values[0], rtol=1e-5)
     assert not np.allclose(ds.derivative_by_draw.values[0], ds.derivative_by_draw.values[1], rtol=0.05)
+    relabelled = write_dataset(
+        posterior.assign_coords(age_group=[f"band {k}" for k in range(len(ages))]), tmp_path / "other.zarr", None, 0
+    )
+    with pytest.raises(ValueError, match=r"other.zarr: 'transmission_by_age' has age_group \['band 0'"):
+        evaluation_point(model, relabelled)

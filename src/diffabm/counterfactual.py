@@ -93,7 +93,7 @@ def simulate_scenario(
     )
     scenario_cfg = OmegaConf.merge(cfg, {"interventions": interventions, "model": {"interventions": interventions}})
     model = build_model(scenario_cfg, population_path)
-    draws = spread_posterior_draws(posterior_path, settings.draws)
+    draws = spread_posterior_draws(posterior_path, settings.draws, model)
     count = len(next(iter(draws.values())))
     parameters = {name: torch.full((count,), value) for name, value in model.defaults.items()}
     parameters.update(

@@ -103,18 +103,13 @@ def evaluation_point(
     point = {name: float(value[0]) for name, value in model.natural_parameters(1).items()}
     controls = {}
     if posterior_path is not None:
-        posterior = read_posterior(posterior_path)
+        posterior = read_posterior(posterior_path, model)
         point.update({name: float(posterior[name].mean()) for name in posterior.data_vars if name in point})
-        sizes = {dim: len(labels) for dim, labels in model.coords().items()}
-        for name in sorted(set(posterior.data_vars) & set(model.controls)):
-            mean = posterior[name].mean("draw")
-            expected = {dim: sizes[dim] for dim in model.controls[name]}
-            if dict(mean.sizes) != expected:
-                raise ValueError(
-                    f"posterior {posterior_path}: control '{name}' has sizes {dict(mean.sizes)} after 'draw', this "
-                    f"model's are {expected}"
-                )
-            controls[name] = mean.values.astype(np.float32)
+        controls = {
+            name: posterior[name].mean("draw").values.astype(np.float32)
+            for name in posterior.data_vars
+            if name in model.controls
+        }
     return point, controls
 
 
@@ -134,7 +129,7 @@ def posterior_points(
         raise ValueError(
             f"sensitivity.posterior_draws is {count}, but sensitivity.posterior is null: no posterior to draw from"
         )
-    draws = spread_posterior_draws(posterior_path, count)
+    draws = spread_posterior_draws(posterior_path, count, model)
     size = len(next(iter(draws.values())))
     return {name: draws[name] if name in draws else np.full(size, value) for name, value in point.items()} | {
         name: values.astype(np.float32) for name, values in draws.items() if name in model.controls

@@ -11,29 +11,63 @@ import xarray as xr
 from torch import Tensor
 
 from diffabm.calibration.target import CalibrationTarget, Controls
-from diffabm.models.base import stable_seed
+from diffabm.models.base import Simulator, stable_seed
 from diffabm.store import read_dataset
 
 
-def read_posterior(path: str | Path) -> xr.Dataset:
+def read_posterior(path: str | Path, model: Simulator | None = None) -> xr.Dataset:
     """A posterior store with its draws flat: each variable's (chain, draw) as one `draw` dimension, chain by chain
-    (the stores keep `chain` for ArviZ: `arviz.summary(xarray.open_zarr(path))` works as they are)."""
+    (the stores keep `chain` for ArviZ: `arviz.summary(xarray.open_zarr(path))` works as they are). With `model`,
+    checked against it (`check_posterior`) and each calibrated control's dimensions in the model's order."""
     posterior = read_dataset(path)
-    if "chain" not in posterior.dims:
-        return posterior
-    draws = posterior.sizes["chain"] * posterior.sizes["draw"]
-    variables = {
-        name: (("draw", *values.dims[2:]), values.values.reshape(draws, *values.shape[2:]))
-        for name, values in posterior.data_vars.items()
-    }
-    coords = {name: values for name, values in posterior.coords.items() if name not in ("chain", "draw")}
-    return xr.Dataset(variables, coords={"draw": np.arange(draws), **coords}, attrs=posterior.attrs)
+    if "chain" in posterior.dims:
+        draws = posterior.sizes["chain"] * posterior.sizes["draw"]
+        variables = {
+            name: (("draw", *values.dims[2:]), values.values.reshape(draws, *values.shape[2:]))
+            for name, values in posterior.data_vars.items()
+        }
+        coords = {name: values for name, values in posterior.coords.items() if name not in ("chain", "draw")}
+        posterior = xr.Dataset(variables, coords={"draw": np.arange(draws), **coords}, attrs=posterior.attrs)
+    return posterior if model is None else check_posterior(posterior, model, path)
 
 
-def spread_posterior_draws(posterior_path: str | Path, count: int) -> dict[str, np.ndarray]:
+def check_posterior(posterior: xr.Dataset, model: Simulator, path: str | Path) -> xr.Dataset:
+    """The posterior if every variable is one of `model`'s parameters (draw,) or controls (draw, *dims: the model's
+    dimensions, in any order, with its labels where the store has them), the controls' dimensions put in the
+    model's order; else a ValueError naming the store, the variable and what does not fit."""
+    coords = model.coords()
+    for name in posterior.data_vars:
+        values = posterior[name]
+        if name in model.defaults:
+            expected: tuple[str, ...] = ()
+        elif name in model.controls:
+            expected = model.controls[name]
+        else:
+            raise ValueError(
+                f"posterior {path}: variable '{name}' is neither a parameter nor a control of this model "
+                f"(parameters {sorted(model.defaults)}, controls {sorted(model.controls)})"
+            )
+        if values.dims[:1] != ("draw",) or sorted(values.dims[1:]) != sorted(expected):
+            raise ValueError(f"posterior {path}: '{name}' has dimensions {values.dims}, expected ('draw', *{expected})")
+        for dim in expected:
+            labels = [str(label) for label in coords[dim]]
+            stored = [str(label) for label in values[dim].values] if dim in values.coords else None
+            if values.sizes[dim] != len(labels) or stored not in (None, labels):
+                raise ValueError(
+                    f"posterior {path}: '{name}' has {dim} {stored or values.sizes[dim]}, this model's are {labels}"
+                )
+        if expected:
+            posterior[name] = values.transpose("draw", *expected)
+    return posterior
+
+
+def spread_posterior_draws(
+    posterior_path: str | Path, count: int, model: Simulator | None = None
+) -> dict[str, np.ndarray]:
     """`count` draws of a stored posterior spread evenly over its draws (all if fewer): each variable by draw, the
-    parameters (draw,) and any calibrated controls (draw, *dims), the same draws for all."""
-    posterior = read_posterior(posterior_path)
+    parameters (draw,) and any calibrated controls (draw, *dims), the same draws for all; with `model`, checked
+    against it and the controls' dimensions in its order (`read_posterior`)."""
+    posterior = read_posterior(posterior_path, model)
     stored = posterior.sizes["draw"]
     index = np.unique(np.linspace(0, stored - 1, min(count, stored)).round().astype(int))
     return {
