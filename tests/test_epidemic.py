@@ -411,6 +411,8 @@ def test_group_ids_are_labels_and_below_minus_one_rejected():
     assert torch.equal(coded.inverse_size, torch.tensor([1.0, 0.5, 0.25, 0.0]))
     with pytest.raises(ValueError, match=r"layer 'school': group id -5 \(only -1 means none\)"):
         ContactLayers({"school": np.array([0, -5, 1])}, n_agents=3)
+    with pytest.raises(ValueError, match=r"layer 'school': group ids have dtype float64, expected integers"):
+        ContactLayers({"school": np.array([0.0, np.nan, 2.5])}, n_agents=3)
 
 
 def test_negative_or_malformed_parameters_are_rejected(model):
@@ -701,8 +703,7 @@ def test_stochastic_derivatives_primal_is_the_simulation(small_population):
 
 def daily_controls(model, name: str, values: Tensor) -> dict[str, Tensor]:
     """Control `name` with each draw's value on every day (and in every group of a `transmission_by_<grouping>`)."""
-    sizes = {dim: len(labels) for dim, labels in model.coords().items()}
-    shape = (model.draws, *(sizes[dim] for dim in model.controls[name]))
+    shape = model.control_shape(name, model.draws)
     return {name: values.view(-1, *[1] * (len(shape) - 1)).expand(shape).contiguous()}
 
 
@@ -723,8 +724,11 @@ def test_stochastic_derivatives_hold_the_controls(small_population, control):
         return torch.stack([output.new_infections.sum(1), output.cases.max(1).values], 1)
 
     values, estimates = stochastic_derivatives(model, base, 5, statistic, names, 2, controls=controls)
+    varying = {control: torch.rand(model.control_shape(control, 4), generator=torch.Generator().manual_seed(1)) * 2}
+    varying_values, _ = stochastic_derivatives(model, base, 5, statistic, names, 2, controls=varying)
     with torch.no_grad():
         torch.testing.assert_close(values, statistic(model.simulate(base, 5, controls)))
+        torch.testing.assert_close(varying_values, statistic(model.simulate(base, 5, varying)))  # by day and group
     scaled = {name: value * c if name in BETAS else value for name, value in base.items()}
     expected_values, expected = stochastic_derivatives(model, scaled, 5, statistic, names, 2)
     torch.testing.assert_close(values, expected_values)

@@ -135,15 +135,19 @@ class Simulator(nn.Module, ABC):
         """`simulate` at `parameters`, or at the defaults for the model's `draws`."""
         return self.simulate(self.natural_parameters() if parameters is None else parameters, seed, controls)
 
+    def control_shape(self, name: str, draws: int) -> tuple[int, ...]:
+        """The shape (draws, *dims) of control `name`."""
+        coords = self.coords()
+        return (draws, *(len(coords[dim]) for dim in self.controls[name]))
+
     def check_controls(self, controls: Mapping[str, Tensor] | None, draws: int) -> dict[str, Tensor]:
         """Known names, shape (draws, *dims), finite values; or a ValueError naming the control. Returned on the
         model's device (stages make them on the CPU, as the parameters; gradients pass)."""
         controls = self.on_device(controls or {})
-        sizes = {dim: len(values) for dim, values in self.coords().items()}
         for name, values in controls.items():
             if name not in self.controls:
                 raise ValueError(f"control {name!r} is not one of this model's controls {sorted(self.controls)}")
-            shape = (draws, *(sizes[dim] for dim in self.controls[name]))
+            shape = self.control_shape(name, draws)
             if tuple(values.shape) != shape:
                 raise ValueError(f"control {name!r} has shape {tuple(values.shape)}, expected {shape}")
             if not torch.isfinite(values.detach()).all():

@@ -65,6 +65,8 @@ class ContactLayers:
                     f"layer '{name}': group ids have shape {ids.shape}, expected ({n_agents},) or ({n_agents}, K)"
                 )
             ids = ids.reshape(n_agents, -1)
+            if not np.issubdtype(ids.dtype, np.integer):
+                raise ValueError(f"layer '{name}': group ids have dtype {ids.dtype}, expected integers")
             if ids.size and ids.min() < -1:  # any other id is a label: numbered afresh below
                 raise ValueError(f"layer '{name}': group id {ids.min()} (only -1 means none)")
             member = ids >= 0
