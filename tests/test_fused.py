@@ -80,13 +80,14 @@ def kernel_calls(monkeypatch) -> list[int]:
     return calls
 
 
-def both_paths(model, calls: list[int], seed: int = 4, **kwargs) -> tuple[dict, dict]:
-    """The simulation without gradients by the fused kernels and by the tensor path (`calls`: `kernel_calls`)."""
+def both_paths(model, calls: list[int], seed: int = 4, parameters: dict | None = None, **kwargs) -> tuple[dict, dict]:
+    """The simulation without gradients by the fused kernels and by the tensor path (`calls`: `kernel_calls`), at
+    `parameters` (the model's defaults if None)."""
     outputs = []
     for use_kernels in (True, False):
         model.fused_forward = use_kernels
         with torch.no_grad():
-            outputs.append(model.simulate(model.natural_parameters(), seed=seed, **kwargs))
+            outputs.append(model.simulate(parameters or model.natural_parameters(), seed=seed, **kwargs))
     assert len(calls) == 1, "the kernels did not run"
     return outputs[0], outputs[1]
 
@@ -125,24 +126,29 @@ def test_kernels_simulate_as_the_tensor_path(population, overrides, kernel_calls
     [
         (["model.draws=1"], False, None),  # the one-draw kernel computes the vaccine's factor itself
         ([], False, None),  # and the kernel for several draws
+        (["model.common_random_numbers=true"], False, None),
         ([], True, None),  # with transmission by district: the day's factor from the tensors
         ([], False, 60.0),  # waning: the factor from the tensors
     ],
-    ids=["1-draw", "3-draws", "3-draws-by-district", "3-draws-waning"],
+    ids=["1-draw", "3-draws", "3-draws-common-noise", "3-draws-by-district", "3-draws-waning"],
 )
 def test_kernels_simulate_as_the_tensor_path_with_vaccination_and_controls(
     tmp_path, kernel_calls, overrides, by_district, waning
 ):
-    """A day's susceptibility factor (vaccine efficacy, transmission by district) and time-varying β."""
+    """A day's susceptibility factor (vaccine efficacy, each draw its own, transmission by district) and
+    time-varying β."""
     doses = write_doses(tmp_path / "doses.csv", {"2021-06-17": 500, "2021-08-27": 500})  # before day 0 and on day 10
     model = vaccine_model(vaccinated_population(0.8, 0.6, n=20_000), doses, *overrides, waning=waning)
     days, draws = model.days, model.draws
+    parameters = model.natural_parameters()
+    for dose, top in ((1, 0.6), (2, 1.0)):  # e from 0 to `top` over the draws (one draw: `top`)
+        parameters[f"efficacy_infection_dose{dose}"] = torch.linspace(top if draws == 1 else 0.0, top, draws)
     controls = {"transmission_multiplier": torch.linspace(1.5, 0.5, days).repeat(draws, 1)}
     if by_district:
         controls["transmission_by_district"] = (
             torch.rand(draws, days, 3, generator=torch.Generator().manual_seed(0)) + 0.5
         )
-    assert_same_simulation(*both_paths(model, kernel_calls, controls=controls))
+    assert_same_simulation(*both_paths(model, kernel_calls, parameters=parameters, controls=controls))
 
 
 @pytest.mark.parametrize("draws", [1, 3])

@@ -10,8 +10,8 @@ multiplies by its susceptibility and compares the day's counter-based noise (`di
 at once, in a vectorised loop) with the probability. The rates are computed for every agent without branches on
 its state, which is unpredictable once the epidemic has spread; only the few candidates u < rate are then looked
 at, and infected if still susceptible (a bit per agent and draw). A vaccine's factor of the susceptibility (without
-waning or by-group controls) is picked in the rates' loop from the days each dose protects (`vaccine_protection`),
-not computed by a dozen tensor passes a day (Auckland at full scale: 20% of the forward run).
+waning or by-group controls) is picked in the rates' loop from the days each dose protects (`kernel_dose_days`),
+not computed by a dozen tensor passes a day (Auckland at full scale: 0.65 of 2.1 s a forward run).
 With several draws, a chunk's rates come first: an agent's group ids are read once for all draws and each group's
 forces for all draws are added eight at a time (`diffabm.simd`); then, draw by draw, the noise and the candidates.
 Everything a draw's own agents carry (infection days, course) is laid out draw-major (B, N), so a draw's pass reads
@@ -494,14 +494,20 @@ def _array(values: Tensor, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(values.detach().cpu().numpy(), dtype=dtype)
 
 
-def vaccine_protection(state: _DayState, draws: int, agents: int) -> tuple[np.ndarray, np.ndarray]:
-    """The kernels' `protected` (2, B, N) and `kept` (B, 2) where they compute the day's susceptibility factor
-    themselves (a vaccine without waning and no `transmission_by_<grouping>` control: a dozen tensor passes over
-    the agents a day saved); else empty, and the factor comes from `state.susceptibility_factor`."""
+def kernel_dose_days(state: _DayState, draws: int, agents: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' `protected` (2, B, N), the days from which each agent's doses protect (`_NEVER`: never), and
+    `kept` (B, 2), 1 − each dose's efficacy against infection, where the kernels pick the day's susceptibility
+    factor themselves: a vaccine without waning and no `transmission_by_<grouping>` control (a dozen tensor passes
+    over the agents a day saved; `VaccineProtection.susceptibility_factor` computes the same floats, as
+    1 − (e·1 + e'·0)). Else empty, and the factor comes from `state.susceptibility_factor`."""
     vaccine = state.vaccine
     if vaccine is None or vaccine.vaccination.waning_half_life_days is not None or state.group_transmission:
         return np.zeros((0, 0, 0), np.int32), np.zeros((0, 2), np.float32)
-    protected = np.stack([_array(days.expand(draws, agents), np.int32) for days in vaccine.protected_from])
+    delay = vaccine.vaccination.effect_delay_days
+    protected = np.empty((2, draws, agents), np.int32)
+    for dose, days in enumerate((vaccine.first, vaccine.second)):
+        days = _array(days.expand(draws, agents), np.int32)
+        protected[dose] = np.where(days != vaccine.never, days + delay, _NEVER)
     return protected, _array((1.0 - vaccine.efficacy_infection).expand(draws, 2), np.float32)
 
 
@@ -541,7 +547,7 @@ def transmission_days(
     new = np.zeros((chunks, draws), np.int64)
     susceptible = np.packbits(~infected_at_start, axis=1, bitorder="little")  # bit i % 8 of byte i // 8: agent i
     infect, slots = (_infect if draws > 1 else _infect_one_draw), unrolled_slots(layers.memberships.shape[1])
-    protected, kept = vaccine_protection(state, draws, agents)
+    protected, kept = kernel_dose_days(state, draws, agents)
     for index, day in enumerate(range(first, last)):
         weight = _array(weights[:, day], np.float32)
         room = counts + new.sum(0)

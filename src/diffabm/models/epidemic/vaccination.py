@@ -23,7 +23,7 @@ the transmission days' adjoint) and through the severe-disease draws (the model'
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -132,13 +132,6 @@ class VaccineProtection:
     efficacy_infection: Tensor
     efficacy_severe: Tensor
     never: int  # the dose day of doses not taken
-    protected_from: tuple[Tensor, Tensor] = field(init=False)  # the day each dose protects from (B, N), or `never`
-
-    def __post_init__(self) -> None:
-        delay = self.vaccination.effect_delay_days
-        self.protected_from = tuple(
-            torch.where(dose != self.never, dose + delay, self.never) for dose in (self.first, self.second)
-        )
 
     def efficacy(self, day: int | Tensor, efficacy: Tensor) -> Tensor:
         """The efficacy (B, N) of each agent's latest effective dose on `day` (an int or per agent (B, N))."""
@@ -152,8 +145,7 @@ class VaccineProtection:
         return (efficacy[:, :1] * first + efficacy[:, 1:] * second) * torch.exp2(-halvings)
 
     def susceptibility_factor(self, day: int) -> Tensor:
-        """1 − the efficacy against infection on `day` (B, N): without waning, 1 − e of the latest dose protecting
-        on `day` (`protected_from`), or 1, as the fused kernels pick it (e·1 + e'·0 = e, the same floats)."""
+        """1 − the efficacy against infection on `day` (B, N)."""
         return 1.0 - self.efficacy(day, self.efficacy_infection)
 
     def severe_kept(self, infection_day: Tensor, estimate, u: Tensor) -> Tensor:
