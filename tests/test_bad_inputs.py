@@ -104,6 +104,16 @@ def sensitivity(*overrides: str, posterior: str | None = None) -> Callable[[dict
     ]
 
 
+def posterior_with(name: str, control: str) -> Callable[[dict[str, Path]], None]:
+    """Writes a posterior store `name` of two draws: β_household and a daily `control` over 5 days."""
+
+    def write(p: dict[str, Path]) -> None:
+        draws = {"beta_household": ("draw", np.full(2, 3.0)), control: (("draw", "time"), np.ones((2, 5)))}
+        write_dataset(xr.Dataset(draws), p["case"] / name, None, 0)
+
+    return write
+
+
 def intervention(spec: str) -> Callable[[dict[str, Path]], list[str]]:
     return simulate(f"+interventions=[{spec}]")
 
@@ -512,33 +522,13 @@ CASES: dict[str, Case] = {
         sensitivity(posterior="calibnn.zarr"),
         ("calibnn.zarr", "'transmission_multiplier'", "time 5"),
         "sensitivity.zarr",
-        lambda p: write_dataset(
-            xr.Dataset(
-                {
-                    "beta_household": ("draw", np.full(2, 3.0)),
-                    "transmission_multiplier": (("draw", "time"), np.ones((2, 5))),
-                }
-            ),
-            p["case"] / "calibnn.zarr",
-            None,
-            0,
-        ),
+        posterior_with("calibnn.zarr", "transmission_multiplier"),
     ),
     "sensitivity at a posterior with a variable the model lacks": Case(
         sensitivity(posterior="other.zarr"),
         ("other.zarr", "'transmission_by_pet'", "neither a parameter nor a control"),
         "sensitivity.zarr",
-        lambda p: write_dataset(
-            xr.Dataset(
-                {
-                    "beta_household": ("draw", np.full(2, 3.0)),
-                    "transmission_by_pet": (("draw", "time"), np.ones((2, 5))),
-                }
-            ),
-            p["case"] / "other.zarr",
-            None,
-            0,
-        ),
+        posterior_with("other.zarr", "transmission_by_pet"),
     ),
     "posterior draws without a posterior": Case(
         sensitivity("sensitivity.posterior_draws=2"),
