@@ -520,7 +520,7 @@ CASES: dict[str, Case] = {
     ),
     "sensitivity at a posterior whose controls do not fit the model": Case(
         sensitivity(posterior="calibnn.zarr"),
-        ("calibnn.zarr", "'transmission_multiplier'", "time 5"),
+        ("calibnn.zarr", "'transmission_multiplier'", "5 time labels"),
         "sensitivity.zarr",
         posterior_with("calibnn.zarr", "transmission_multiplier"),
     ),

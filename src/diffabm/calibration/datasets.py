@@ -35,7 +35,7 @@ def check_posterior(posterior: xr.Dataset, model: Simulator, path: str | Path) -
     """The posterior if every variable is one of `model`'s parameters (draw,) or controls (draw, *dims: the model's
     dimensions, in any order, with its labels where the store has them), the controls' dimensions put in the
     model's order; else a ValueError naming the store, the variable and what does not fit."""
-    coords = model.coords()
+    coords, checked = model.coords(), posterior.copy()
     for name in posterior.data_vars:
         values = posterior[name]
         if name in model.defaults:
@@ -48,17 +48,30 @@ def check_posterior(posterior: xr.Dataset, model: Simulator, path: str | Path) -
                 f"(parameters {sorted(model.defaults)}, controls {sorted(model.controls)})"
             )
         if values.dims[:1] != ("draw",) or sorted(values.dims[1:]) != sorted(expected):
-            raise ValueError(f"posterior {path}: '{name}' has dimensions {values.dims}, expected ('draw', *{expected})")
+            raise ValueError(f"posterior {path}: '{name}' has dimensions {values.dims}, expected {('draw', *expected)}")
         for dim in expected:
-            labels = [str(label) for label in coords[dim]]
-            stored = [str(label) for label in values[dim].values] if dim in values.coords else None
-            if values.sizes[dim] != len(labels) or stored not in (None, labels):
+            labels = [_label(label) for label in coords[dim]]
+            if values.sizes[dim] != len(labels):
                 raise ValueError(
-                    f"posterior {path}: '{name}' has {dim} {stored or values.sizes[dim]}, this model's are {labels}"
+                    f"posterior {path}: '{name}' has {values.sizes[dim]} {dim} labels, this model's {len(labels)}"
+                )
+            stored = [_label(label) for label in values[dim].values] if dim in values.coords else labels
+            if stored != labels:
+                k = next(k for k, (a, b) in enumerate(zip(stored, labels)) if a != b)
+                raise ValueError(
+                    f"posterior {path}: '{name}' has {dim} label {k} {stored[k]!r}, this model's is {labels[k]!r} "
+                    f"({len(labels)} labels)"
                 )
         if expected:
-            posterior[name] = values.transpose("draw", *expected)
-    return posterior
+            checked[name] = values.transpose("draw", *expected)
+    return checked
+
+
+def _label(value) -> str:
+    """A coordinate label as text: dates as YYYY-MM-DD."""
+    if isinstance(value, np.datetime64):
+        return str(np.datetime_as_string(value, unit="D"))
+    return str(value)
 
 
 def spread_posterior_draws(
@@ -68,7 +81,9 @@ def spread_posterior_draws(
     parameters (draw,) and any calibrated controls (draw, *dims), the same draws for all; with `model`, checked
     against it and the controls' dimensions in its order (`read_posterior`)."""
     posterior = read_posterior(posterior_path, model)
-    stored = posterior.sizes["draw"]
+    stored = posterior.sizes.get("draw", 0)
+    if not posterior.data_vars or not stored:
+        raise ValueError(f"posterior {posterior_path}: holds no draws (variables {list(posterior.data_vars)})")
     index = np.unique(np.linspace(0, stored - 1, min(count, stored)).round().astype(int))
     return {
         name: posterior[name].values[index].astype(float)
