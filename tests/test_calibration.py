@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -660,13 +661,17 @@ def test_an_offline_wandb_run_holds_the_metrics_and_the_resolved_config(study, t
     target, prior = target_and_prior(cfg, study)
     train(cfg, "point", target, prior, tmp_path, seed=1, run_name="default-point")
     (records,) = (tmp_path / "wandb").glob("offline-run-*-default-point/run-default-point.wandb")
-    data = records.read_bytes()
-    for expected in (
+    expected = (
         b"study",
         b'"default"',
         b"calibration",
         b"holdout_days",  # the config, as JSON values
         b"loss_epoch",
-        b"parameter/beta_household",
-    ):  # the metrics
-        assert expected in data, expected
+        b"parameter/beta_household",  # the metrics
+    )
+    deadline = time.monotonic() + 60  # W&B's service process may still be writing the file when `finish` returns
+    while not all(part in records.read_bytes() for part in expected) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    data = records.read_bytes()
+    for part in expected:
+        assert part in data, part
