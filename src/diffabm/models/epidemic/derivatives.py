@@ -142,7 +142,7 @@ def stochastic_derivatives(
     draws = model.check_parameters(parameters)
     controls = {
         name: value.detach().repeat_interleave(replicates, dim=0)
-        for name, value in model.checked_controls(controls, draws).items()
+        for name, value in model.check_controls(controls, draws).items()
     }
     draws *= replicates
     parameters = {name: value.repeat_interleave(replicates) for name, value in model.on_device(parameters).items()}

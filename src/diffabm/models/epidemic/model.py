@@ -326,9 +326,9 @@ class EpidemicModel(Simulator):
             **{GROUPINGS[name]: as_object_strings(labels) for name, labels in self.group_labels.items()},
         }
 
-    def checked_controls(self, controls: Mapping[str, Tensor] | None, draws: int) -> dict[str, Tensor]:
-        """The controls on the model's device, their names, shapes (`check_controls`) and signs checked."""
-        checked = self.check_controls(controls, draws)
+    def check_controls(self, controls: Mapping[str, Tensor] | None, draws: int) -> dict[str, Tensor]:
+        """`Simulator.check_controls`, and every value ≥ 0 (each control multiplies a transmission)."""
+        checked = super().check_controls(controls, draws)
         for name, values in checked.items():
             detached = values.detach()
             if (detached < 0).any():
@@ -337,7 +337,7 @@ class EpidemicModel(Simulator):
 
     def daily_multiplier(self, controls: Mapping[str, Tensor], draws: int, dtype: torch.dtype) -> Tensor:
         """Each day's multiplier of each layer's β (B, days, L) in `dtype`: the contact interventions' times the
-        `transmission_multiplier` control's, if given (`checked_controls`)."""
+        `transmission_multiplier` control's, if given (`check_controls`)."""
         multiplier = (
             self.contact_multiplier.expand(draws, -1, -1)
             if self.contact_multiplier.dim() == 2
@@ -470,7 +470,7 @@ class EpidemicModel(Simulator):
         """
         draws = self.check_parameters(parameters)
         parameters = self.on_device(parameters)
-        controls = self.checked_controls(controls, draws)
+        controls = self.check_controls(controls, draws)
         tracking = torch.is_grad_enabled() and any(torch.as_tensor(v).requires_grad for v in parameters.values())
         check_memory(self.n_agents, draws, self.days, tracking, self.max_memory_gb)
         beta = torch.stack([parameters[f"beta_{layer}"] for layer in self.layers], dim=-1)
