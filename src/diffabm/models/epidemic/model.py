@@ -195,6 +195,8 @@ class EpidemicModel(Simulator):
         self.register_buffer("profile", course.infectiousness_profile().to(device))
         self.register_buffer("contact_multiplier", self.interventions.contact_multiplier.float().to(device))
         self.durations = {name: self._lognormal_parameters(getattr(course, name), per_agent) for name in DURATIONS}
+        if self._fusable():  # the kernels' layout of the contacts is built with them (the population's alone)
+            self._fused_layers = fused.FusedLayers.of(self.contacts)
 
     def _vaccine_population(self, population: Agents, vaccinating: bool, device: torch.device) -> None:
         """With a vaccination intervention: each agent's uptake of dose 1 and 2 (N, 2) and whether it is a child
@@ -587,19 +589,21 @@ class EpidemicModel(Simulator):
             or torch.autograd.forward_ad.unpack_dual(tensor).tangent is not None
             for tensor in tensors
         )
-        if (
-            not self.fused_forward
-            or differentiable
-            or dual
-            or any(tensor.dtype != torch.float32 for tensor in tensors)
-            or self.estimator.relaxed
-            or type(self.contacts) is not ContactLayers
-            or self.age_band.device.type != "cpu"
-        ):
+        if not self._fusable() or differentiable or dual or any(tensor.dtype != torch.float32 for tensor in tensors):
             return None
         if self._fused_layers is None:
             self._fused_layers = fused.FusedLayers.of(self.contacts)
         return self._fused_layers
+
+    def _fusable(self) -> bool:
+        """Whether this model's simulations without gradients can run the fused kernels: the fused forward is on,
+        the estimator is hard, the group sums are plain and the device is the CPU."""
+        return (
+            self.fused_forward
+            and not self.estimator.relaxed
+            and type(self.contacts) is ContactLayers
+            and self.age_band.device.type == "cpu"
+        )
 
     def _transmission_days(
         self, infected: Tensor, infection_day: Tensor, weights: Tensor, day_state: _DayState, first: int, last: int
