@@ -16,6 +16,7 @@ from test_vaccination import vaccinated_population, vaccine_model, write_doses
 
 from diffabm import philox
 from diffabm.models.epidemic import fused
+from diffabm.models.epidemic.contacts import ContactLayers
 from diffabm.population.toy import toy_population
 
 # Random123's kat_vectors (Salmon et al. 2011): counter, key, output.
@@ -149,6 +150,74 @@ def test_kernels_simulate_as_the_tensor_path_with_vaccination_and_controls(
             torch.rand(draws, days, 3, generator=torch.Generator().manual_seed(0)) + 0.5
         )
     assert_same_simulation(*both_paths(model, kernel_calls, parameters=parameters, controls=controls))
+
+
+def layers_with_two_workplaces(n: int, seed: int = 0) -> ContactLayers:
+    """The toy study's four layers, with two workplaces per agent (two slots of one layer, which may add to one
+    group) and agents without a school or a workplace (the sinks)."""
+    rng = np.random.default_rng(seed)
+    return ContactLayers(
+        {
+            "household": np.sort(rng.integers(0, n // 3, size=n)),
+            "school": rng.integers(-1, n // 200, size=n),
+            "workplace": rng.integers(-1, n // 100, size=(n, 2)),
+            "community": rng.integers(0, 5, size=n),
+        },
+        n,
+    )
+
+
+def test_layers_split_into_parts_that_own_their_groups():
+    """With fewer draws than threads the group totals split the layers into parts that add in parallel: every slot
+    in one part, a layer's slots together, every group (each slot's own sink too) zeroed by exactly one part and
+    added to only by the part that owns it; as many parts as threads ÷ draws allow, at most one per layer."""
+    contacts = layers_with_two_workplaces(1_000)
+    layers = fused.FusedLayers.of(contacts)
+    assert np.array_equal(layers.memberships, layers.slot_groups.T)
+    assert np.array_equal(layers.slot_groups[0], contacts.slot_group[0].numpy())  # households: no sink
+    sinks = layers.slot_groups >= contacts.n_groups - 1
+    assert np.array_equal(sinks, (contacts.slot_group == contacts.n_groups - 1).numpy())
+    own_sinks = contacts.n_groups - 1 + np.arange(1, 4)  # the school's and the two workplace slots'
+    assert np.array_equal(np.unique(layers.slot_groups[sinks]), own_sinks)
+    assert (layers.inverse_size[contacts.n_groups - 1 :] == 0).all()
+    groups = len(layers.inverse_size)
+    for draws, threads, expected in ((1, 2, 2), (1, 3, 3), (1, 8, 4), (2, 4, 2), (1, 1, 0), (2, 2, 0), (16, 2, 0)):
+        parts, part_groups = layers.parts(draws, threads)
+        assert parts.shape[0] == expected == part_groups.shape[0]
+        if not expected:
+            continue
+        assert sorted(parts[parts >= 0].tolist()) == list(range(5))
+        owner = np.full(groups, -1)
+        for part, ranges in enumerate(part_groups):
+            for first, stop in ranges:
+                assert (owner[first:stop] == -1).all(), "a group zeroed by two parts"
+                owner[first:stop] = part
+        assert (owner >= 0).all(), "a group zeroed by no part"
+        for part, slots in enumerate(parts):
+            slots = slots[slots >= 0]
+            assert (owner[layers.slot_groups[slots]] == part).all()
+        part_of = {slot: part for part, slots in enumerate(parts) for slot in slots.tolist()}
+        assert part_of[2] == part_of[3], "the two workplace slots apart"
+
+
+@pytest.mark.parametrize(
+    "overrides", [[], ["+interventions=[{kind: isolation, compliance: 0.7, delay_days: 0}]"]], ids=["", "isolation"]
+)
+def test_one_draw_in_parts_simulates_as_the_tensor_path_and_on_one_thread(population, overrides, kernel_calls):
+    """One draw on two threads: the layers' parts add in parallel (two slots of one layer, sinks, isolation), with
+    the tensor path's infections and the same floats as on one thread (no parts)."""
+    model = make_model(population, "model.days=40", "model.draws=1", *overrides)
+    model.contacts = layers_with_two_workplaces(model.n_agents, seed=1)
+    model._fused_layers = fused.FusedLayers.of(model.contacts)
+    assert model._fused_layers.parts(1, torch.get_num_threads())[0].shape[0] == 2
+    by_kernels, by_tensors = both_paths(model, kernel_calls)
+    assert_same_simulation(by_kernels, by_tensors)
+    model.fused_forward = True
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        one_thread = model(seed=4)
+    for name, series in by_kernels.items():
+        assert torch.equal(series, one_thread[name]), name
 
 
 @pytest.mark.parametrize("draws", [1, 3])

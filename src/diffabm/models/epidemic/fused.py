@@ -85,6 +85,7 @@ def _group_totals(
     new: np.ndarray,  # (chunks, B) int64: how many
     infection_day: np.ndarray,  # (B, N) int32: a draw's agents together, apart from the other draws'
     memberships: np.ndarray,  # (N, K) int32 group ids, agent-major
+    slot_groups: np.ndarray,  # (K, N) int32: the same, slot-major (with `parts`)
     slot_isolating: np.ndarray,  # (K,) bool
     profile: np.ndarray,  # (days since infection + 1,) float32, zero at the end
     relative: np.ndarray,  # (B, N) float32
@@ -93,6 +94,11 @@ def _group_totals(
     complies: np.ndarray,  # (B, N) float32
     isolated_from: np.ndarray,  # (B, N) int32
     isolating: bool,
+    parts: np.ndarray,  # (P, ≤ K) int64: each part's slots (-1: none); (0, 0): no parts, the draws in parallel
+    part_groups: np.ndarray,  # (P, R, 2) int64: each part's groups as ranges [first, stop) (empty ones [0, 0))
+    listed_agents: np.ndarray,  # (≥ M + new infections,) int32 scratch (with `parts`): the infectious agents
+    listed_values: np.ndarray,  # (≥ M + new infections, 2) float32 scratch: their value, and isolated
+    listed_counts: np.ndarray,  # (B,) int64 scratch
     totals: np.ndarray,  # (B, G) float32, out (draw-major: the draws in parallel write apart)
     merged: np.ndarray,  # (≥ M + new infections,) int32, out: the agents still active, per draw, ascending
     merged_begins: np.ndarray,  # (B,) int64: where each draw's agents go in `merged` (room for all of them)
@@ -100,12 +106,19 @@ def _group_totals(
 ) -> None:
     """Adds the infectiousness of each draw's active agents to their groups, in agent order as the tensor path's
     `index_add_` (the draws in parallel): the active list merged with yesterday's new infections on the way, and
-    written to `merged` without the agents past their infectious period."""
+    written to `merged` without the agents past their infectious period.
+
+    With `parts` (fewer draws than threads), the infectious agents and their values are listed first, then each
+    (draw, part) adds them through the part's slots in parallel, slot-major: a part owns its layers' groups and
+    its slots' sinks, and adds in agent order as well, so every total is the same float32 sum (1 draw, 10^6 agents:
+    1.3x faster on two threads at the epidemic's height, slower below a few thousand infectious agents)."""
     beyond = profile.shape[0] - 1
     chunks = new.shape[0]
+    direct = parts.shape[0] == 0
     for draw in numba.prange(begins.shape[0]):
-        totals[draw] = 0  # yesterday's, zeroed by the thread that adds today's: the row is then in its cache
-        out = merged_begins[draw]
+        if direct:
+            totals[draw] = 0  # yesterday's, zeroed by the thread that adds today's: the row is then in its cache
+        out = listed = merged_begins[draw]
         position, stop = begins[draw], begins[draw] + counts[draw]
         chunk, k = 0, 0
         while True:
@@ -130,9 +143,26 @@ def _group_totals(
             isolated = value
             if isolating and since >= isolated_from[draw, agent]:
                 isolated = value * (_ONE - complies[draw, agent])
-            for slot in range(memberships.shape[1]):
-                totals[draw, memberships[agent, slot]] += isolated if slot_isolating[slot] else value
+            if direct:
+                for slot in range(memberships.shape[1]):
+                    totals[draw, memberships[agent, slot]] += isolated if slot_isolating[slot] else value
+            else:
+                listed_agents[listed] = agent
+                listed_values[listed, 0], listed_values[listed, 1] = value, isolated
+                listed += 1
         merged_counts[draw] = out - merged_begins[draw]
+        listed_counts[draw] = listed - merged_begins[draw]
+    n_parts = parts.shape[0]
+    for task in numba.prange(begins.shape[0] * n_parts):
+        draw, part = task // n_parts, task % n_parts
+        for index in range(part_groups.shape[1]):
+            totals[draw, part_groups[part, index, 0] : part_groups[part, index, 1]] = 0
+        for position in range(merged_begins[draw], merged_begins[draw] + listed_counts[draw]):
+            agent = listed_agents[position]
+            for index in range(parts.shape[1]):
+                slot = parts[part, index]
+                if slot >= 0:
+                    totals[draw, slot_groups[slot, agent]] += listed_values[position, int(slot_isolating[slot])]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -467,22 +497,57 @@ def event_counts(
 
 @dataclass
 class FusedLayers:
-    """The contact layers as the kernels read them: group ids agent-major (N, K), each slot's layer, each group's
-    inverse size and layer."""
+    """The contact layers as the kernels read them: group ids agent-major (N, K) and slot-major (K, N), each slot's
+    layer, each group's inverse size and layer. The agents without a group in slot k point to a sink of that slot
+    alone (inverse size 0, after the groups), so that slots adding in parallel never add to one total."""
 
     memberships: np.ndarray
+    slot_groups: np.ndarray
     slot_layer: np.ndarray
     inverse_size: np.ndarray
     group_layer: np.ndarray
 
     @classmethod
     def of(cls, contacts: ContactLayers) -> FusedLayers:
+        sink = contacts.n_groups - 1  # `ContactLayers`' one sink, the last group
+        slot_layer = np.asarray(contacts.slot_layer, dtype=np.int64)
+        groups = contacts.slot_group.cpu().numpy()
+        slot_groups = np.where(groups == sink, sink + np.arange(len(slot_layer))[:, None], groups).astype(np.int32)
         return cls(
-            np.ascontiguousarray(contacts.slot_group.t().cpu().numpy(), dtype=np.int32),
-            np.asarray(contacts.slot_layer, dtype=np.int64),
-            contacts.inverse_size.cpu().numpy(),
-            contacts.group_layer.cpu().numpy().astype(np.int32),
+            np.ascontiguousarray(slot_groups.T),
+            slot_groups,
+            slot_layer,
+            np.concatenate([contacts.inverse_size.cpu().numpy()[:sink], np.zeros(len(slot_layer), np.float32)]),
+            np.concatenate([contacts.group_layer.cpu().numpy()[:sink], slot_layer]).astype(np.int32),
         )
+
+    def parts(self, draws: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """`_group_totals`' `parts` and `part_groups` for `draws` on `threads`: with fewer draws than threads, the
+        layers in up to threads ÷ draws parts of about equal slot counts (a layer's slots, which may add to one
+        group, in one part); else none (the draws in parallel)."""
+        layers = list(dict.fromkeys(self.slot_layer.tolist()))
+        count = min(threads // max(draws, 1), len(layers))
+        if count < 2:
+            return np.zeros((0, 0), np.int64), np.zeros((0, 0, 2), np.int64)
+        slots_of = {layer: np.flatnonzero(self.slot_layer == layer).tolist() for layer in layers}
+        members: list[list[int]] = [[] for _ in range(count)]  # each part's layers, the most slots first
+        for layer in sorted(layers, key=lambda layer: -len(slots_of[layer])):
+            min(members, key=lambda part: sum(len(slots_of[other]) for other in part)).append(layer)
+        sink = len(self.group_layer) - len(self.slot_layer)
+        slots = [[slot for layer in part for slot in slots_of[layer]] for part in members]
+        ranges = [
+            [
+                *(np.searchsorted(self.group_layer[:sink], [layer, layer + 1]).tolist() for layer in part),
+                *([sink + slot, sink + slot + 1] for slot in part_slots),
+            ]
+            for part, part_slots in zip(members, slots)
+        ]
+        parts = np.full((count, max(map(len, slots))), -1, np.int64)
+        part_groups = np.zeros((count, max(map(len, ranges)), 2), np.int64)
+        for index, (part_slots, part_ranges) in enumerate(zip(slots, ranges)):
+            parts[index, : len(part_slots)] = part_slots
+            part_groups[index, : len(part_ranges)] = part_ranges
+        return parts, part_groups
 
 
 def _follow_torch_threads() -> None:
@@ -512,10 +577,12 @@ def kernel_dose_days(state: _DayState, draws: int, agents: int) -> tuple[np.ndar
 
 
 def _reserve(buffer: np.ndarray, size: int) -> np.ndarray:
-    """`buffer` if it holds `size` entries, else a new one of at least 1.5 times its length: the daily active lists
+    """`buffer` if it holds `size` rows, else a new one of at least 1.5 times its rows: the daily active lists
     reuse two buffers instead of mapping fresh memory each day (64 MB a day at 16 draws × 10^6 agents, faulted in
     4 KiB or 2 MiB pages on first touch)."""
-    return buffer if buffer.shape[0] >= size else np.empty(max(size, buffer.shape[0] * 3 // 2), buffer.dtype)
+    if buffer.shape[0] >= size:
+        return buffer
+    return np.empty((max(size, buffer.shape[0] * 3 // 2), *buffer.shape[1:]), buffer.dtype)
 
 
 def transmission_days(
@@ -547,6 +614,9 @@ def transmission_days(
     infected_at_start = day_of_infection != _NEVER
     active = (np.flatnonzero(infected_at_start) % agents).astype(np.int32)  # per draw, ascending
     merged = np.empty(0, np.int32)  # the next day's active list: the two swap, and grow when they must
+    parts, part_groups = layers.parts(draws, numba.get_num_threads())
+    listed_agents, listed_values = np.empty(0, np.int32), np.empty((0, 2), np.float32)  # with `parts`: swap-free
+    listed_counts = np.zeros(draws, np.int64)
     counts = infected_at_start.sum(1)
     begins = np.cumsum(counts) - counts
     totals = np.empty((draws, layers.inverse_size.shape[0]), np.float32)
@@ -560,6 +630,8 @@ def transmission_days(
         weight = _array(weights[:, day], np.float32)
         room = counts + new.sum(0)
         merged, merged_counts = _reserve(merged, room.sum()), np.empty(draws, np.int64)
+        if parts.shape[0]:
+            listed_agents, listed_values = _reserve(listed_agents, room.sum()), _reserve(listed_values, room.sum())
         merged_begins = np.cumsum(room) - room
         _group_totals(
             day,
@@ -570,10 +642,16 @@ def transmission_days(
             new,
             day_of_infection,
             layers.memberships,
+            layers.slot_groups,
             slot_isolating,
             profile,
             *course.values(),
             state.isolating,
+            parts,
+            part_groups,
+            listed_agents,
+            listed_values,
+            listed_counts,
             totals,
             merged,
             merged_begins,
