@@ -4,7 +4,8 @@ instead of some thirty tensor passes over all agents a day.
 A day of `transmission._TransmissionDay` (hard estimators: infected where u < 1 − exp(−rate)) is three loops:
 `_group_totals` adds the infectiousness of the active agents only (infected, not yet past their infectious period;
 a sorted list per draw, merged with the new infections on the way) into a (draws, groups) table, in agent order as
-`ContactLayers.group_totals` adds them; `_forces` scales the totals by w_L / |g|; `_infect` (`_infect_one_draw`
+`ContactLayers.group_totals` adds them (with fewer draws than threads in two parallel passes: segments of the agents
+list the infectious ones, then parts of the layers add them; `FusedLayers.parts`); `_forces` scales the totals by w_L / |g|; `_infect` (`_infect_one_draw`
 for one draw) visits every agent once, sums its groups' forces in slot order as `ContactLayers.spread` does,
 multiplies by its susceptibility and compares the day's counter-based noise (`diffabm.philox`, a chunk's noise
 at once, in a vectorised loop) with the probability. The rates are computed for every agent without branches on
@@ -30,6 +31,7 @@ CPU (`EpidemicModel.fused_layers`).
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,9 +80,10 @@ _ABOVE_RATE = np.float32(1.0 + 2.0**-16)
 @numba.njit(parallel=True, cache=True)
 def _group_totals(
     day: int,
-    active: np.ndarray,  # (≥ M,) int32: per draw, the infected agents not yet past their infectious period, ascending
-    begins: np.ndarray,  # (B,) int64: draw b's agents are active[begins[b] : begins[b] + counts[b]]
-    counts: np.ndarray,  # (B,) int64
+    active: np.ndarray,  # (≥ M,) int32: per list, the infected agents not yet past their infectious period, ascending
+    begins: np.ndarray,  # (B × S,) int64: list t's agents are active[begins[t] : begins[t] + counts[t]]
+    counts: np.ndarray,  # (B × S,) int64; list t = b × S + s holds draw b's agents in segment s
+    segments: np.ndarray,  # (S + 1,) int64: segment s is the agents of chunks segments[s] to segments[s + 1] − 1
     fresh: np.ndarray,  # (chunks, B, CHUNK) int32: yesterday's new infections (`_infect`), offsets in their chunk
     new: np.ndarray,  # (chunks, B) int64: how many
     infection_day: np.ndarray,  # (B, N) int32: a draw's agents together, apart from the other draws'
@@ -98,29 +101,30 @@ def _group_totals(
     part_groups: np.ndarray,  # (P, R, 2) int64: each part's groups as ranges [first, stop) (empty ones [0, 0))
     listed_agents: np.ndarray,  # (≥ M + new infections,) int32 scratch (with `parts`): the infectious agents
     listed_values: np.ndarray,  # (≥ M + new infections, 2) float32 scratch: their value, and isolated
-    listed_counts: np.ndarray,  # (B,) int64 scratch
+    listed_counts: np.ndarray,  # (B × S,) int64 scratch
     totals: np.ndarray,  # (B, G) float32, out (draw-major: the draws in parallel write apart)
-    merged: np.ndarray,  # (≥ M + new infections,) int32, out: the agents still active, per draw, ascending
-    merged_begins: np.ndarray,  # (B,) int64: where each draw's agents go in `merged` (room for all of them)
-    merged_counts: np.ndarray,  # (B,) int64, out: how many
+    merged: np.ndarray,  # (≥ M + new infections,) int32, out: the agents still active, per list, ascending
+    merged_begins: np.ndarray,  # (B × S,) int64: where each list's agents go in `merged` (room for all of them)
+    merged_counts: np.ndarray,  # (B × S,) int64, out: how many
 ) -> None:
     """Adds the infectiousness of each draw's active agents to their groups, in agent order as the tensor path's
     `index_add_` (the draws in parallel): the active list merged with yesterday's new infections on the way, and
     written to `merged` without the agents past their infectious period.
 
-    With `parts` (fewer draws than threads), the infectious agents and their values are listed first, then each
-    (draw, part) adds them through the part's slots in parallel, slot-major: a part owns its layers' groups and
-    its slots' sinks, and adds in agent order as well, so every total is the same float32 sum (1 draw, 10^6 agents:
-    1.3x faster on two threads at the epidemic's height, slower below a few thousand infectious agents)."""
+    With `parts` (fewer draws than threads), the segments' infectious agents and their values are listed first, the
+    segments of a draw in parallel, then each (draw, part) adds them through the part's slots in parallel,
+    slot-major: a part owns its layers' groups and its slots' sinks, and adds in agent order as well (segment by
+    segment), so every total is the same float32 sum. Without parts, one segment."""
     beyond = profile.shape[0] - 1
-    chunks = new.shape[0]
     direct = parts.shape[0] == 0
-    for draw in numba.prange(begins.shape[0]):
+    n_segments = segments.shape[0] - 1
+    for task in numba.prange(begins.shape[0]):
+        draw, segment = task // n_segments, task % n_segments
         if direct:
             totals[draw] = 0  # yesterday's, zeroed by the thread that adds today's: the row is then in its cache
-        out = listed = merged_begins[draw]
-        position, stop = begins[draw], begins[draw] + counts[draw]
-        chunk, k = 0, 0
+        out = listed = merged_begins[task]
+        position, stop = begins[task], begins[task] + counts[task]
+        chunk, k, chunks = segments[segment], 0, segments[segment + 1]
         while True:
             while chunk < chunks and k == new[chunk, draw]:
                 chunk, k = chunk + 1, 0
@@ -150,19 +154,20 @@ def _group_totals(
                 listed_agents[listed] = agent
                 listed_values[listed, 0], listed_values[listed, 1] = value, isolated
                 listed += 1
-        merged_counts[draw] = out - merged_begins[draw]
-        listed_counts[draw] = listed - merged_begins[draw]
+        merged_counts[task] = out - merged_begins[task]
+        listed_counts[task] = listed - merged_begins[task]
     n_parts = parts.shape[0]
-    for task in numba.prange(begins.shape[0] * n_parts):
+    for task in numba.prange(totals.shape[0] * n_parts):
         draw, part = task // n_parts, task % n_parts
         for index in range(part_groups.shape[1]):
             totals[draw, part_groups[part, index, 0] : part_groups[part, index, 1]] = 0
-        for position in range(merged_begins[draw], merged_begins[draw] + listed_counts[draw]):
-            agent = listed_agents[position]
-            for index in range(parts.shape[1]):
-                slot = parts[part, index]
-                if slot >= 0:
-                    totals[draw, slot_groups[slot, agent]] += listed_values[position, int(slot_isolating[slot])]
+        for listing in range(draw * n_segments, (draw + 1) * n_segments):
+            for position in range(merged_begins[listing], merged_begins[listing] + listed_counts[listing]):
+                agent = listed_agents[position]
+                for index in range(parts.shape[1]):
+                    slot = parts[part, index]
+                    if slot >= 0:
+                        totals[draw, slot_groups[slot, agent]] += listed_values[position, int(slot_isolating[slot])]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -616,8 +621,11 @@ def transmission_days(
     merged = np.empty(0, np.int32)  # the next day's active list: the two swap, and grow when they must
     parts, part_groups = layers.parts(draws, numba.get_num_threads())
     listed_agents, listed_values = np.empty(0, np.int32), np.empty((0, 2), np.float32)  # with `parts`: swap-free
-    listed_counts = np.zeros(draws, np.int64)
-    counts = infected_at_start.sum(1)
+    n_segments = min(numba.get_num_threads() // draws, chunks) if parts.shape[0] else 1  # lists per draw
+    segments = np.arange(n_segments + 1, dtype=np.int64) * chunks // n_segments  # none empty: S ≤ chunks
+    listed_counts = np.zeros(draws * n_segments, np.int64)
+    bounds = np.minimum(segments * CHUNK, agents)
+    counts = np.stack([infected_at_start[:, a:b].sum(1) for a, b in itertools.pairwise(bounds)], 1).reshape(-1)
     begins = np.cumsum(counts) - counts
     totals = np.empty((draws, layers.inverse_size.shape[0]), np.float32)
     force = np.zeros((totals.shape[1], padded_draws(draws) if draws > 1 else 1), np.float32)
@@ -628,8 +636,8 @@ def transmission_days(
     protected, kept = kernel_dose_days(state, draws, agents)
     for index, day in enumerate(range(first, last)):
         weight = _array(weights[:, day], np.float32)
-        room = counts + new.sum(0)
-        merged, merged_counts = _reserve(merged, room.sum()), np.empty(draws, np.int64)
+        room = counts + np.add.reduceat(new, segments[:-1], axis=0).T.reshape(-1)
+        merged, merged_counts = _reserve(merged, room.sum()), np.empty(draws * n_segments, np.int64)
         if parts.shape[0]:
             listed_agents, listed_values = _reserve(listed_agents, room.sum()), _reserve(listed_values, room.sum())
         merged_begins = np.cumsum(room) - room
@@ -638,6 +646,7 @@ def transmission_days(
             active,
             begins,
             counts,
+            segments,
             fresh,
             new,
             day_of_infection,
