@@ -2,26 +2,25 @@
 instead of some thirty tensor passes over all agents a day.
 
 A day of `transmission._TransmissionDay` (hard estimators: infected where u < 1 − exp(−rate)) is three loops:
-`_group_totals` adds the infectiousness of the active agents only (infected, not yet past their infectious period;
-a sorted list per draw, merged with the new infections on the way) into a (draws, groups) table, in agent order as
+`_group_totals` adds the infectiousness of the active agents only (infected, not yet past their infectious period; a
+sorted list per draw, merged with the new infections on the way) into a (draws, groups) table, in agent order as
 `ContactLayers.group_totals` adds them (with fewer draws than threads in two parallel passes: segments of the agents
-list the infectious ones, then parts of the layers add them; `FusedLayers.parts`); `_forces` scales the totals by w_L / |g|; `_infect` (`_infect_one_draw`
-for one draw) visits every agent once, sums its groups' forces in slot order as `ContactLayers.spread` does,
-multiplies by its susceptibility and compares the day's counter-based noise (`diffabm.philox`, a chunk's noise
-at once, in a vectorised loop) with the probability. The rates are computed for every agent without branches on
-its state, which is unpredictable once the epidemic has spread; only the few candidates u < rate are then looked
-at, and infected if still susceptible (a bit per agent and draw). A vaccine's factor of the susceptibility (without
-waning or by-group controls) is picked in the rates' loop from the days each dose protects (`kernel_dose_days`),
-not computed by a dozen tensor passes a day (Auckland at full scale: 0.65 of 2.1 s a forward run).
-With several draws, a chunk's rates come first: an agent's group ids are read once for all draws and each group's
-forces for all draws are added eight at a time (`diffabm.simd`); then, draw by draw, the noise and the candidates.
-Everything a draw's own agents carry (infection days, course) is laid out draw-major (B, N), so a draw's pass reads
-one row and not every draw's cache lines.
-The float32 operations are those of the tensor path, in its order, so the infections are the same (a uniform within
-an ulp of its probability could differ where the two libraries' `expm1` round differently, none did in the tests;
-layers with several memberships per agent may add in another order; the split by setting is equal to rounding).
-New infections and their split by setting are counted per fixed chunk of agents, so the result does not depend on
-the number of threads. After the days, `event_counts` counts every daily output in one pass over the agents.
+list the infectious ones, then parts of the layers add them; `FusedLayers.parts`); `_forces` scales the totals by w_L /
+|g|; `_infect` (`_infect_one_draw` for one draw) visits every agent once, sums its groups' forces in slot order as
+`ContactLayers.spread` does, multiplies by its susceptibility and compares the day's counter-based noise
+(`diffabm.philox`, a chunk's noise at once, in a vectorised loop) with the probability. The rates are computed for every
+agent without branches on its state, which is unpredictable once the epidemic has spread; only the few candidates u <
+rate are then looked at, and infected if still susceptible (a bit per agent and draw). A vaccine's factor of the
+susceptibility (without waning or by-group controls) is picked in the rates' loop from the days each dose protects
+(`kernel_dose_days`), not computed by a dozen tensor passes a day (Auckland at full scale: 0.65 of 2.1 s a forward run).
+With several draws, a chunk's rates come first: an agent's group ids are read once for all draws and each group's forces
+for all draws are added eight at a time (`diffabm.simd`); then, draw by draw, the noise and the candidates. Everything a
+draw's own agents carry (infection days, course) is laid out draw-major (B, N), so a draw's pass reads one row and not
+every draw's cache lines. The float32 operations are those of the tensor path, in its order, so the infections are the
+same (a uniform within an ulp of its probability could differ where the two libraries' `expm1` round differently, none
+did in the tests; layers with several memberships per agent may add in another order; the split by setting is equal to
+rounding). New infections and their split by setting are counted per fixed chunk of agents, so the result does not
+depend on the number of threads. After the days, `event_counts` counts every daily output in one pass over the agents.
 
 `EpidemicModel.simulate` uses them whenever nothing needs a gradient (no parameter or control requires grad, no
 forward-mode transform), the estimator is hard, the group sums are plain (no secret sharing) and the device is the
