@@ -30,6 +30,7 @@ CPU (`EpidemicModel.fused_layers`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ _NEVER = np.int32(NEVER)
 _ONE = np.float32(1.0)
 _TINY = np.float32(1e-30)
 _ABOVE_RATE = np.float32(1.0 + 2.0**-16)
+_NO_GROUPS = np.zeros((0, 0), np.int32)  # `_group_totals`' slot-major group ids where it has no parts
 
 
 @numba.njit(parallel=True, cache=True)
@@ -501,15 +503,20 @@ def event_counts(
 
 @dataclass
 class FusedLayers:
-    """The contact layers as the kernels read them: group ids agent-major (N, K) and slot-major (K, N), each slot's
-    layer, each group's inverse size and layer. The agents without a group in slot k point to a sink of that slot
-    alone (inverse size 0, after the groups), so that slots adding in parallel never add to one total."""
+    """The contact layers as the kernels read them: group ids agent-major (N, K) (and slot-major, `slot_groups`),
+    each slot's layer, each group's inverse size and layer. The agents without a group in slot k point to a sink of
+    that slot alone (inverse size 0, after the groups), so that slots adding in parallel never add to one total."""
 
     memberships: np.ndarray
-    slot_groups: np.ndarray
     slot_layer: np.ndarray
     inverse_size: np.ndarray
     group_layer: np.ndarray
+
+    @functools.cached_property
+    def slot_groups(self) -> np.ndarray:
+        """The group ids slot-major (K, N), as the group totals' parts read them: built when first used (fewer draws
+        than threads), as it doubles the memberships' memory (4 bytes per agent and slot)."""
+        return np.ascontiguousarray(self.memberships.T)
 
     @classmethod
     def of(cls, contacts: ContactLayers) -> FusedLayers:
@@ -519,7 +526,6 @@ class FusedLayers:
         slot_groups = np.where(groups == sink, sink + np.arange(len(slot_layer))[:, None], groups).astype(np.int32)
         return cls(
             np.ascontiguousarray(slot_groups.T),
-            slot_groups,
             slot_layer,
             np.concatenate([contacts.inverse_size.cpu().numpy()[:sink], np.zeros(len(slot_layer), np.float32)]),
             np.concatenate([contacts.group_layer.cpu().numpy()[:sink], slot_layer]).astype(np.int32),
@@ -650,7 +656,7 @@ def transmission_days(
             new,
             day_of_infection,
             layers.memberships,
-            layers.slot_groups,
+            layers.slot_groups if parts.shape[0] else _NO_GROUPS,
             slot_isolating,
             profile,
             *course.values(),
