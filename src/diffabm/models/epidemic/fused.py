@@ -514,8 +514,8 @@ class FusedLayers:
 
     @functools.cached_property
     def slot_groups(self) -> np.ndarray:
-        """The group ids slot-major (K, N), as the group totals' parts read them: built when first used (fewer draws
-        than threads), as it doubles the memberships' memory (4 bytes per agent and slot)."""
+        """The group ids slot-major (K, N), as the group totals' parts read them: built where they are used (fewer
+        draws than threads; `prepared`), as they double the memberships' memory (4 bytes per agent and slot)."""
         return np.ascontiguousarray(self.memberships.T)
 
     @classmethod
@@ -530,6 +530,12 @@ class FusedLayers:
             np.concatenate([contacts.inverse_size.cpu().numpy()[:sink], np.zeros(len(slot_layer), np.float32)]),
             np.concatenate([contacts.group_layer.cpu().numpy()[:sink], slot_layer]).astype(np.int32),
         )
+
+    def prepared(self, draws: int, threads: int) -> FusedLayers:
+        """These layers, with what `draws` on `threads` will read built now (`slot_groups` if they have `parts`)."""
+        if self.parts(draws, threads)[0].shape[0]:
+            _ = self.slot_groups
+        return self
 
     def parts(self, draws: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
         """`_group_totals`' `parts` and `part_groups` for `draws` on `threads`: with fewer draws than threads, the

@@ -196,7 +196,7 @@ class EpidemicModel(Simulator):
         self.register_buffer("contact_multiplier", self.interventions.contact_multiplier.float().to(device))
         self.durations = {name: self._lognormal_parameters(getattr(course, name), per_agent) for name in DURATIONS}
         if self._fusable():  # the kernels' layout of the contacts is built with them (the population's alone)
-            self._fused_layers = fused.FusedLayers.of(self.contacts)
+            self._fused_layers = fused.FusedLayers.of(self.contacts).prepared(self.draws, torch.get_num_threads())
 
     def _vaccine_population(self, population: Agents, vaccinating: bool, device: torch.device) -> None:
         """With a vaccination intervention: each agent's uptake of dose 1 and 2 (N, 2) and whether it is a child
