@@ -14,6 +14,7 @@ from diffabm.stochastic import (
     GumbelSoftmax,
     StraightThrough,
     StraightThroughGumbel,
+    hard_bernoulli,
     rate_to_logits,
 )
 
@@ -297,10 +298,12 @@ def test_systematic_seeding_fixes_the_count_and_keeps_each_agent_at_probability_
 
 
 def test_estimators_share_forward_values_and_differ_in_gradients():
+    """Every hard estimator's value is `hard_bernoulli`'s, bit for bit (what simulations without gradients draw)."""
     logits = torch.linspace(-3, 3, 1000, requires_grad=True)
     u = torch.rand(1000, generator=torch.Generator().manual_seed(0))
     samples = {type(e).__name__: e(logits, u) for e in (StraightThroughGumbel(1.0), StraightThrough(), EventWeighted())}
     hard = (u < torch.sigmoid(logits)).float()
+    assert torch.equal(hard_bernoulli(logits, u), hard) and 0.3 < hard.mean() < 0.7
     for value in samples.values():
         assert torch.equal(value, hard)
     (grad,) = torch.autograd.grad(samples["StraightThrough"].sum(), logits)

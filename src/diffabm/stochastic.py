@@ -40,6 +40,12 @@ def hard_sample(rate: Tensor, u: Tensor) -> Tensor:
     return (u < -torch.expm1(-rate)).to(rate.dtype)
 
 
+def hard_bernoulli(logits: Tensor, u: Tensor) -> Tensor:
+    """1 where `u < sigmoid(logits)`, else 0: the value of every hard estimator (`_HardSample`), without a surrogate
+    for a gradient (for simulations that need none)."""
+    return (u < torch.sigmoid(logits)).to(logits.dtype)
+
+
 def _relaxed_derivative(rate: Tensor, u: Tensor, temperature: float) -> Tensor:
     """d/d rate of sigmoid((logit p(rate) + logistic(u)) / τ), p(rate) = 1 - exp(-rate)."""
     clamped = rate.clamp(*RATE_RANGE)
