@@ -40,6 +40,24 @@ def test_sparse_group_sums_match_the_per_draw_scatters(layers, isolating):
     torch.testing.assert_close(layers.gather(values), torch.cat([layers.gather(values[[b]]) for b in rows]))
 
 
+@pytest.mark.parametrize("isolating", [(), (False, True, True)])
+def test_group_sums_over_the_nonzero_agents_are_the_sums_over_all(layers, isolating):
+    """Where most agents add zeros (a day's infectiousness), the per-slot sums run over the others alone: bit for bit
+    the sums over all agents in agent order. Values with a gradient sum over all: a zero still carries one."""
+    generator = torch.Generator().manual_seed(2)
+    values = torch.rand(2, 500, generator=generator) * (torch.rand(2, 500, generator=generator) < 0.1)
+    isolated = values * 0.3 if isolating else None
+    expected = values.new_zeros(2, layers.n_groups)
+    for group, layer in zip(layers.slot_group, layers.slot_layer):
+        expected.index_add_(1, group, isolated if isolating and isolating[layer] else values)
+    assert layers._nonzero_members(values, isolated) is not None, "the sums over all agents ran"
+    assert torch.equal(layers.group_totals(values, isolated, isolating), expected)
+    leaf = values.clone().requires_grad_(True)
+    assert layers._nonzero_members(leaf) is None
+    layers.group_totals(leaf, None, ()).sum().backward()
+    assert (leaf.grad >= 1).all(), "agents with a zero value lost their gradient"
+
+
 def test_a_batch_of_identical_draws_gives_each_the_single_draw_result(small_population):
     draws = 2 * SPARSE_FROM_DRAWS
     single = make_model(small_population, "model.draws=1", "model.common_random_numbers=true")

@@ -97,10 +97,36 @@ class ContactLayers:
                 return self._product(infectiousness)
             return self._product(infectiousness, isolating, False) + self._product(isolated, isolating, True)
         total = infectiousness.new_zeros(infectiousness.shape[0], self.n_groups)
+        members = self._nonzero_members(infectiousness, isolated if split else None)
+        if members is not None:  # the others add only zeros
+            infectiousness = infectiousness.index_select(1, members)
+            isolated = isolated.index_select(1, members) if split else None
         for group, layer in zip(self.slot_group, self.slot_layer):
             source = isolated if split and isolating[layer] else infectiousness
-            total.index_add_(1, group, source)
+            total.index_add_(1, group if members is None else group.index_select(0, members), source)
         return total
+
+    @staticmethod
+    def _nonzero_members(values: Tensor, more: Tensor | None = None) -> Tensor | None:
+        """The agents (ascending) with a nonzero value in some draw of `values` (or `more`), where they are fewer than
+        half, on the CPU: sums over them alone are bit for bit the sums over all agents in agent order (the totals
+        start at +0.0 and x + 0 = x), in a fraction of the time (10% of 10^6 agents: 3.3 ms against 7.5 for four
+        slots; most agents are not infectious on most days). None (sum over all) for values that carry a gradient
+        (autograd, forward-mode duals, `torch.func`), which the zeros carry too, and on accelerators, whose
+        `index_add_` is fast and where `nonzero` would wait for the device."""
+        tensors = [values] if more is None else [values, more]
+        if values.device.type != "cpu" or any(
+            tensor.requires_grad
+            or torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+            or torch.autograd.forward_ad.unpack_dual(tensor).tangent is not None
+            for tensor in tensors
+        ):
+            return None
+        nonzero = values.ne(0).any(0)
+        if more is not None:
+            nonzero |= more.ne(0).any(0)
+        members = nonzero.nonzero().squeeze(1)
+        return members if 2 * members.shape[0] < values.shape[1] else None
 
     @staticmethod
     def _sparse(values: Tensor) -> bool:
