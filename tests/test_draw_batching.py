@@ -58,6 +58,32 @@ def test_group_sums_over_the_nonzero_agents_are_the_sums_over_all(layers, isolat
     assert (leaf.grad >= 1).all(), "agents with a zero value lost their gradient"
 
 
+@pytest.mark.parametrize("draws", [1, 3])
+def test_sums_over_the_nonzero_agents_leave_the_gradient_bit_for_bit(small_population, monkeypatch, draws):
+    """The tensor path's group totals and its adjoint's gather run over the agents with nonzero values alone: the
+    gradient is the one of the sums over all agents, bit for bit."""
+    model = make_model(small_population, f"model.draws={draws}", "model.days=25")
+
+    def gradient() -> dict:
+        parameters = {k: v.clone().requires_grad_(True) for k, v in model.natural_parameters().items()}
+        output = model(parameters, seed=2)
+        (3 * output.deaths.sum() - output.new_infections.sum()).backward()  # gradients of both signs
+        return {name: value.grad for name, value in parameters.items() if value.grad is not None}
+
+    chosen = []
+    nonzero_members = ContactLayers._nonzero_members
+    monkeypatch.setattr(
+        ContactLayers, "_nonzero_members", staticmethod(lambda *a: chosen.append(nonzero_members(*a)) or chosen[-1])
+    )
+    restricted = gradient()
+    assert sum(members is not None for members in chosen) > 20, "the sums over all agents ran"
+    monkeypatch.setattr(ContactLayers, "_nonzero_members", staticmethod(lambda *a: None))
+    over_all = gradient()
+    assert restricted.keys() == over_all.keys() and len(restricted) >= 4
+    for name, value in over_all.items():
+        assert torch.equal(restricted[name], value), name
+
+
 def test_a_batch_of_identical_draws_gives_each_the_single_draw_result(small_population):
     draws = 2 * SPARSE_FROM_DRAWS
     single = make_model(small_population, "model.draws=1", "model.common_random_numbers=true")
