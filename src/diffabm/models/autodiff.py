@@ -28,6 +28,16 @@ from torch import Tensor
 
 from diffabm.models.base import Output, Simulator
 
+
+def has_tangent(tensor: Tensor) -> bool:
+    """Whether `tensor` carries a forward-mode tangent: wrapped by a `torch.func` transform, or a
+    `torch.autograd.forward_ad` dual."""
+    return (
+        torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+        or torch.autograd.forward_ad.unpack_dual(tensor).tangent is not None
+    )
+
+
 AD_MODES = ("reverse", "forward", "checkpointed")
 
 

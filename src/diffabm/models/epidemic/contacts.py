@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffabm.models.autodiff import has_tangent
+
 SPARSE_FROM_DRAWS = 4  # from this many draws, group sums are sparse products shared by the draws (`_members`)
 
 
@@ -115,12 +117,7 @@ class ContactLayers:
         (autograd, forward-mode duals, `torch.func`), which the zeros carry too, and on accelerators, whose
         `index_add_` is fast and where `nonzero` would wait for the device."""
         tensors = [values] if more is None else [values, more]
-        if values.device.type != "cpu" or any(
-            tensor.requires_grad
-            or torch._C._functorch.is_functorch_wrapped_tensor(tensor)
-            or torch.autograd.forward_ad.unpack_dual(tensor).tangent is not None
-            for tensor in tensors
-        ):
+        if values.device.type != "cpu" or any(tensor.requires_grad or has_tangent(tensor) for tensor in tensors):
             return None
         nonzero = values.ne(0).any(0)
         if more is not None:

@@ -20,6 +20,7 @@ import torch.utils.checkpoint
 from torch import Tensor
 
 from diffabm import philox
+from diffabm.models.autodiff import has_tangent
 from diffabm.models.base import Simulator, stable_seed
 from diffabm.models.epidemic import fused
 from diffabm.models.epidemic.contacts import Agents, ContactLayers, attribute_groups
@@ -585,11 +586,7 @@ class EpidemicModel(Simulator):
         `torch.func` or `torch.autograd.forward_ad`), all of them are float32 (as the kernels compute), the estimator is
         hard, the group sums are plain and the device is the CPU; None otherwise."""
         differentiable = torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
-        dual = any(
-            torch._C._functorch.is_functorch_wrapped_tensor(tensor)
-            or torch.autograd.forward_ad.unpack_dual(tensor).tangent is not None
-            for tensor in tensors
-        )
+        dual = any(has_tangent(tensor) for tensor in tensors)
         if not self._fusable() or differentiable or dual or any(tensor.dtype != torch.float32 for tensor in tensors):
             return None
         if self._fused_layers is None:
