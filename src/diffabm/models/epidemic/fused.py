@@ -648,9 +648,10 @@ def transmission_days(
     for index, day in enumerate(range(first, last)):
         weight = _array(weights[:, day], np.float32)
         room = counts + np.add.reduceat(new, segments[:-1], axis=0).T.reshape(-1)
-        merged, merged_counts = _reserve(merged, room.sum()), np.empty(draws * n_segments, np.int64)
+        size = int(room.sum())
+        merged, merged_counts = _reserve(merged, size), np.empty(draws * n_segments, np.int64)
         if parts.shape[0]:
-            listed_agents, listed_values = _reserve(listed_agents, room.sum()), _reserve(listed_values, room.sum())
+            listed_agents, listed_values = _reserve(listed_agents, size), _reserve(listed_values, size)
         merged_begins = np.cumsum(room) - room
         _group_totals(
             day,
