@@ -9,6 +9,7 @@ from conftest import make_model
 from torch import Tensor
 
 from diffabm.models.epidemic import STAGES, ContactLayers
+from diffabm.models.epidemic import model as model_module
 from diffabm.stochastic import (
     EventWeighted,
     GumbelSoftmax,
@@ -117,6 +118,20 @@ def test_same_seed_same_output_different_seed_different_output(model):
     first, again, other = model(seed=5), model(seed=5), model(seed=6)
     assert torch.equal(first.stage_counts, again.stage_counts)
     assert not torch.equal(first.new_infections, other.new_infections)
+
+
+@pytest.mark.parametrize("common", [False, True])
+def test_stage_durations_drawn_in_chunks_are_those_drawn_at_once(small_population, monkeypatch, common):
+    """The durations come chunk by chunk of agents (`DURATION_CHUNK` values): with chunks of 12 agents per row
+    (the last one shorter) every draw's durations are those of one chunk, bit for bit, each agent's own log-normal."""
+    model = make_model(small_population, f"model.common_random_numbers={str(common).lower()}")
+    at_once = model._durations(seed=3, draws=3)
+    monkeypatch.setattr(model_module, "DURATION_CHUNK", 12 * (1 if common else 3))
+    chunked = model._durations(seed=3, draws=3)
+    assert model.n_agents % 12
+    for name, days in at_once.items():
+        assert torch.equal(chunked[name], days), name
+        assert days.shape == (3, model.n_agents) and days.min() >= 1
 
 
 def test_draws_are_independent_unless_common_random_numbers(small_population):

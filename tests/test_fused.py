@@ -62,6 +62,20 @@ def test_tensor_philox_gives_the_same_bits(key, rows, n):
     assert torch.equal(philox.uniform_on(key, rows, n, "cpu"), torch.from_numpy(philox.uniform(key, rows, n)))
 
 
+@pytest.mark.parametrize(
+    ("rows", "first", "n"), [(1, 4, 1), (3, 4096, 1001), (2, 8 * philox.FILL_BLOCKS - 8, 4 * 16387 + 2)]
+)
+def test_any_agents_can_be_drawn_alone(rows, first, n):
+    """Agents `first`.. are the same bits drawn alone as among all from 0 (the chunks of the stage durations), by the
+    Numba loop (several rows of several tasks, a partial last block) and by the tensor operations; a first agent
+    inside a block is refused."""
+    whole = philox.uniform(11, rows, first + n)[:, first:]
+    assert np.array_equal(philox.uniform(11, rows, n, first), whole)
+    assert torch.equal(philox.uniform_on(11, rows, n, "cpu", first), torch.from_numpy(whole))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        philox.uniform(11, rows, n, first + 2)
+
+
 def test_any_row_can_be_drawn_alone():
     """A row's noise does not depend on the others drawn with it (what common random numbers and the kernels use)."""
     assert np.array_equal(philox.uniform(7, 1, 1001)[0], philox.uniform(7, 4, 1001)[0])

@@ -78,23 +78,33 @@ FILL_BLOCKS = 16384  # blocks per task of `_fill`
 
 
 @numba.njit(parallel=True, cache=True)
-def _fill(key: np.uint64, out: np.ndarray) -> None:
-    n = out.shape[1]
+def _fill(key: np.uint64, out: np.ndarray, block_offset: np.int64) -> None:
+    """Row r of `out` gets the uniforms of blocks `block_offset` onwards of row r: every row's tasks in one parallel
+    loop, so that short rows (a chunk of agents) still use every thread."""
+    rows, n = out.shape
     whole = n // 4
-    for row in range(out.shape[0]):
-        for task in numba.prange(-(-whole // FILL_BLOCKS)):
-            first, last = task * FILL_BLOCKS, min((task + 1) * FILL_BLOCKS, whole)
-            fill_uniforms(key, row, first, last, out[row], 4 * first)
-        u = block_uniforms(key, row, whole)
+    per_row = -(-whole // FILL_BLOCKS)
+    for task in numba.prange(rows * per_row):
+        row, part = task // per_row, task % per_row
+        first, last = part * FILL_BLOCKS, min((part + 1) * FILL_BLOCKS, whole)
+        fill_uniforms(key, row, block_offset + first, block_offset + last, out[row], 4 * first)
+    for row in range(rows):
+        u = block_uniforms(key, row, block_offset + whole)
         for lane in range(n - 4 * whole):
             out[row, 4 * whole + lane] = u[lane]
 
 
-def uniform(key: int, rows: int, n: int) -> np.ndarray:
-    """Uniform noise (rows, n) float32 for agents 0..n−1 of rows 0..rows−1 under a 64-bit `key`
-    (`diffabm.models.base.stable_seed`)."""
+def _first_block(first: int) -> int:
+    if first % 4:
+        raise ValueError(f"philox: the first agent must be a multiple of 4 (a block's first), not {first}")
+    return first // 4
+
+
+def uniform(key: int, rows: int, n: int, first: int = 0) -> np.ndarray:
+    """Uniform noise (rows, n) float32 for agents `first`..`first` + n − 1 (`first` a multiple of 4) of rows
+    0..rows−1 under a 64-bit `key` (`diffabm.models.base.stable_seed`)."""
     out = np.empty((rows, n), dtype=np.float32)
-    _fill(np.uint64(key), out)
+    _fill(np.uint64(key), out, np.int64(_first_block(first)))
     return out
 
 
@@ -106,10 +116,12 @@ def _product_words(multiplier: int, word: torch.Tensor) -> tuple[torch.Tensor, t
     return (high_part >> 16) + (low_sum >> 32), low_sum & 0xFFFFFFFF
 
 
-def uniform_on(key: int, rows: int, n: int, device: torch.device | str) -> torch.Tensor:
-    """`uniform(key, rows, n)` computed on `device` with tensor operations (the same bits): for accelerators, where
-    the Numba loop cannot run and copying the noise from the host each day would cost 4 bytes per agent and row."""
-    block = torch.arange((n + 3) // 4, dtype=torch.int64, device=device)
+def uniform_on(key: int, rows: int, n: int, device: torch.device | str, first: int = 0) -> torch.Tensor:
+    """`uniform(key, rows, n, first)` computed on `device` with tensor operations (the same bits): for accelerators,
+    where the Numba loop cannot run and copying the noise from the host each day would cost 4 bytes per agent and
+    row."""
+    offset = _first_block(first)
+    block = torch.arange(offset, offset + (n + 3) // 4, dtype=torch.int64, device=device)
     c0, c1 = (block & 0xFFFFFFFF).expand(rows, -1), (block >> 32).expand(rows, -1)
     c2 = torch.arange(rows, dtype=torch.int64, device=device)[:, None].expand_as(c0)
     c3 = torch.zeros_like(c0)

@@ -63,6 +63,8 @@ from diffabm.stochastic import BernoulliEstimator, EventWeighted, hard_bernoulli
 from diffabm.store import as_object_strings
 
 SEEDINGS = ("bernoulli", "systematic")
+DURATION_CHUNK = 1 << 22  # noise values per chunk of `EpidemicModel._durations` (16 MB of float32: within the L3 cache;
+# smaller chunks pay more for the threads' wake-ups, about 60 µs per tensor operation, than they save)
 
 
 class EpidemicModel(Simulator):
@@ -372,33 +374,44 @@ class EpidemicModel(Simulator):
         per row; each u_i is still U(0, 1), and #{u_i < f} is ⌊fN⌋ or ⌈fN⌉ (systematic sampling;
         Cochran 1977, *Sampling techniques*, ch. 8).
         """
-        device = self.age_band.device
         rows = 1 if self.common_random_numbers else draws
-
-        def uniform(key: int, n: int) -> Tensor:  # the Numba loop on the CPU, tensor operations elsewhere: same bits
-            if device.type == "cpu":
-                return torch.from_numpy(philox.uniform(key, rows, n))
-            return philox.uniform_on(key, rows, n, device)
-
-        u = uniform(stable_seed(seed, purpose), self.n_agents)
+        u = self._philox(stable_seed(seed, purpose), rows, self.n_agents)
         if systematic:
-            offset = uniform(stable_seed(seed, purpose, "offset"), 1)
-            keys = (torch.arange(self.n_agents, device=device) + offset) / self.n_agents
+            offset = self._philox(stable_seed(seed, purpose, "offset"), rows, 1)
+            keys = (torch.arange(self.n_agents, device=u.device) + offset) / self.n_agents
             u = torch.empty_like(u).scatter_(1, u.argsort(dim=1), keys).clamp_(1e-7, 1 - 1e-7)
         return u
+
+    def _philox(self, key: int, rows: int, n: int, first: int = 0) -> Tensor:
+        """Agents `first`..`first` + n − 1 of `philox`'s rows (rows, n) on the model's device: the Numba loop on the
+        CPU, tensor operations elsewhere (the same bits)."""
+        device = self.age_band.device
+        if device.type == "cpu":
+            return torch.from_numpy(philox.uniform(key, rows, n, first))
+        return philox.uniform_on(key, rows, n, device, first)
 
     def _durations(self, seed: int, draws: int) -> dict[str, Tensor]:
         """Integer stage durations (B, N), ≥ 1 day, by inverse-CDF sampling of the log-normals: z = Φ⁻¹(u) =
         √2 erf⁻¹(2u − 1), exact in its argument for the noise's uniforms (odd multiples of 2^-24), and 7× faster
-        than `torch.special.ndtri` on the CPU, with half its error in float32. In place on the noise (the same float32
-        operations as exp(μ + σ z) out of place): a new tensor per operation would cost a page fault per 4 KiB at
-        16 draws × 10^6 agents, where each is 64 MB and the allocator maps it afresh."""
-        out = {}
-        for name, (mu, sigma) in self.durations.items():
-            days = self._noise_rows(seed, name, draws).mul_(2).sub_(1).erfinv_().mul_(math.sqrt(2))
-            days.mul_(sigma).add_(mu).exp_().round_().clamp_(1, self.course.max_days_since_infection)
-            out[name] = days.int().expand(draws, -1)
-        return out
+        than `torch.special.ndtri` on the CPU, with half its error in float32. Chunk by chunk of agents
+        (`DURATION_CHUNK` values a chunk), in place on the chunk's noise (the same float32 operations as exp(μ + σ z)
+        out of place, element by element): the temporaries stay in the caches and are reused by the allocator, where
+        whole (B, N) ones would each be a pass over memory and, at 16 draws × 10^6 agents, 64 MB mapped afresh and
+        faulted in page by page."""
+        rows = 1 if self.common_random_numbers else draws
+        out = {
+            name: torch.empty(rows, self.n_agents, dtype=torch.int32, device=self.age_band.device)
+            for name in self.durations
+        }
+        step = max(4, DURATION_CHUNK // rows // 4 * 4)  # agents per chunk: a multiple of 4, as `philox` wants
+        for first in range(0, self.n_agents, step):
+            n = min(step, self.n_agents - first)
+            for name, (mu, sigma) in self.durations.items():  # each (N,): the agents' age bands'
+                days = self._philox(stable_seed(seed, name), rows, n, first).mul_(2).sub_(1).erfinv_()
+                days.mul_(math.sqrt(2)).mul_(sigma[first : first + n]).add_(mu[first : first + n]).exp_().round_()
+                days.clamp_(1, self.course.max_days_since_infection)
+                out[name][:, first : first + n] = days  # integers already: the cast is exact
+        return {name: days.expand(draws, -1) for name, days in out.items()}
 
     def derivative_estimates(
         self,
