@@ -1,9 +1,11 @@
-"""The simulator's forward pass on an idle and on a loaded machine, with OpenMP's spin-waiting (ACTIVE) and with
-the passive waiting diffabm sets on import (PASSIVE): the threading fix of issue 17, before and after.
+"""The simulator's forward pass on an idle and on a loaded machine, with OpenMP's spin-waiting (ACTIVE), with
+passive waiting (PASSIVE, what diffabm sets on import) and with passive waiting after a brief spin
+(PASSIVE+GOMP_SPINCOUNT=10000, tried and not kept): the threading fix of issue 17, before and after.
 
 The load is one busy Python process per core (what another job on a shared node looks like). Each measurement
 runs in a fresh process (the policy is read when libgomp loads), rounds interleaved, medians reported.
 Usage: python benchmarks/bench_threads_under_load.py [--agents 300000] [--days 50] [--rounds 3] [--threads 2]
+[--settings ACTIVE PASSIVE PASSIVE+GOMP_SPINCOUNT=10000 (OMP_WAIT_POLICY, then + VARIABLE=VALUE each)]
 """
 
 from __future__ import annotations
@@ -40,9 +42,19 @@ def spin(stop_after: float) -> None:
         pass
 
 
-def forward_seconds(policy: str, agents: int, days: int, threads: int) -> float:
-    # diffabm keeps a policy the user set: ACTIVE here is torch's default behaviour before the fix.
-    env = {**os.environ, "OMP_WAIT_POLICY": policy}
+def setting_env(setting: str) -> dict[str, str]:
+    """ "PASSIVE+GOMP_SPINCOUNT=10000" -> OMP_WAIT_POLICY=PASSIVE and GOMP_SPINCOUNT=10000; the variables diffabm sets
+    on import are given explicitly, or removed where the setting leaves them out (diffabm keeps what a user set, so
+    ACTIVE alone is torch's default behaviour before the fix)."""
+    policy, *assignments = setting.split("+")
+    env = {key: value for key, value in os.environ.items() if key != "GOMP_SPINCOUNT"}
+    env["OMP_WAIT_POLICY"] = policy
+    env.update(assignment.split("=", 1) for assignment in assignments)
+    return env
+
+
+def forward_seconds(setting: str, agents: int, days: int, threads: int) -> float:
+    env = setting_env(setting)
     out = subprocess.run(
         [sys.executable, "-c", RUN.format(agents=agents, days=days, threads=threads)],
         env=env,
@@ -59,6 +71,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--settings", nargs="+", default=["ACTIVE", "PASSIVE", "PASSIVE+GOMP_SPINCOUNT=10000"])
     args = parser.parse_args()
     results: dict[tuple[str, str], list[float]] = {}
     for round_ in range(args.rounds):
@@ -71,7 +84,8 @@ def main() -> None:
             for process in busy:
                 process.start()
             try:
-                for policy in ("ACTIVE", "PASSIVE") if round_ % 2 == 0 else ("PASSIVE", "ACTIVE"):
+                shift = round_ % len(args.settings)  # rotated: each setting runs first in some round
+                for policy in args.settings[shift:] + args.settings[:shift]:
                     seconds = forward_seconds(policy, args.agents, args.days, args.threads)
                     results.setdefault((load, policy), []).append(seconds)
                     print(f"round {round_ + 1}, {load}, {policy}: {seconds:.2f} s", flush=True)
@@ -82,11 +96,12 @@ def main() -> None:
         f"\n{args.agents:,} agents x {args.days} days forward, {args.threads} torch threads, "
         f"{os.cpu_count()} cores, medians of {args.rounds} rounds"
     )
-    print("| machine | OMP_WAIT_POLICY=ACTIVE (torch's default) | PASSIVE (diffabm's) | ACTIVE / PASSIVE |")
-    print("| --- | --- | --- | --- |")
+    print(f"| machine | {' | '.join(args.settings)} | each ÷ {args.settings[0]} |")
+    print("| --- |" + " --- |" * (len(args.settings) + 1))
     for load in ("idle", "loaded"):
-        active, passive = (statistics.median(results[(load, policy)]) for policy in ("ACTIVE", "PASSIVE"))
-        print(f"| {load} | {active:.2f} s | {passive:.2f} s | {active / passive:.2f} |")
+        seconds = [statistics.median(results[(load, setting)]) for setting in args.settings]
+        ratios = " / ".join(f"{value / seconds[0]:.2f}" for value in seconds[1:])
+        print(f"| {load} | {' | '.join(f'{value:.2f} s' for value in seconds)} | {ratios} |")
 
 
 if __name__ == "__main__":
