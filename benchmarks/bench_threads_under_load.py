@@ -43,9 +43,9 @@ def spin(stop_after: float) -> None:
 
 
 def setting_env(setting: str) -> dict[str, str]:
-    """ "PASSIVE+GOMP_SPINCOUNT=10000" -> OMP_WAIT_POLICY=PASSIVE and GOMP_SPINCOUNT=10000; the variables diffabm sets
-    on import are given explicitly, or removed where the setting leaves them out (diffabm keeps what a user set, so
-    ACTIVE alone is torch's default behaviour before the fix)."""
+    """ "PASSIVE+GOMP_SPINCOUNT=10000" -> OMP_WAIT_POLICY=PASSIVE and GOMP_SPINCOUNT=10000. The policy is always given
+    (diffabm keeps a policy the user set, so ACTIVE is torch's default behaviour before the fix); GOMP_SPINCOUNT only
+    where the setting names it, else it is removed from the inherited environment."""
     policy, *assignments = setting.split("+")
     env = {key: value for key, value in os.environ.items() if key != "GOMP_SPINCOUNT"}
     env["OMP_WAIT_POLICY"] = policy

@@ -403,11 +403,12 @@ class EpidemicModel(Simulator):
             name: torch.empty(rows, self.n_agents, dtype=torch.int32, device=self.age_band.device)
             for name in self.durations
         }
+        keys = {name: stable_seed(seed, name) for name in self.durations}
         step = max(4, DURATION_CHUNK // rows // 4 * 4)  # agents per chunk: a multiple of 4, as `philox` wants
         for first in range(0, self.n_agents, step):
             n = min(step, self.n_agents - first)
             for name, (mu, sigma) in self.durations.items():  # each (N,): the agents' age bands'
-                days = self._philox(stable_seed(seed, name), rows, n, first).mul_(2).sub_(1).erfinv_()
+                days = self._philox(keys[name], rows, n, first).mul_(2).sub_(1).erfinv_()
                 days.mul_(math.sqrt(2)).mul_(sigma[first : first + n]).add_(mu[first : first + n]).exp_().round_()
                 days.clamp_(1, self.course.max_days_since_infection)
                 out[name][:, first : first + n] = days  # integers already: the cast is exact
