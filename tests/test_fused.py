@@ -281,10 +281,25 @@ def test_kernels_run_only_where_nothing_needs_a_gradient(population, tmp_path, k
     assert len(kernel_calls) == 1
 
 
+def test_group_ids_are_chunk_bases_plus_offsets_as_narrow_as_they_fit():
+    rng = np.random.default_rng(0)
+    agents = 3 * fused.CHUNK + 5
+    near = np.sort(rng.integers(0, 10 * agents, (agents, 3)), axis=0).astype(np.int32)  # each chunk spans < 2^16
+    far = near.copy()
+    far[fused.CHUNK + 7, 2] = near[fused.CHUNK : 2 * fused.CHUNK, 2].min() + 2**16  # one chunk's slot spans 2^16
+    for memberships, width in ((near, np.uint16), (far, np.uint32)):
+        bases, offsets = fused.chunk_offsets(memberships)
+        assert offsets.dtype == width and bases.dtype == np.uint64 and bases.shape == (4, 3)
+        chunk_of_agent = np.arange(agents) // fused.CHUNK
+        assert np.array_equal(bases[chunk_of_agent] + offsets, memberships)
+        assert np.array_equal(bases, [memberships[c * fused.CHUNK : (c + 1) * fused.CHUNK].min(0) for c in range(4)])
+
+
 @pytest.mark.parametrize("draws", [1, 3, 10])  # 10: two blocks of lanes
 def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
     """Past `UNROLLED_SLOTS` memberships per agent (e.g. a network's edges as pairs) the passes loop over the slots
-    at run time instead of being compiled for their number: both give the same infections and split by setting."""
+    at run time instead of being compiled for their number, and the group ids' offsets are 16 or 32 bits wide: all
+    give the same infections and split by setting."""
     rng = np.random.default_rng(0)
     agents, slots, groups = 10_001, fused.UNROLLED_SLOTS + 2, 300
     assert fused.unrolled_slots(slots) == () and len(fused.unrolled_slots(4)) == 4
@@ -294,8 +309,10 @@ def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
     infection_day = np.where(rng.random((draws, agents)) < 0.3, np.int32(0), fused._NEVER).astype(np.int32)
     slot_layer = (np.arange(slots) % 4).astype(np.int64)
     chunks = -(-agents // fused.CHUNK)
+    bases, offsets = fused.chunk_offsets(memberships)
+    assert offsets.dtype == np.uint16
     results = []
-    for unrolled in ((0,) * slots, ()):
+    for unrolled, width in (((0,) * slots, np.uint16), ((), np.uint16), ((0,) * slots, np.uint32)):
         state = [
             infection_day.copy(),
             np.packbits(infection_day == fused._NEVER, axis=1, bitorder="little"),
@@ -305,15 +322,16 @@ def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
         ]
         (fused._infect if draws > 1 else fused._infect_one_draw)(
             5, np.uint64(11), np.arange(draws, dtype=np.int64), *state[:2], memberships,
-            slot_layer, force, force[:, :draws].T.copy(), np.ones(groups, np.float32), np.ones((draws, 4), np.float32),
+            *((bases, offsets.astype(width)) if draws == 1 else ()), slot_layer, force, force[:, :draws].T.copy(),
+            np.ones(groups, np.float32), np.ones((draws, 4), np.float32),
             np.full(agents, 0.8, np.float32),
             np.zeros((0, 0), np.float32), np.zeros((0, 0, 0), np.int32), np.zeros((0, 2), np.float32), *state[2:],
             unrolled,
         )  # fmt: skip
         results.append(state)
     assert results[0][2].sum() > 100, "too few infections to compare"
-    for unrolled, looped in zip(*results):
-        assert np.array_equal(unrolled, looped)
+    for unrolled, looped, wide in zip(*results):
+        assert np.array_equal(unrolled, looped) and np.array_equal(unrolled, wide)
     infected_days, susceptible_bits = results[0][:2]
     assert np.array_equal(susceptible_bits, np.packbits(infected_days == fused._NEVER, axis=1, bitorder="little"))
 

@@ -288,6 +288,8 @@ def _infect_one_draw(
     infection_day: np.ndarray,
     susceptible: np.ndarray,
     memberships: np.ndarray,
+    bases: np.ndarray,  # (chunks, K) uint64: per chunk of agents and slot, the least group id (`chunk_offsets`)
+    offsets: np.ndarray,  # (N, K) uint16 or uint32: each agent's group ids less its chunk's bases
     slot_layer: np.ndarray,
     force: np.ndarray,
     totals: np.ndarray,
@@ -302,11 +304,11 @@ def _infect_one_draw(
     by_setting: np.ndarray,
     slots: tuple,  # `unrolled_slots`
 ) -> None:
-    """`_infect` for one draw (same arguments): per chunk, the noise of all its agents (a vectorised loop), then every
-    agent's rate without branches (the loop over the slots unrolled), then the new infections among the few
-    candidates u < rate (`_infect_candidates`) and their split by setting (`_split_by_setting`). Branching on
-    each agent's state costs more than computing the rates of infected agents too: the state is unpredictable once
-    the epidemic has spread."""
+    """`_infect` for one draw (the same arguments, and the group ids as offsets for the rates): per chunk, the noise
+    of all its agents (a vectorised loop), then every agent's rate without branches (the loop over the slots
+    unrolled), then the new infections among the few candidates u < rate (`_infect_candidates`) and their split by
+    setting (`_split_by_setting`). Branching on each agent's state costs more than computing the rates of infected
+    agents too: the state is unpredictable once the epidemic has spread."""
     agents = infection_day.shape[1]
     scaled = factor.shape[0] > 0 or protected.shape[0] > 0
     group_force = force[:, 0]
@@ -318,7 +320,7 @@ def _infect_one_draw(
         first = chunk * CHUNK
         count = min(agents, first + CHUNK) - first
         philox.fill_uniforms(key, rows[0], first // 4, (first + count + 3) // 4, noise, 0)
-        groups = memberships[first : first + count]  # a view from 0: indices the compiler knows are not negative
+        groups, base = offsets[first : first + count], bases[chunk]  # unsigned: no test for negative indices
         psi = susceptibility[first : first + count]
         if scaled:  # ψ × factor before the rates' loop: a branch in it made the loop 5-10% slower
             factored = np.empty(count, dtype=np.float32)
@@ -326,9 +328,9 @@ def _infect_one_draw(
                 factored[k] = psi[k] * _susceptibility_factor(day, 0, first + k, factor, protected, kept)
             psi = factored
         for k in range(count):
-            total = group_force[groups[k, 0]]
+            total = group_force[base[0] + np.uint64(groups[k, 0])]
             for slot in range(1, len(slots) or memberships.shape[1]):
-                total += group_force[groups[k, slot]]
+                total += group_force[base[slot] + np.uint64(groups[k, slot])]
             rate[k] = psi[k] * total
         _infect_candidates(day, chunk, 0, noise, rate, count, infection_day, susceptible, new, fresh, candidates)
         _split_by_setting(
@@ -533,6 +535,11 @@ class FusedLayers:
         draws than threads; `prepared`), as they double the memberships' memory (4 bytes per agent and slot)."""
         return np.ascontiguousarray(self.memberships.T)
 
+    @functools.cached_property
+    def chunk_offsets(self) -> tuple[np.ndarray, np.ndarray]:
+        """`_infect_one_draw`'s `bases` and `offsets` (`chunk_offsets`; half the memberships' memory or less)."""
+        return chunk_offsets(self.memberships)
+
     @classmethod
     def of(cls, contacts: ContactLayers) -> FusedLayers:
         sink = contacts.n_groups - 1  # `ContactLayers`' one sink, the last group
@@ -547,7 +554,10 @@ class FusedLayers:
         )
 
     def prepared(self, draws: int, threads: int) -> FusedLayers:
-        """These layers, with what `draws` on `threads` will read built now (`slot_groups` if they have `parts`)."""
+        """These layers, with what `draws` on `threads` will read built now (`chunk_offsets` for one draw;
+        `slot_groups` if they have `parts`)."""
+        if draws == 1:
+            _ = self.chunk_offsets
         if self.parts(draws, threads)[0].shape[0]:
             _ = self.slot_groups
         return self
@@ -579,6 +589,22 @@ class FusedLayers:
             parts[index, : len(part_slots)] = part_slots
             part_groups[index, : len(part_ranges)] = part_ranges
         return parts, part_groups
+
+
+def chunk_offsets(memberships: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The group ids (N, K) as the one-draw infection pass reads them: per chunk of `CHUNK` agents and slot, the
+    least id (chunks, K) uint64, and each id less its chunk's (N, K), uint16 where every chunk's ids in every slot
+    lie within 2^16 of their least, else uint32. Half the bytes the one-draw pass streams each day where they fit
+    (16 MB at 10^6 agents and four slots; the toy population's chunks span at most 1,571 household, 38,065 school
+    and 26,879 workplace ids), which took its rates from 1.03 to 0.64 ms a day on a replay. The pass over several
+    draws reads the int32 ids: it spends its time adding the draws' forces, and was 6-28% slower with the offsets
+    (BENCHMARKS.md, "Candidates without a branch; group ids as offsets")."""
+    agents, slots = memberships.shape
+    if agents == 0:
+        return np.zeros((1, slots), np.uint64), memberships.astype(np.uint32)
+    bases = np.minimum.reduceat(memberships, np.arange(0, agents, CHUNK), axis=0)
+    offsets = memberships - np.repeat(bases, CHUNK, axis=0)[:agents]
+    return bases.astype(np.uint64), offsets.astype(np.uint16 if offsets.max() < 2**16 else np.uint32)
 
 
 def _follow_torch_threads() -> None:
@@ -659,6 +685,7 @@ def transmission_days(
     new = np.zeros((chunks, draws), np.int64)
     susceptible = np.packbits(~infected_at_start, axis=1, bitorder="little")  # bit i % 8 of byte i // 8: agent i
     infect, slots = (_infect if draws > 1 else _infect_one_draw), unrolled_slots(layers.memberships.shape[1])
+    group_ids = (layers.memberships,) if draws > 1 else (layers.memberships, *layers.chunk_offsets)
     protected, kept = kernel_dose_days(state, draws, agents)
     for index, day in enumerate(range(first, last)):
         weight = _array(weights[:, day], np.float32)
@@ -706,7 +733,7 @@ def transmission_days(
             rows,
             day_of_infection,
             susceptible,
-            layers.memberships,
+            *group_ids,
             layers.slot_layer,
             force,
             totals,
