@@ -10,8 +10,9 @@ list the infectious ones, then parts of the layers add them; `FusedLayers.parts`
 `ContactLayers.spread` does, multiplies by its susceptibility and compares the day's counter-based noise
 (`diffabm.philox`, a chunk's noise at once, in a vectorised loop) with the probability. The rates are computed for every
 agent without branches on its state, which is unpredictable once the epidemic has spread; only the few candidates u <
-rate are then looked at, and infected if still susceptible (a bit per agent and draw). A vaccine's factor of the
-susceptibility (without waning or by-group controls) is picked in the rates' loop from the days each dose protects
+rate, listed without a branch, are then looked at, and infected if still susceptible (a bit per agent and draw). One
+draw's pass reads the group ids as 16-bit offsets from a base per chunk where they fit (`chunk_offsets`). A vaccine's
+factor of the susceptibility (without waning or by-group controls) is picked from the days each dose protects
 (`kernel_dose_days`), not computed by a dozen tensor passes a day (Auckland at full scale: 0.65 of 2.1 s a forward run).
 With several draws, a chunk's rates come first: an agent's group ids are read once for all draws and each group's forces
 for all draws are added eight at a time (`diffabm.simd`); then, draw by draw, the noise and the candidates. Everything a
@@ -216,7 +217,7 @@ def _infect_candidates(
     """Infects the chunk's susceptible agents with u < 1 − exp(−rate) in `draw` on `day`: the candidates u < rate
     (with a margin for an ulp of `expm1`'s error, as 1 − exp(−rate) ≤ rate) listed first without a branch (a store
     and an add per agent: a branch on each, taken for a few percent of the agents at random, was mispredicted often
-    enough to cost 0.1-0.4 ms of 2-2.6 ms a day at 10^6 agents), then among them the susceptible (a bit each), and
+    enough to cost 0.07-0.37 ms of 1.9-2.5 ms a day at 10^6 agents), then among them the susceptible (a bit each), and
     among those `expm1` decides. A bit and not the infection day (4 bytes an agent, a fresh row of memory for each
     chunk and draw) says who is susceptible: with `_split_by_setting` after the scan, the 16-draw pass is 1.1-1.5x
     faster (BENCHMARKS.md, "Susceptible bits")."""
