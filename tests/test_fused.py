@@ -295,24 +295,27 @@ def test_group_ids_are_chunk_bases_plus_offsets_as_narrow_as_they_fit():
         assert np.array_equal(bases, [memberships[c * fused.CHUNK : (c + 1) * fused.CHUNK].min(0) for c in range(4)])
 
 
-@pytest.mark.parametrize("draws", [1, 3, 10])  # 10: two blocks of lanes
-def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
+@pytest.mark.parametrize(
+    "draws, groups", [(1, 300), (1, 250_000), (3, 300), (10, 300)], ids=["1-draw", "1-draw-wide", "3", "10"]
+)  # 10: two blocks of lanes; 250,000 groups: a chunk of the sorted ids spans more than 2^16
+def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws, groups):
     """Past `UNROLLED_SLOTS` memberships per agent (e.g. a network's edges as pairs) the passes loop over the slots
-    at run time instead of being compiled for their number, and the group ids' offsets are 16 or 32 bits wide: all
-    give the same infections and split by setting."""
+    at run time instead of being compiled for their number, and one draw's group ids are offsets 16 or 32 bits wide
+    from each chunk's base: all give the infections and split by setting of the several-draw pass on the int32 ids."""
     rng = np.random.default_rng(0)
-    agents, slots, groups = 10_001, fused.UNROLLED_SLOTS + 2, 300
+    agents, slots = 10_001, fused.UNROLLED_SLOTS + 2
     assert fused.unrolled_slots(slots) == () and len(fused.unrolled_slots(4)) == 4
-    memberships = rng.integers(0, groups, (agents, slots)).astype(np.int32)
-    force = np.zeros((groups, fused.padded_draws(draws) if draws > 1 else 1), np.float32)
+    memberships = np.sort(rng.integers(0, groups, (agents, slots)), axis=0).astype(np.int32)  # chunks' bases > 0
+    lanes = fused.padded_draws(draws)
+    force = np.zeros((groups, lanes), np.float32)
     force[:, :draws] = rng.random((groups, draws), dtype=np.float32) * np.float32(0.02)
     infection_day = np.where(rng.random((draws, agents)) < 0.3, np.int32(0), fused._NEVER).astype(np.int32)
     slot_layer = (np.arange(slots) % 4).astype(np.int64)
     chunks = -(-agents // fused.CHUNK)
     bases, offsets = fused.chunk_offsets(memberships)
-    assert offsets.dtype == np.uint16
-    results = []
-    for unrolled, width in (((0,) * slots, np.uint16), ((), np.uint16), ((0,) * slots, np.uint32)):
+    assert offsets.dtype == (np.uint16 if groups < 2**16 else np.uint32) and bases[1:].min() > 0
+
+    def infect(kernel, ids: tuple, columns: int, unrolled: tuple) -> list:
         state = [
             infection_day.copy(),
             np.packbits(infection_day == fused._NEVER, axis=1, bitorder="little"),
@@ -320,19 +323,26 @@ def test_infection_pass_is_the_same_with_the_slots_unrolled_or_looped(draws):
             np.zeros((chunks, draws, fused.CHUNK), np.int32),
             np.zeros((chunks, draws, 4), np.float32),
         ]
-        (fused._infect if draws > 1 else fused._infect_one_draw)(
-            5, np.uint64(11), np.arange(draws, dtype=np.int64), *state[:2], memberships,
-            *((bases, offsets.astype(width)) if draws == 1 else ()), slot_layer, force, force[:, :draws].T.copy(),
-            np.ones(groups, np.float32), np.ones((draws, 4), np.float32),
-            np.full(agents, 0.8, np.float32),
+        kernel(
+            5, np.uint64(11), np.arange(draws, dtype=np.int64), *state[:2], memberships, *ids, slot_layer,
+            np.ascontiguousarray(force[:, :columns]), force[:, :draws].T.copy(), np.ones(groups, np.float32),
+            np.ones((draws, 4), np.float32), np.full(agents, 0.8, np.float32),
             np.zeros((0, 0), np.float32), np.zeros((0, 0, 0), np.int32), np.zeros((0, 2), np.float32), *state[2:],
             unrolled,
         )  # fmt: skip
-        results.append(state)
-    assert results[0][2].sum() > 100, "too few infections to compare"
-    for unrolled, looped, wide in zip(*results):
-        assert np.array_equal(unrolled, looped) and np.array_equal(unrolled, wide)
-    infected_days, susceptible_bits = results[0][:2]
+        return state
+
+    reference = infect(fused._infect, (), lanes, (0,) * slots)  # several draws' pass: int32 ids, 8 lanes a draw
+    variants = [infect(fused._infect, (), lanes, ())]
+    if draws == 1:
+        widths = {offsets.dtype.type, np.uint32}
+        variants += [infect(fused._infect_one_draw, (bases, offsets.astype(w)), 1, (0,) * slots) for w in widths]
+        variants.append(infect(fused._infect_one_draw, (bases, offsets), 1, ()))
+    assert reference[2].sum() > 100, "too few infections to compare"
+    for variant in variants:
+        for expected, got in zip(reference, variant):
+            assert np.array_equal(expected, got)
+    infected_days, susceptible_bits = reference[:2]
     assert np.array_equal(susceptible_bits, np.packbits(infected_days == fused._NEVER, axis=1, bitorder="little"))
 
 

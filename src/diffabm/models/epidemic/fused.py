@@ -11,8 +11,8 @@ list the infectious ones, then parts of the layers add them; `FusedLayers.parts`
 (`diffabm.philox`, a chunk's noise at once, in a vectorised loop) with the probability. The rates are computed for every
 agent without branches on its state, which is unpredictable once the epidemic has spread; only the few candidates u <
 rate, listed without a branch, are then looked at, and infected if still susceptible (a bit per agent and draw). One
-draw's pass reads the group ids as 16-bit offsets from a base per chunk where they fit (`chunk_offsets`). A vaccine's
-factor of the susceptibility (without waning or by-group controls) is picked from the days each dose protects
+draw's pass reads the group ids as 16-bit offsets from a base per chunk where all of them fit (`chunk_offsets`). A
+vaccine's factor of the susceptibility (without waning or by-group controls) is picked from the days each dose protects
 (`kernel_dose_days`), not computed by a dozen tensor passes a day (Auckland at full scale: 0.65 of 2.1 s a forward run).
 With several draws, a chunk's rates come first: an agent's group ids are read once for all draws and each group's forces
 for all draws are added eight at a time (`diffabm.simd`); then, draw by draw, the noise and the candidates. Everything a
@@ -538,7 +538,8 @@ class FusedLayers:
 
     @functools.cached_property
     def chunk_offsets(self) -> tuple[np.ndarray, np.ndarray]:
-        """`_infect_one_draw`'s `bases` and `offsets` (`chunk_offsets`; half the memberships' memory or less)."""
+        """`_infect_one_draw`'s `bases` and `offsets` (`chunk_offsets`: half the memberships' bytes where every chunk's
+        ids fit 16 bits, as many otherwise)."""
         return chunk_offsets(self.memberships)
 
     @classmethod
@@ -603,9 +604,19 @@ def chunk_offsets(memberships: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     agents, slots = memberships.shape
     if agents == 0:
         return np.zeros((1, slots), np.uint64), memberships.astype(np.uint32)
-    bases = np.minimum.reduceat(memberships, np.arange(0, agents, CHUNK), axis=0)
-    offsets = memberships - np.repeat(bases, CHUNK, axis=0)[:agents]
-    return bases.astype(np.uint64), offsets.astype(np.uint16 if offsets.max() < 2**16 else np.uint32)
+    starts = np.arange(0, agents, CHUNK)
+    bases = np.minimum.reduceat(memberships, starts, axis=0)
+    span = (np.maximum.reduceat(memberships, starts, axis=0) - bases).max(initial=0)
+    offsets = np.empty(memberships.shape, np.uint16 if span < 2**16 else np.uint32)
+    whole = agents // CHUNK * CHUNK  # the whole chunks as (chunks, CHUNK, K), then the rest: no (N, K) temporaries
+    np.subtract(
+        memberships[:whole].reshape(-1, CHUNK, slots),
+        bases[: whole // CHUNK, None],
+        out=offsets[:whole].reshape(-1, CHUNK, slots),
+        casting="unsafe",
+    )
+    np.subtract(memberships[whole:], bases[whole // CHUNK :], out=offsets[whole:], casting="unsafe")
+    return bases.astype(np.uint64), offsets
 
 
 def _follow_torch_threads() -> None:
