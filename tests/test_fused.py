@@ -245,8 +245,10 @@ def test_kernels_do_not_depend_on_the_threads(population, draws):
     for name, series in results[0].items():
         assert torch.equal(series, results[1][name]), name
     assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)  # the kernels follow torch's threads
-    # the slot-major group ids are built for the group totals' parts only (one draw on two threads)
+    # the slot-major group ids are built for the group totals' parts only (one draw on two threads), the offsets for
+    # the one-draw infection pass only
     assert ("slot_groups" in vars(model._fused_layers)) == (draws == 1)
+    assert ("chunk_offsets" in vars(model._fused_layers)) == (draws == 1)
 
 
 def test_kernels_run_only_where_nothing_needs_a_gradient(population, tmp_path, kernel_calls):
