@@ -247,8 +247,12 @@ def markdown(table: pd.DataFrame, references: pd.DataFrame, setting: str) -> str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=1024, help="draws per estimator, a multiple of 256")
-    parser.add_argument("--reference-draws", type=int, default=4096, help=f"draws of the step-{STEP:.0%} reference")
-    parser.add_argument("--check-draws", type=int, default=2048, help=f"draws of the step-{CHECK_STEP:.1%} check")
+    parser.add_argument(
+        "--reference-draws", type=int, default=4096, help=f"draws of the step-{STEP:.0%} reference".replace("%", "%%")
+    )
+    parser.add_argument(
+        "--check-draws", type=int, default=2048, help=f"draws of the step-{CHECK_STEP:.1%} check".replace("%", "%%")
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=Path("results/benchmarks"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the study")
