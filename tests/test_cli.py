@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import diffabm
-from diffabm.cli import STAGES, main
+from diffabm.cli import STAGES, main, parser
 from diffabm.store import read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +66,15 @@ def test_every_entry_binds_to_its_function():
         assert stage.help and "\n" not in stage.help, name
         module, function_name = stage.stage_function.split(":")
         assert callable(getattr(importlib.import_module(module), function_name)), name
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_each_stage_formats_its_help(name):
+    """`diffabm <stage> --help` works for every stage (argparse formats help texts only then: a stray `%` would
+    crash it there and nowhere else)."""
+    subparsers = next(action for action in parser()._actions if action.dest == "stage")
+    text = subparsers.choices[name].format_help()
+    assert text.startswith(f"usage: diffabm {name}") and STAGES[name].help in " ".join(text.split())
 
 
 def test_version_is_the_installed_packages():
