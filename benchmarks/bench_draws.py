@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from bench_simulator import run_mode, toy_model
+from bench_simulator import MODES, run_mode, toy_model
 
 
 def measure(agents: int, days: int, mode: str, draws: int, tensor_peak_run: bool = False, repeats: int = 0) -> dict:
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=250_000)
     parser.add_argument("--days", type=int, default=50)
     parser.add_argument("--draws", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--modes", nargs="+", default=["forward", "forward+backward"])
+    parser.add_argument("--modes", nargs="+", default=["forward", "forward+backward"], choices=MODES)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--src", nargs="+", default=[None], help="diffabm src/ directories (default: installed)")
     parser.add_argument("--tensor-peak", action="store_true", help="also the peak of live tensor bytes (a 2nd run)")

@@ -37,15 +37,29 @@ def toy_model(agents: int, days: int, draws: int, device: str = "cpu"):
     return model
 
 
+MODES = ("forward", "forward+backward", "forward-mode", "forward-mode-per-parameter")
+
+
 def run_mode(model, parameters: dict, mode: str):
-    """Total infections of one simulation at seed 0: `forward` under no_grad, or `forward+backward` (differentiated
-    w.r.t. every parameter, on copies of `parameters`)."""
+    """Total infections of one simulation at seed 0: `forward` under no_grad, or differentiated w.r.t. every
+    parameter (on copies of `parameters`): `forward+backward` in reverse mode, `forward-mode` in forward mode with
+    every tangent in one pass (`ad.tangents_per_pass: null`), `forward-mode-per-parameter` one pass per parameter."""
     import torch
 
+    from diffabm.models.autodiff import AutoDiff
+
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {list(MODES)}")
     if mode == "forward":
         with torch.no_grad():
             return model(parameters, seed=0).new_infections.sum()
-    total = model({k: v.clone().requires_grad_(True) for k, v in parameters.items()}, seed=0).new_infections.sum()
+    ad = {
+        "forward+backward": AutoDiff("reverse"),
+        "forward-mode": AutoDiff("forward"),
+        "forward-mode-per-parameter": AutoDiff("forward", tangents_per_pass=1),
+    }[mode]
+    leaves = {k: v.clone().requires_grad_(True) for k, v in parameters.items()}
+    total = ad.simulate(model, leaves, seed=0)["new_infections"].sum()
     total.backward()
     return total
 

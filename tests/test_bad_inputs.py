@@ -537,6 +537,9 @@ CASES: dict[str, Case] = {
     ),
     "unknown AD mode": Case(sensitivity("ad.mode=adjoint"), ("ad.mode", "'adjoint'"), "sensitivity.zarr"),
     "checkpoints of zero days": Case(sensitivity("ad.segment_days=0"), ("ad.segment_days", "0"), "sensitivity.zarr"),
+    "forward passes of no tangent": Case(
+        sensitivity("ad.tangents_per_pass=0"), ("ad.tangents_per_pass", "0"), "sensitivity.zarr"
+    ),
     "forward mode through a Calib-NN's control": Case(
         calibrate("ad.mode=forward", "calibration.calibnn.control=transmission_multiplier", mode="calibnn"),
         ("ad.mode: forward", "transmission_multiplier"),

@@ -479,6 +479,19 @@ def test_forward_mode_matches_reverse_mode(small_population):
     torch.testing.assert_close(forward, reverse.sum(), rtol=1e-4, atol=1e-3)
 
 
+def test_forward_mode_passes_carry_the_tangents_that_fit_in_the_memory_limit(small_population):
+    """`ad.tangents_per_pass: null` batches as many tangents as fit beside the simulation in `max_memory_gb`: each
+    one more costs `BYTES_PER_AGENT_DRAW_TANGENT`, the first is the simulation's own; at least one, at most all."""
+    from diffabm.resources import BYTES_PER_AGENT_DRAW_TANGENT, GB, estimated_peak_bytes
+
+    model = make_model(small_population)
+    simulation = estimated_peak_bytes(model.n_agents, 2, model.days, gradients=False)
+    tangent = model.n_agents * 2 * BYTES_PER_AGENT_DRAW_TANGENT
+    for room, expected in ((-1.0, 1), (0.0, 1), (0.99, 1), (1.01, 2), (2.5, 3), (100.0, 7)):
+        model.max_memory_gb = (simulation + room * tangent) / GB
+        assert model.forward_tangents_per_pass(2, 7) == expected, room
+
+
 def test_multi_membership_layer_equals_separate_layers_with_the_same_beta():
     """A layer giving agents two groups acts like two layers with that layer's β."""
     import dataclasses

@@ -11,6 +11,7 @@ import torch
 
 from diffabm.build import build_model
 from diffabm.config import CONFIG_DIR, compose_study
+from diffabm.models.autodiff import AutoDiff
 from diffabm.models.base import Simulator
 from diffabm.population.toy import toy_population
 from diffabm.store import read_dataset, write_dataset
@@ -66,6 +67,41 @@ def test_model_contract(name, tmp_path):
         np.testing.assert_array_equal(back[observable].values, again[observable].numpy())
     for key in model.space.names:
         np.testing.assert_array_equal(back[key].values, parameters[key].detach().numpy())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_mode_batches_its_tangents_and_matches_reverse_mode(name):
+    """`ad.mode: forward` gives the same gradients with every parameter's tangent in one `vmap` pass as with one pass
+    per parameter or two (bit for bit: each tangent is computed as by its own `jvp`), and reverse mode's to rounding."""
+    model = small_model(name)
+    weights = {observable: 1.0 + k for k, observable in enumerate(model.observables)}
+
+    def gradients(ad: AutoDiff) -> tuple[torch.Tensor, ...]:
+        leaves = {key: value.requires_grad_(True) for key, value in model.natural_parameters(3).items()}
+        output = ad.simulate(model, leaves, seed=5)
+        total = sum(weights[observable] * output[observable].sum() for observable in model.observables)
+        return torch.autograd.grad(total, list(leaves.values()))
+
+    batched = gradients(AutoDiff("forward"))
+    for per_pass in (1, 2):  # one pass per parameter; passes of two and a last of one or two
+        for alone, together in zip(gradients(AutoDiff("forward", tangents_per_pass=per_pass)), batched):
+            torch.testing.assert_close(together, alone, rtol=0, atol=0)
+    for forward, reverse in zip(batched, gradients(AutoDiff("reverse"))):
+        torch.testing.assert_close(forward, reverse, rtol=1e-4, atol=1e-6 * float(reverse.abs().max()))
+
+
+def test_vmap_over_a_simulations_primal_values_is_refused_naming_what_can_be_vmapped():
+    """The simulators' Functions batch forward-mode tangents only (their `vmap` rule): a batched primal, whose
+    draws or histograms would be made per element, is refused with a message saying what can be vmapped."""
+    from diffabm.models.epidemic.outputs import _Histogram
+
+    day, group = torch.tensor([[0, 1, 1]]), torch.tensor([0, 0, 1])
+    with pytest.raises(NotImplementedError, match="only forward-mode tangents can be vmapped"):
+        torch.func.vmap(lambda weight: _Histogram.apply(weight, day, group, 2, 2))(torch.ones(4, 1, 3))
+    tangent = torch.func.vmap(
+        lambda t: torch.func.jvp(lambda w: _Histogram.apply(w, day, group, 2, 2), (torch.ones(1, 3),), (t,))[1]
+    )(torch.ones(4, 1, 3))
+    assert tangent.shape == (4, 1, 2, 2) and float(tangent.sum()) == 12
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -2,11 +2,14 @@
 outputs in its parameters are computed, for calibration and sensitivity alike.
 
 - `reverse`: backpropagation through the simulation; memory grows with the number of steps.
-- `forward`: forward mode (`torch.func.jvp`), one pass per parameter that needs a gradient; the derivatives of
-  every output are kept and the parameters' gradients are their contraction with the outputs' gradients
-  (a vector-Jacobian product from a stored Jacobian). Memory does not grow with the steps; the cost grows with
-  the number of parameters (Quera-Bofarull et al. 2023, "Some challenges of calibrating differentiable
-  agent-based models", Fig. 3; Baydin et al. 2018, "Automatic differentiation in machine learning: a survey").
+- `forward`: forward mode (`torch.func.jvp`), one tangent per parameter that needs a gradient, batched by
+  `torch.func.vmap` (`tangents_per_pass` at a time; None: as many as the model's memory allows,
+  `Simulator.forward_tangents_per_pass`): the simulation's states and draws are computed once per pass, its
+  tangents for every parameter of the pass at once. The derivatives of every output are kept and the parameters'
+  gradients are their contraction with the outputs' gradients (a vector-Jacobian product from a stored Jacobian).
+  Memory does not grow with the steps; the cost grows with the number of parameters (Quera-Bofarull et al. 2023,
+  "Some challenges of calibrating differentiable agent-based models", Fig. 3, one pass per parameter; Baydin et
+  al. 2018, "Automatic differentiation in machine learning: a survey").
 - `checkpointed`: reverse mode with gradient checkpointing over time (Griewank & Walther 2000, "Algorithm 799:
   revolve"; Chen et al. 2016, "Training deep nets with sublinear memory cost"): only the first state of each
   segment of `segment_days` steps (default ≈ √T) is kept and the segment is recomputed in the backward pass,
@@ -38,30 +41,41 @@ def has_tangent(tensor: Tensor) -> bool:
     )
 
 
+def vmap_tangents_only(info, in_dims: tuple, *args) -> tuple:
+    """The `vmap` rule of the simulators' autograd Functions: `torch.func.vmap` may batch their forward-mode tangents
+    (the Functions' `jvp` then computes all of them in one pass, `_ForwardMode`), never their primal inputs, the
+    simulation's states, whose random draws are made once; torch calls this rule only where a primal is batched."""
+    raise NotImplementedError(
+        "torch.func.vmap over a simulation's states or parameters: only forward-mode tangents can be vmapped"
+    )
+
+
 AD_MODES = ("reverse", "forward", "checkpointed")
 
 
 @dataclass(frozen=True)
 class AutoDiff:
-    """An AD mode (`ad.mode`) and, for `checkpointed`, the segment length in steps (`ad.segment_days`; None: √T)."""
+    """An AD mode (`ad.mode`); for `checkpointed`, the segment length in steps (`ad.segment_days`; None: √T); for
+    `forward`, how many tangents one pass computes (`ad.tangents_per_pass`; None: as many as memory allows)."""
 
     mode: str = "reverse"
     segment_days: int | None = None
+    tangents_per_pass: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in AD_MODES:
             raise ValueError(f"ad.mode is {self.mode!r}, expected one of {list(AD_MODES)}")
-        if self.segment_days is not None and (
-            isinstance(self.segment_days, bool)
-            or int(self.segment_days) < 1
-            or int(self.segment_days) != self.segment_days
-        ):
-            raise ValueError(f"ad.segment_days is {self.segment_days!r}, expected null or an integer >= 1")
+        for name in ("segment_days", "tangents_per_pass"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) < 1 or int(value) != value):
+                raise ValueError(f"ad.{name} is {value!r}, expected null or an integer >= 1")
 
     @classmethod
     def from_config(cls, settings: Mapping | None) -> AutoDiff:
         settings = dict(settings or {})
-        return cls(str(settings.get("mode", "reverse")), settings.get("segment_days"))
+        return cls(
+            str(settings.get("mode", "reverse")), settings.get("segment_days"), settings.get("tangents_per_pass")
+        )
 
     def check_controls(self, names: list[str]) -> None:
         """Forward mode refuses gradients in controls (one pass per control entry, e.g. per day)."""
@@ -89,42 +103,68 @@ class AutoDiff:
                 return model.simulate(parameters, seed, controls)
         self.check_controls([name for name, value in (controls or {}).items() if value.requires_grad])
         names = list(parameters)
-        values = _ForwardMode.apply(model, seed, controls, names, *(torch.as_tensor(parameters[n]) for n in names))
+        values = _ForwardMode.apply(
+            model, seed, controls, names, self.tangents_per_pass, *(torch.as_tensor(parameters[n]) for n in names)
+        )
         return dict(zip(model.observables, values))
 
 
 class _ForwardMode(torch.autograd.Function):
-    """The simulation's outputs, with each parameter's output derivatives from one `jvp` (tangent 1 in every draw:
-    draws are simulated independently, so that is each draw's own derivative); backward contracts them."""
+    """The simulation's outputs, with each parameter's output derivatives from `jvp` (tangent 1 in every draw: draws
+    are simulated independently, so that is each draw's own derivative); backward contracts them. The tangents of
+    the parameters (the rows of an identity) are batched by `torch.func.vmap`, `tangents_per_pass` at a time: the
+    primal simulation runs once per pass, unbatched (the simulators' Functions refuse batched primals,
+    `vmap_tangents_only`), and each tangent equals the one of its own `jvp`."""
 
     @staticmethod
     def forward(
-        ctx, model: Simulator, seed: int, controls: Mapping[str, Tensor] | None, names: list[str], *values: Tensor
+        ctx,
+        model: Simulator,
+        seed: int,
+        controls: Mapping[str, Tensor] | None,
+        names: list[str],
+        tangents_per_pass: int | None,
+        *values: Tensor,
     ) -> tuple[Tensor, ...]:
         parameters = dict(zip(names, values))
         observables = list(model.observables)
+        varied = [name for name, needed in zip(names, ctx.needs_input_grad[5:]) if needed]
 
-        def outputs(**varied: Tensor) -> tuple[Tensor, ...]:
-            output = model.simulate({**parameters, **varied}, seed, controls)
+        def outputs(*varied_values: Tensor) -> tuple[Tensor, ...]:
+            output = model.simulate({**parameters, **dict(zip(varied, varied_values))}, seed, controls)
             return tuple(output[name] for name in observables)
 
-        primal, tangents = None, []
-        for name, needed in zip(names, ctx.needs_input_grad[4:]):
-            if not needed:
-                tangents.append(None)
-                continue
-            primal, tangent = torch.func.jvp(
-                lambda value, name=name: outputs(**{name: value}),
-                (parameters[name],),
-                (torch.ones_like(parameters[name]),),
+        if not varied:
+            ctx.tangents = [None] * len(names)
+            return outputs()
+        primals = tuple(parameters[name] for name in varied)
+        draws = model.check_parameters(parameters)
+        per_pass = tangents_per_pass or model.forward_tangents_per_pass(draws, len(varied))
+        identity, by_name = torch.eye(len(varied)), {}
+        for first in range(0, len(varied), per_pass):
+            rows = identity[first : first + per_pass]  # the pass's tangents: parameter k's is 1 in every draw of row k
+            directions = tuple(
+                rows[:, k].to(value).reshape(-1, *[1] * value.dim()).expand(len(rows), *value.shape)
+                for k, value in enumerate(primals)
             )
-            tangents.append(tangent)
-        ctx.tangents = tangents
-        return outputs() if primal is None else primal
+            if len(rows) == 1:  # a plain jvp (models whose sums cannot be batched take one tangent per pass)
+                primal, tangents = torch.func.jvp(outputs, primals, tuple(direction[0] for direction in directions))
+                tangents = tuple(tangent[None] for tangent in tangents)
+            else:
+                primal, tangents = torch.func.vmap(
+                    lambda *direction: torch.func.jvp(outputs, primals, direction),
+                    out_dims=(None, 0),
+                    randomness="same",  # the primal's draws, made once for all tangents (an unbatched random call)
+                )(*directions)
+            for row in range(len(rows)):
+                by_name[varied[first + row]] = tuple(tangent[row] for tangent in tangents)
+        ctx.tangents = [by_name.get(name) for name in names]
+        return primal
 
     @staticmethod
     def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:
         def contract(tangent: tuple[Tensor, ...]) -> Tensor:
             return sum((g * t).flatten(1).sum(1) for g, t in zip(grads, tangent) if g is not None)
 
-        return (None, None, None, None, *(None if tangent is None else contract(tangent) for tangent in ctx.tangents))
+        contracted = (None if tangent is None else contract(tangent) for tangent in ctx.tangents)
+        return (None, None, None, None, None, *contracted)

@@ -112,6 +112,11 @@ class Simulator(nn.Module, ABC):
             f"{type(self).__name__} has no stochastic derivatives (calibration.gradients: autograd)"
         )
 
+    def forward_tangents_per_pass(self, draws: int, tangents: int) -> int:
+        """How many of `tangents` forward-mode tangents one pass of `draws` draws computes together (`ad.mode:
+        forward`, `torch.func.vmap` over `jvp`): all of them; models whose memory per draw is large bound it."""
+        return tangents
+
     def checkpointed(self, segment_days: int | None = None) -> AbstractContextManager[None]:
         """A context in which `simulate` is reverse-mode differentiable with gradient checkpointing over time:
         only each segment's first state is kept, the segment recomputed in the backward pass (`segment_days`

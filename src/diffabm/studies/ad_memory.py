@@ -3,18 +3,18 @@ Fig. 3): peak memory per agent and wall time of one gradient of the epidemic mod
 for each AD mode of `diffabm.models.autodiff`, extrapolated to England (53 M agents, 300 days).
 
 One measurement: the study's model on a toy population of `ad_memory.agents` agents, one draw, T days; every
-parameter a leaf; `AutoDiff(mode, segment_days).simulate`, then the gradient of the total infections in all
-parameters (`no_gradient`: the simulation alone, for reference). Its peak memory is the rise of the process's
-resident set (VmHWM, reset through /proc/self/clear_refs) over the resident set before it, each measurement in
-a fresh worker process (after a tiny warm-up run) whose allocator returns freed memory at once (glibc
-`mallopt`: every block of ≥ 4 KiB is its own mapping, unmapped when freed), so that the peak follows the live
-memory and not the history of a heap (fresh workers agree to within 0.3%, BENCHMARKS.md). As a check, the peak
-of the live tensors' bytes (torch's profiler) is stored beside it. Part of a peak does not grow with the
-population (the autograd graph's nodes, Python objects: a few MB at 200 days); with `ad_memory.small_agents`,
-every cell is measured on a small population too, and the memory per agent is the difference of the two peaks
-over the difference in agents, the rest the fixed bytes. Wall times, the median of
-`ad_memory.repeats` runs, are measured in this process with the ordinary allocator, beside the CPU time of all
-threads.
+parameter a leaf; `AutoDiff(mode, segment_days, tangents_per_pass=1).simulate` (forward mode one `jvp` per
+parameter, as in the paper; batched tangents add about 24 bytes per agent each, BENCHMARKS.md), then the gradient of
+the total infections in all parameters (`no_gradient`: the simulation alone, for reference). Its peak memory is the
+rise of the process's resident set (VmHWM, reset through /proc/self/clear_refs) over the resident set before it,
+each measurement in a fresh worker process (after a tiny warm-up run) whose allocator returns freed memory at once
+(glibc `mallopt`: every block of ≥ 4 KiB is its own mapping, unmapped when freed), so that the peak follows the live
+memory and not the history of a heap (fresh workers agree to within 0.3%, BENCHMARKS.md). As a check, the peak of
+the live tensors' bytes (torch's profiler) is stored beside it. Part of a peak does not grow with the population
+(the autograd graph's nodes, Python objects: a few MB at 200 days); with `ad_memory.small_agents`, every cell is
+measured on a small population too, and the memory per agent is the difference of the two peaks over the difference
+in agents, the rest the fixed bytes. Wall times, the median of `ad_memory.repeats` runs, are measured in this
+process with the ordinary allocator, beside the CPU time of all threads.
 
 Fits, memory per agent against T, least squares: reverse mode a + b·T (every day's state is kept), checkpointed
 reverse mode a + b·√T (√T kept segment starts and one recomputed segment of √T days; a + b·T for a fixed
@@ -143,7 +143,7 @@ def differentiate(model: Simulator, mode: str, segment_days: int | None, seed: i
         with torch.no_grad():
             model.simulate(leaves, seed)
         return
-    output = AutoDiff(mode, segment_days).simulate(model, leaves, seed)
+    output = AutoDiff(mode, segment_days, tangents_per_pass=1).simulate(model, leaves, seed)
     torch.autograd.grad(output[OUTPUT].sum(), list(leaves.values()), allow_unused=True)
 
 

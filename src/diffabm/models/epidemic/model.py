@@ -58,7 +58,7 @@ from diffabm.models.epidemic.vaccination import (
     first_dose_share_by,
 )
 from diffabm.parameters import ParameterSpace
-from diffabm.resources import check_memory
+from diffabm.resources import check_memory, tangents_that_fit
 from diffabm.stochastic import BernoulliEstimator, EventWeighted, hard_bernoulli
 from diffabm.store import as_object_strings
 
@@ -593,6 +593,13 @@ class EpidemicModel(Simulator):
                     parameters["reporting_delay"],
                     self.people_per_agent,
                 )
+
+    def forward_tangents_per_pass(self, draws: int, tangents: int) -> int:
+        """As many forward-mode tangents in one pass as fit in `max_memory_gb` (None: the memory available); one with
+        secret-shared sums, which check the range of every value they encode (not possible under `torch.func.vmap`)."""
+        if type(self.contacts) is not ContactLayers:
+            return 1
+        return tangents_that_fit(self.n_agents, draws, self.days, tangents, self.max_memory_gb)
 
     def fused_layers(self, tensors: Sequence[Tensor]) -> fused.FusedLayers | None:
         """The contact layers for the fused kernels (`fused`), if this simulation can use them: nothing needs a

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from diffabm.models.autodiff import vmap_tangents_only
 from diffabm.models.epidemic import fused
 
 STAGES = (
@@ -63,10 +64,13 @@ class _Histogram(torch.autograd.Function):
     group (tensors that live on anyway), not the scatter index, which would cost 8 bytes per agent for each of
     the ~20 histograms of a simulation in reverse mode; linear in `weight`, so its jvp is itself."""
 
+    vmap = staticmethod(vmap_tangents_only)
+
     @staticmethod
     def forward(weight: Tensor, day: Tensor, group: Tensor, days: int, groups: int) -> Tensor:
         index = _histogram_index(day, group, days, groups)
-        counts = weight.new_zeros(weight.shape[0], days * groups + 1).scatter_add_(1, index, weight)
+        # out of place: its jvp passes the tangents, batched under `torch.func.vmap` where the zeros are not
+        counts = weight.new_zeros(weight.shape[0], days * groups + 1).scatter_add(1, index, weight)
         return counts[:, : days * groups].reshape(weight.shape[0], days, groups)
 
     @staticmethod

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffabm.models.autodiff import vmap_tangents_only
+
 REPORTING_PARAMETERS = {"ascertainment": "unit_interval", "reporting_delay": "positive"}
 DELAY_SHAPE = 2.0
 MAX_DELAY_DAYS = 21
@@ -30,6 +32,8 @@ MAX_DELAY_DAYS = 21
 class _GammaCDF(torch.autograd.Function):
     """P(a, x), the regularised lower incomplete gamma function of fixed shape a, differentiable in x in reverse and
     forward mode (torch's `igamma` has no forward-mode derivative): dP/dx = x^(a − 1) e^(−x) / Γ(a)."""
+
+    vmap = staticmethod(vmap_tangents_only)
 
     @staticmethod
     def forward(x: Tensor, shape: float) -> Tensor:

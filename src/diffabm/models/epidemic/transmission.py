@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import Tensor
 
+from diffabm.models.autodiff import vmap_tangents_only
+
 if TYPE_CHECKING:  # for annotations only
     from diffabm.models.epidemic.contacts import ContactLayers
     from diffabm.models.epidemic.course import DiseaseCourse
@@ -210,6 +212,8 @@ class _InfectionsBySetting(torch.autograd.Function):
             grad_weight = torch.zeros_like(weight).index_add_(0, draw, grad_force * exposure)
         return grad_new, grad_weight, None, None
 
+    vmap = staticmethod(vmap_tangents_only)
+
     @staticmethod
     def jvp(ctx, new_tangent: Tensor | None, weight_tangent: Tensor | None, *_) -> Tensor:
         weight, flat, exposure, values = ctx.saved_tensors
@@ -224,7 +228,8 @@ class _InfectionsBySetting(torch.autograd.Function):
             total_tangent = force_tangent.sum(-1, keepdim=True) * (total >= 1e-30)
             share_tangent = force_tangent / denominator - force * total_tangent / denominator**2
             source = source + values[:, None] * share_tangent
-        return weight.new_zeros(ctx.shape[0], weight.shape[1]).index_add_(0, draw, source.to(weight.dtype))
+        # out of place: under `torch.func.vmap` the tangents are batched, the zeros are not
+        return weight.new_zeros(ctx.shape[0], weight.shape[1]).index_add(0, draw, source.to(weight.dtype))
 
 
 class _TransmissionDay(torch.autograd.Function):
@@ -259,6 +264,8 @@ class _TransmissionDay(torch.autograd.Function):
         ctx.mark_non_differentiable(rate, total)
         ctx.save_for_backward(infected if state.model.estimator.relaxed else None, weight, total)
         ctx.day, ctx.state = day, state
+
+    vmap = staticmethod(vmap_tangents_only)
 
     @staticmethod
     def jvp(
