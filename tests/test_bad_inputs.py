@@ -537,6 +537,16 @@ CASES: dict[str, Case] = {
     ),
     "unknown AD mode": Case(sensitivity("ad.mode=adjoint"), ("ad.mode", "'adjoint'"), "sensitivity.zarr"),
     "checkpoints of zero days": Case(sensitivity("ad.segment_days=0"), ("ad.segment_days", "0"), "sensitivity.zarr"),
+    "forward mode with a straight-through estimator": Case(
+        sensitivity(
+            "ad.mode=forward",
+            "model/estimator=straight_through",
+            "sensitivity.posterior_draws=0",
+            "sensitivity.methods=[forward_mode]",
+        ),
+        ("ad.mode: forward", "model.estimator StraightThrough"),
+        "sensitivity.zarr",
+    ),
     "forward passes of no tangent": Case(
         sensitivity("ad.tangents_per_pass=0"), ("ad.tangents_per_pass", "0"), "sensitivity.zarr"
     ),

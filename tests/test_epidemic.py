@@ -614,6 +614,31 @@ def test_forward_mode_reaches_the_odds_ratios(small_population, parameter, outpu
     torch.testing.assert_close(forward, reverse.sum(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "estimator", ["event_weighted", "straight_through", "straight_through_gumbel", "gumbel_softmax"]
+)
+def test_forward_mode_gives_reverse_modes_cases_or_refuses_the_estimator(small_population, estimator):
+    """Cases depend on which agents are ever infected: with the event-weighted estimator (draws of 0 carry no
+    derivative) forward mode equals reverse mode; with the others reverse mode adds the would-be cases of agents
+    never infected, which forward mode cannot, so it refuses them in one line instead of differing (by 88-99%)."""
+    model = make_model(small_population, f"model/estimator={estimator}", "model.days=20", "model.draws=2")
+    base = natural(model, initial_fraction=0.05)
+
+    def cases(beta):
+        return model.simulate({**base, "beta_household": beta}, seed=2).cases.sum()
+
+    tangent = (torch.ones(2),)
+    if estimator != "event_weighted":
+        with pytest.raises(ValueError, match=r"ad.mode: forward with model.estimator \w+: .*use ad.mode: reverse"):
+            torch.func.jvp(cases, (base["beta_household"],), tangent)
+        return
+    _, forward = torch.func.jvp(cases, (base["beta_household"],), tangent)
+    beta = base["beta_household"].clone().requires_grad_(True)
+    (reverse,) = torch.autograd.grad(cases(beta), beta)
+    assert reverse.sum().abs() > 0
+    torch.testing.assert_close(forward, reverse.sum(), rtol=1e-4, atol=1e-4)
+
+
 def test_an_earlier_retained_backward_does_not_leak_into_a_later_one(small_population):
     """Straight-through: gradients of outputs recorded by a first backward pass (retain_graph) that never reached
     the transmission days must not be added to a second pass's."""

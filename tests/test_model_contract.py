@@ -72,7 +72,8 @@ def test_model_contract(name, tmp_path):
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_mode_batches_its_tangents_and_matches_reverse_mode(name):
     """`ad.mode: forward` gives the same gradients with every parameter's tangent in one `vmap` pass as with one pass
-    per parameter or two (bit for bit: each tangent is computed as by its own `jvp`), and reverse mode's to rounding."""
+    per parameter (a plain `jvp`) or two (bit for bit: each tangent is computed as by its own `jvp`), and reverse
+    mode's to rounding."""
     model = small_model(name)
     weights = {observable: 1.0 + k for k, observable in enumerate(model.observables)}
 
@@ -82,8 +83,8 @@ def test_forward_mode_batches_its_tangents_and_matches_reverse_mode(name):
         total = sum(weights[observable] * output[observable].sum() for observable in model.observables)
         return torch.autograd.grad(total, list(leaves.values()))
 
-    batched = gradients(AutoDiff("forward"))
-    for per_pass in (1, 2):  # one pass per parameter; passes of two and a last of one or two
+    batched = gradients(AutoDiff("forward", tangents_per_pass=len(model.space.names)))
+    for per_pass in (None, 1, 2):  # as many as fit; one plain jvp per parameter; passes of two, the last of one or two
         for alone, together in zip(gradients(AutoDiff("forward", tangents_per_pass=per_pass)), batched):
             torch.testing.assert_close(together, alone, rtol=0, atol=0)
     for forward, reverse in zip(batched, gradients(AutoDiff("reverse"))):

@@ -134,10 +134,15 @@ def test_only_the_per_group_aggregates_are_revealed(small_population):
         assert party.revealed_values == party.rounds * 3 * (model.contacts.n_groups - 1)
 
 
-@pytest.mark.parametrize("mode", ["reverse", "forward"])
-def test_private_simulation_and_gradient_equal_the_plain_ones(small_population, mode):
+@pytest.mark.parametrize(
+    "ad",
+    [AutoDiff("reverse"), AutoDiff("forward"), AutoDiff("forward", tangents_per_pass=3)],
+    ids=["reverse", "forward", "forward-3-per-pass"],
+)
+def test_private_simulation_and_gradient_equal_the_plain_ones(small_population, ad):
     """Reverse mode goes through `gather` (the adjoint's secure sums), forward mode through `group_totals` of the
-    tangents."""
+    tangents: one tangent per pass with secret sharing, whose sums check each value's range (not under `vmap`),
+    whatever `tangents_per_pass` asks."""
     results = {}
     for privacy in ("none", "secret_sharing"):
         model = make_model(small_population, f"model.privacy={privacy}", ISOLATION)
@@ -145,7 +150,7 @@ def test_private_simulation_and_gradient_equal_the_plain_ones(small_population, 
             name: torch.full((3,), value, requires_grad=name.startswith("beta_"))
             for name, value in model.defaults.items()
         }
-        output = AutoDiff(mode).simulate(model, parameters, seed=11)
+        output = ad.simulate(model, parameters, seed=11)
         output["new_infections"].sum().backward()
         results[privacy] = (
             {name: value.detach() for name, value in output.items()},

@@ -33,7 +33,7 @@ def tangents_that_fit(agents: int, draws: int, days: int, tangents: int, limit_g
     room = (limit_gb * GB if limit_gb is not None else available_bytes()) - estimated_peak_bytes(
         agents, draws, days, gradients=False
     )
-    return max(1, min(tangents, 1 + int(room // (agents * draws * BYTES_PER_AGENT_DRAW_TANGENT))))
+    return max(1, min(tangents, 1 + int(room // max(agents * draws * BYTES_PER_AGENT_DRAW_TANGENT, 1.0))))
 
 
 def check_memory(agents: int, draws: int, days: int, gradients: bool, limit_gb: float | None = None) -> None:

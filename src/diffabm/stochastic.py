@@ -58,6 +58,7 @@ class _HardSample:
     """Hard samples `u < p` in the forward pass; subclasses give the surrogate that carries the gradient."""
 
     relaxed = False
+    draws_without_event_differentiable = True  # a draw of 0 carries a derivative (its would-be event's effect)
 
     def __call__(self, logits: Tensor, u: Tensor) -> Tensor:
         probs = torch.sigmoid(logits)
@@ -94,6 +95,7 @@ class GumbelSoftmax:
 
     temperature: float = 0.1
     relaxed = True  # states are soft: simulators must not assume 0/1 values
+    draws_without_event_differentiable = True
 
     def __call__(self, logits: Tensor, u: Tensor) -> Tensor:
         return torch.sigmoid((logits + logistic_noise(u)) / self.temperature)
@@ -125,6 +127,8 @@ class EventWeighted(_HardSample):
     force (the likelihood-ratio weighting of realised events; Glasserman 2003, §7.3; the seeding
     weight of papers.md §2 applied to every draw). The weights are bounded: d log p / d rate ≤ 1/rate.
     """
+
+    draws_without_event_differentiable = False  # x p / p̂ is 0 where x is
 
     def with_gradient(self, hard: Tensor, logits: Tensor, probs: Tensor, u: Tensor) -> Tensor:
         # p / p̂ where the event happened (then p > u > 0) and 0 elsewhere: dividing by p̂ there too made 0 / 0 = NaN

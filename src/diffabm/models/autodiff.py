@@ -3,7 +3,7 @@ outputs in its parameters are computed, for calibration and sensitivity alike.
 
 - `reverse`: backpropagation through the simulation; memory grows with the number of steps.
 - `forward`: forward mode (`torch.func.jvp`), one tangent per parameter that needs a gradient, batched by
-  `torch.func.vmap` (`tangents_per_pass` at a time; None: as many as the model's memory allows,
+  `torch.func.vmap` (`tangents_per_pass` at a time, at most as many as the model's memory allows,
   `Simulator.forward_tangents_per_pass`): the simulation's states and draws are computed once per pass, its
   tangents for every parameter of the pass at once. The derivatives of every output are kept and the parameters'
   gradients are their contraction with the outputs' gradients (a vector-Jacobian product from a stored Jacobian).
@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -111,10 +112,11 @@ class AutoDiff:
 
 class _ForwardMode(torch.autograd.Function):
     """The simulation's outputs, with each parameter's output derivatives from `jvp` (tangent 1 in every draw: draws
-    are simulated independently, so that is each draw's own derivative); backward contracts them. The tangents of
-    the parameters (the rows of an identity) are batched by `torch.func.vmap`, `tangents_per_pass` at a time: the
-    primal simulation runs once per pass, unbatched (the simulators' Functions refuse batched primals,
-    `vmap_tangents_only`), and each tangent equals the one of its own `jvp`."""
+    are simulated independently, so that is each draw's own derivative); backward contracts them. The parameters
+    pass in groups of `tangents_per_pass` (None: all; at most what `Simulator.forward_tangents_per_pass` allows),
+    only a group's parameters as duals, their tangents (the rows of an identity) batched by `torch.func.vmap`: the
+    primal simulation runs once per group, unbatched (the simulators' Functions refuse batched primals,
+    `vmap_tangents_only`), and each tangent equals the one of its own `jvp` (a group of one is a plain `jvp`)."""
 
     @staticmethod
     def forward(
@@ -130,34 +132,39 @@ class _ForwardMode(torch.autograd.Function):
         observables = list(model.observables)
         varied = [name for name, needed in zip(names, ctx.needs_input_grad[5:]) if needed]
 
-        def outputs(*varied_values: Tensor) -> tuple[Tensor, ...]:
-            output = model.simulate({**parameters, **dict(zip(varied, varied_values))}, seed, controls)
+        def outputs(passed: list[str], *passed_values: Tensor) -> tuple[Tensor, ...]:
+            output = model.simulate({**parameters, **dict(zip(passed, passed_values))}, seed, controls)
             return tuple(output[name] for name in observables)
+
+        def tangent_pass(passed: list[str], *directions: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+            """The outputs and their tangents in `directions`, with only the `passed` parameters as duals."""
+            primals = tuple(parameters[name] for name in passed)
+            return torch.func.jvp(functools.partial(outputs, passed), primals, directions)
 
         if not varied:
             ctx.tangents = [None] * len(names)
-            return outputs()
-        primals = tuple(parameters[name] for name in varied)
-        draws = model.check_parameters(parameters)
-        per_pass = tangents_per_pass or model.forward_tangents_per_pass(draws, len(varied))
-        identity, by_name = torch.eye(len(varied)), {}
+            return outputs([])
+        wanted = min(tangents_per_pass or len(varied), len(varied))
+        per_pass = model.forward_tangents_per_pass(model.check_parameters(parameters), wanted)
+        by_name = {}
         for first in range(0, len(varied), per_pass):
-            rows = identity[first : first + per_pass]  # the pass's tangents: parameter k's is 1 in every draw of row k
-            directions = tuple(
-                rows[:, k].to(value).reshape(-1, *[1] * value.dim()).expand(len(rows), *value.shape)
-                for k, value in enumerate(primals)
-            )
-            if len(rows) == 1:  # a plain jvp (models whose sums cannot be batched take one tangent per pass)
-                primal, tangents = torch.func.jvp(outputs, primals, tuple(direction[0] for direction in directions))
+            passed = varied[first : first + per_pass]  # only these parameters carry tangents in this pass
+            if len(passed) == 1:  # a plain jvp (models whose sums cannot be batched take one tangent per pass)
+                primal, tangents = tangent_pass(passed, torch.ones_like(parameters[passed[0]]))
                 tangents = tuple(tangent[None] for tangent in tangents)
-            else:
+            else:  # parameter k's tangent is 1 in every draw of row k, 0 in the others
+                identity = torch.eye(len(passed))
+                directions = tuple(
+                    identity[:, k].to(value).reshape(-1, *[1] * value.dim()).expand(len(passed), *value.shape)
+                    for k, value in enumerate(parameters[name] for name in passed)
+                )
                 primal, tangents = torch.func.vmap(
-                    lambda *direction: torch.func.jvp(outputs, primals, direction),
+                    functools.partial(tangent_pass, passed),
                     out_dims=(None, 0),
                     randomness="same",  # the primal's draws, made once for all tangents (an unbatched random call)
                 )(*directions)
-            for row in range(len(rows)):
-                by_name[varied[first + row]] = tuple(tangent[row] for tangent in tangents)
+            for row, name in enumerate(passed):
+                by_name[name] = tuple(tangent[row] for tangent in tangents)
         ctx.tangents = [by_name.get(name) for name in names]
         return primal
 
