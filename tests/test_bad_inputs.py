@@ -544,7 +544,7 @@ CASES: dict[str, Case] = {
             "sensitivity.posterior_draws=0",
             "sensitivity.methods=[forward_mode]",
         ),
-        ("ad.mode: forward", "model.estimator StraightThrough"),
+        ("ad.mode: forward cannot differentiate", "model.estimator StraightThrough"),
         "sensitivity.zarr",
     ),
     "forward passes of no tangent": Case(

@@ -131,6 +131,8 @@ class _ForwardMode(torch.autograd.Function):
         parameters = dict(zip(names, values))
         observables = list(model.observables)
         varied = [name for name, needed in zip(names, ctx.needs_input_grad[5:]) if needed]
+        ctx.set_materialize_grads(False)  # outputs the loss does not use get None, not zeros (`backward`)
+        ctx.observables, ctx.refused = observables, model.outputs_without_forward_mode()
 
         def outputs(passed: list[str], *passed_values: Tensor) -> tuple[Tensor, ...]:
             output = model.simulate({**parameters, **dict(zip(passed, passed_values))}, seed, controls)
@@ -170,6 +172,10 @@ class _ForwardMode(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        for name, grad in zip(ctx.observables, grads):
+            if grad is not None and name in ctx.refused:
+                raise ValueError(f"ad.mode: forward cannot differentiate {name}: {ctx.refused[name]}")
+
         def contract(tangent: tuple[Tensor, ...]) -> Tensor:
             return sum((g * t).flatten(1).sum(1) for g, t in zip(grads, tangent) if g is not None)
 

@@ -112,6 +112,11 @@ class Simulator(nn.Module, ABC):
             f"{type(self).__name__} has no stochastic derivatives (calibration.gradients: autograd)"
         )
 
+    def outputs_without_forward_mode(self) -> dict[str, str]:
+        """Observables whose forward-mode derivatives this model cannot give (reverse mode can), each with why: a
+        gradient reaching one of them in `ad.mode: forward` is an error. None by default."""
+        return {}
+
     def forward_tangents_per_pass(self, draws: int, tangents: int) -> int:
         """How many of `tangents` forward-mode tangents one pass of `draws` draws computes together (`ad.mode:
         forward`, `torch.func.vmap` over `jvp`): all of them; models whose memory per draw is large bound it."""

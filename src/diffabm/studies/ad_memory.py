@@ -4,7 +4,7 @@ for each AD mode of `diffabm.models.autodiff`, extrapolated to England (53 M age
 
 One measurement: the study's model on a toy population of `ad_memory.agents` agents, one draw, T days; every
 parameter a leaf; `AutoDiff(mode, segment_days, tangents_per_pass=1).simulate` (forward mode one `jvp` per
-parameter, as in the paper; batched tangents add about 24 bytes per agent each, BENCHMARKS.md), then the gradient of
+parameter, as in the paper; batched tangents add about 20-24 bytes per agent each, BENCHMARKS.md), then the gradient of
 the total infections in all parameters (`no_gradient`: the simulation alone, for reference). Its peak memory is the
 rise of the process's resident set (VmHWM, reset through /proc/self/clear_refs) over the resident set before it,
 each measurement in a fresh worker process (after a tiny warm-up run) whose allocator returns freed memory at once

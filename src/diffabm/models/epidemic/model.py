@@ -489,7 +489,6 @@ class EpidemicModel(Simulator):
         parameters = self.on_device(parameters)
         controls = self.check_controls(controls, draws)
         tracking = torch.is_grad_enabled() and any(torch.as_tensor(v).requires_grad for v in parameters.values())
-        self.check_forward_mode([*parameters.values(), *controls.values()])
         check_memory(self.n_agents, draws, self.days, tracking, self.max_memory_gb)
         beta = torch.stack([parameters[f"beta_{layer}"] for layer in self.layers], dim=-1)
         fraction = parameters["initial_fraction"]
@@ -595,17 +594,22 @@ class EpidemicModel(Simulator):
                     self.people_per_agent,
                 )
 
-    def check_forward_mode(self, tensors: Sequence[Tensor]) -> None:
-        """A ValueError naming `ad.mode` and `model.estimator` where forward-mode tangents (`torch.func.jvp`) meet an
-        estimator whose draws without an infection carry derivatives: reverse mode adds their would-be cases,
-        admissions, deaths and infections by group (`_DayState.unrealised_outputs`), forward mode cannot know which
-        agents stay uninfected until the last day, so its derivatives of those outputs would silently differ."""
-        if self.estimator.draws_without_event_differentiable and any(has_tangent(tensor) for tensor in tensors):
-            raise ValueError(
-                f"ad.mode: forward with model.estimator {type(self.estimator).__name__}: its draws without an "
-                "infection carry derivatives that only reverse mode follows into cases, admissions and deaths; use "
-                "ad.mode: reverse or checkpointed, or model/estimator=event_weighted"
-            )
+    def outputs_without_forward_mode(self) -> dict[str, str]:
+        """With an estimator whose draws without an infection carry derivatives (straight-through, relaxed), the
+        outputs whose forward-mode derivatives would lack a term of reverse mode's, each with why: reverse mode adds
+        the would-be cases, admissions, deaths and infections by group of the agents never infected
+        (`_DayState.unrealised_outputs`, and reported cases through cases); a day's `jvp` cannot know which agents
+        stay uninfected until the last day. Infections themselves (`new_infections`, by setting) are exact."""
+        if not self.estimator.draws_without_event_differentiable:
+            return {}
+        reason = (
+            f"with model.estimator {type(self.estimator).__name__} its draws without an infection carry derivatives "
+            "that only reverse mode follows into cases, admissions and deaths; use ad.mode: reverse or checkpointed, "
+            "or model/estimator=event_weighted"
+        )
+        names = ["cases", "hospitalisations", "deaths", "reported_cases"]
+        names += [f"{event}_by_{grouping}" for event in (*EVENTS, "reported_cases") for grouping in self.group_labels]
+        return {name: reason for name in names if name in self.observables}
 
     def forward_tangents_per_pass(self, draws: int, tangents: int) -> int:
         """As many forward-mode tangents in one pass as fit in `max_memory_gb` (None: the memory available); one with
