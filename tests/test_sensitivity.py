@@ -192,6 +192,12 @@ def test_a_calibnn_posterior_gives_its_mean_controls_and_each_draws_own(small_po
         )
         np.testing.assert_allclose(ds.derivative_by_draw.values[k], alone.derivative.values[0], rtol=1e-5)
     assert not np.allclose(ds.derivative_by_draw.values[0], ds.derivative_by_draw.values[1], rtol=0.05)
+    # the same labels in another order (time shared by two controls): put in the model's order, once
+    labelled = posterior.assign_coords(time=model.coords()["time"])
+    backwards = labelled.isel(age_group=slice(None, None, -1), time=slice(None, None, -1))
+    _, reordered = evaluation_point(model, write_dataset(backwards, tmp_path / "reordered.zarr", None, 0))
+    for name in ("transmission_multiplier", "transmission_by_age"):
+        np.testing.assert_array_equal(reordered[name], controls[name])
     relabelled = write_dataset(
         posterior.assign_coords(age_group=[f"band {k}" for k in range(len(ages))]), tmp_path / "other.zarr", None, 0
     )

@@ -33,11 +33,11 @@ def read_posterior(path: str | Path, model: Simulator | None = None) -> xr.Datas
 
 def check_posterior(posterior: xr.Dataset, model: Simulator, path: str | Path) -> xr.Dataset:
     """The posterior if every variable is one of `model`'s parameters (draw,) or controls (draw, *dims: the model's
-    dimensions, in any order, with its labels where the store has them), the controls' dimensions put in the
-    model's order; else a ValueError naming the store, the variable and what does not fit."""
+    dimensions, in any order, with its labels where the store has them, in any order), the controls' dimensions and
+    labels put in the model's order; else a ValueError naming the store, the variable and what does not fit."""
     coords, checked = model.coords(), posterior.copy()
     for name in posterior.data_vars:
-        values = posterior[name]
+        values = checked[name]  # with the labels of dimensions already put in order (shared by the variables)
         if name in model.defaults:
             expected: tuple[str, ...] = ()
         elif name in model.controls:
@@ -56,7 +56,11 @@ def check_posterior(posterior: xr.Dataset, model: Simulator, path: str | Path) -
                     f"posterior {path}: '{name}' has {values.sizes[dim]} {dim} labels, this model's {len(labels)}"
                 )
             stored = [_label(label) for label in values[dim].values] if dim in values.coords else labels
-            if stored != labels:
+            if stored != labels and sorted(stored) == sorted(labels) and len(set(stored)) == len(stored):
+                position = {label: k for k, label in enumerate(stored)}  # the same labels in another order
+                checked = checked.isel({dim: [position[label] for label in labels]})  # for every variable on `dim`
+                values = checked[name]
+            elif stored != labels:
                 k = next(k for k, (a, b) in enumerate(zip(stored, labels)) if a != b)
                 raise ValueError(
                     f"posterior {path}: '{name}' has {dim} label {k} {stored[k]!r}, this model's is {labels[k]!r} "
