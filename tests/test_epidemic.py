@@ -621,25 +621,32 @@ def test_forward_mode_gives_reverse_modes_derivatives_or_refuses_the_output(smal
     """Infections are exact in forward mode with every estimator. Cases also depend on which agents are never
     infected: with the event-weighted estimator (draws of 0 carry no derivative) forward mode equals reverse mode;
     with the others reverse mode adds the would-be cases of agents never infected, which forward mode cannot, so a
-    gradient reaching cases is refused in one line instead of differing (by 88-100%)."""
+    nonzero gradient reaching cases in a parameter that moves the infection draws (β) is refused in one line
+    instead of differing (by 88-100%). Admissions in their odds ratio move no draw: exact in both modes."""
     from diffabm.models.autodiff import AutoDiff
 
     model = make_model(small_population, f"model/estimator={estimator}", "model.days=20", "model.draws=2")
 
-    def derivative(mode: str, output: str) -> Tensor:
-        parameters = {k: v.clone().requires_grad_(k == "beta_household") for k, v in natural(model).items()}
-        series = AutoDiff(mode).simulate(model, parameters, seed=2)[output]
-        return torch.autograd.grad(series.sum(), parameters["beta_household"])[0]
+    def derivative(mode: str, output: str, parameter: str) -> Tensor:
+        parameters = {k: v.clone().requires_grad_(k == parameter) for k, v in natural(model).items()}
+        series = AutoDiff(mode).simulate(model, parameters, seed=2)
+        # deaths weighed by zero get a gradient of zeros, not None: that must not be refused
+        loss = series[output].sum() + 0.0 * series["deaths"].sum()
+        return torch.autograd.grad(loss, parameters[parameter])[0]
 
-    for output in ("new_infections", "cases"):
-        reverse = derivative("reverse", output)
+    for output, parameter in (
+        ("new_infections", "beta_household"),
+        ("hospitalisations", "hospitalisation_odds_ratio"),
+        ("cases", "beta_household"),
+    ):
+        reverse = derivative("reverse", output, parameter)
         assert reverse.abs().sum() > 0, output
         if output == "cases" and estimator != "event_weighted":
-            refused = r"ad\.mode: forward cannot differentiate cases: with model\.estimator "
+            refused = r"ad\.mode: forward cannot differentiate cases in beta_household: with model\.estimator "
             with pytest.raises(ValueError, match=refused):
-                derivative("forward", output)
+                derivative("forward", output, parameter)
             continue
-        torch.testing.assert_close(derivative("forward", output), reverse, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(derivative("forward", output, parameter), reverse, rtol=1e-4, atol=1e-4)
 
 
 def test_an_earlier_retained_backward_does_not_leak_into_a_later_one(small_population):

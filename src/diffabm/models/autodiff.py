@@ -132,7 +132,6 @@ class _ForwardMode(torch.autograd.Function):
         observables = list(model.observables)
         varied = [name for name, needed in zip(names, ctx.needs_input_grad[5:]) if needed]
         ctx.set_materialize_grads(False)  # outputs the loss does not use get None, not zeros (`backward`)
-        ctx.observables, ctx.refused = observables, model.outputs_without_forward_mode()
 
         def outputs(passed: list[str], *passed_values: Tensor) -> tuple[Tensor, ...]:
             output = model.simulate({**parameters, **dict(zip(passed, passed_values))}, seed, controls)
@@ -168,16 +167,23 @@ class _ForwardMode(torch.autograd.Function):
             for row, name in enumerate(passed):
                 by_name[name] = tuple(tangent[row] for tangent in tangents)
         ctx.tangents = [by_name.get(name) for name in names]
+        ctx.refused = {  # per parameter: the outputs whose tangents lack a term of reverse mode's, and why
+            name: model.outputs_without_forward_mode(dict(zip(observables, tangents)))
+            for name, tangents in by_name.items()
+        }
+        ctx.observables = observables
         return primal
 
     @staticmethod
     def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:
-        for name, grad in zip(ctx.observables, grads):
-            if grad is not None and name in ctx.refused:
-                raise ValueError(f"ad.mode: forward cannot differentiate {name}: {ctx.refused[name]}")
+        used = {name: grad for name, grad in zip(ctx.observables, grads) if grad is not None}
+        for parameter, refused in ctx.refused.items():
+            for name in refused.keys() & {name for name, grad in used.items() if bool(grad.any())}:
+                raise ValueError(f"ad.mode: forward cannot differentiate {name} in {parameter}: {refused[name]}")
 
-        def contract(tangent: tuple[Tensor, ...]) -> Tensor:
-            return sum((g * t).flatten(1).sum(1) for g, t in zip(grads, tangent) if g is not None)
+        def contract(tangent: tuple[Tensor, ...]) -> Tensor | None:
+            terms = [(grad * t).flatten(1).sum(1) for grad, t in zip(grads, tangent) if grad is not None]
+            return sum(terms[1:], terms[0]) if terms else None
 
         contracted = (None if tangent is None else contract(tangent) for tangent in ctx.tangents)
         return (None, None, None, None, None, *contracted)

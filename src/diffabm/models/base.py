@@ -112,9 +112,10 @@ class Simulator(nn.Module, ABC):
             f"{type(self).__name__} has no stochastic derivatives (calibration.gradients: autograd)"
         )
 
-    def outputs_without_forward_mode(self) -> dict[str, str]:
-        """Observables whose forward-mode derivatives this model cannot give (reverse mode can), each with why: a
-        gradient reaching one of them in `ad.mode: forward` is an error. None by default."""
+    def outputs_without_forward_mode(self, tangents: Mapping[str, Tensor]) -> dict[str, str]:
+        """Given the forward-mode tangents of every observable in one parameter, the observables whose tangents lack
+        a term that reverse mode gives, each with why: a nonzero gradient reaching one of them in `ad.mode: forward`
+        is an error. None by default."""
         return {}
 
     def forward_tangents_per_pass(self, draws: int, tangents: int) -> int:

@@ -594,13 +594,15 @@ class EpidemicModel(Simulator):
                     self.people_per_agent,
                 )
 
-    def outputs_without_forward_mode(self) -> dict[str, str]:
-        """With an estimator whose draws without an infection carry derivatives (straight-through, relaxed), the
-        outputs whose forward-mode derivatives would lack a term of reverse mode's, each with why: reverse mode adds
-        the would-be cases, admissions, deaths and infections by group of the agents never infected
-        (`_DayState.unrealised_outputs`, and reported cases through cases); a day's `jvp` cannot know which agents
-        stay uninfected until the last day. Infections themselves (`new_infections`, by setting) are exact."""
-        if not self.estimator.draws_without_event_differentiable:
+    def outputs_without_forward_mode(self, tangents: Mapping[str, Tensor]) -> dict[str, str]:
+        """With an estimator whose draws without an infection carry derivatives (straight-through, relaxed) and a
+        parameter that moves the infection draws (a nonzero tangent of `new_infections`), the outputs whose
+        forward-mode derivatives lack a term of reverse mode's, each with why: reverse mode adds the would-be cases,
+        admissions, deaths and infections by group of the agents never infected (`_DayState.unrealised_outputs`, and
+        reported cases through cases); a day's `jvp` cannot know which agents stay uninfected until the last day.
+        Infections themselves are exact, and so are the parameters of the course and reporting alone (e.g. the
+        odds ratios), which move no draw."""
+        if not self.estimator.draws_without_event_differentiable or not bool(tangents["new_infections"].any()):
             return {}
         reason = (
             f"with model.estimator {type(self.estimator).__name__} its draws without an infection carry derivatives "
