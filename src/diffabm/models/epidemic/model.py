@@ -568,14 +568,8 @@ class EpidemicModel(Simulator):
                 "deaths": (admission + stay, admitted * (dies.detach() > 0.5)),
             }
             day_state.delays = {  # name: (days after infection, weight, column) per agent
-                "cases": (onset, symptomatic, 0),
-                "hospitalisations": (*events["hospitalisations"], 0),
-                "deaths": (*events["deaths"], 0),
-                **{
-                    f"{event}_by_{name}": (*events[event], getattr(self, f"group_{name}"))
-                    for event in EVENTS
-                    for name in self.group_labels
-                },
+                name: (*events[event], 0 if grouping is None else getattr(self, f"group_{grouping}"))
+                for name, (event, grouping) in self.unrealised_outcome_outputs().items()
             }
             for name in day_state.delays:
                 output[name] = _RecordOutputGradient.apply(output[name], day_state, name)
@@ -594,6 +588,13 @@ class EpidemicModel(Simulator):
                     self.people_per_agent,
                 )
 
+    def unrealised_outcome_outputs(self) -> dict[str, tuple[str, str | None]]:
+        """The outputs to which reverse mode adds the would-be outcomes of the agents never infected
+        (`_DayState.delays`, `unrealised_outputs`), each with its event and grouping (None: the total)."""
+        totals = {event: (event, None) for event in ("cases", "hospitalisations", "deaths")}
+        by_group = {f"{event}_by_{name}": (event, name) for event in EVENTS for name in self.group_labels}
+        return {**totals, **by_group}
+
     def outputs_without_forward_mode(self, tangents: Mapping[str, Tensor]) -> dict[str, str]:
         """With an estimator whose draws without an infection carry derivatives (straight-through, relaxed) and a
         parameter that moves the infection draws (a nonzero tangent of `new_infections`), the outputs whose
@@ -609,9 +610,9 @@ class EpidemicModel(Simulator):
             "that only reverse mode follows into cases, admissions and deaths; use ad.mode: reverse or checkpointed, "
             "or model/estimator=event_weighted"
         )
-        names = ["cases", "hospitalisations", "deaths", "reported_cases"]
-        names += [f"{event}_by_{grouping}" for event in (*EVENTS, "reported_cases") for grouping in self.group_labels]
-        return {name: reason for name in names if name in self.observables}
+        series = self.unrealised_outcome_outputs()
+        reported = [f"reported_{name}" for name, (event, _) in series.items() if event == "cases"]  # through cases
+        return {name: reason for name in (*series, *reported) if name in self.observables}
 
     def forward_tangents_per_pass(self, draws: int, tangents: int) -> int:
         """As many forward-mode tangents in one pass as fit in `max_memory_gb` (None: the memory available); one with
